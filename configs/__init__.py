@@ -1,0 +1,1 @@
+"""Shipped dataset and model configs (installed as the package ``gluondet.configs``)."""

@@ -1,0 +1,55 @@
+"""The ``gluondet`` command: a click group with one thin module per subcommand.
+
+Each command checks its arguments, calls one library function and prints. MXNet and GluonCV are
+imported only inside the commands that need them, so ``gluondet --help`` and ``data`` answer at
+once. A GluondetError (a problem the user can fix) is printed as one line with exit status 2;
+anything else is a bug and keeps its traceback.
+"""
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import GluondetError
+from ..runtime import configure_threads
+
+
+class GluondetGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GluondetError as e:
+            click.echo(f"gluondet: error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=GluondetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gluondet")
+def main():
+    """Train object detectors (SSD, Faster R-CNN) on your own labelled images.
+
+    \b
+    Typical use:
+      gluondet data synth data/shapes          # or label your photos with LabelImg / labelme
+      gluondet data check --dataset helmet_voc
+      gluondet train --dataset helmet_voc --ctx gpu0,gpu1
+      gluondet eval runs/helmet_voc-ssd_512_vgg16_atrous
+      gluondet detect photo.jpg
+    """
+    configure_threads()
+
+
+def _register():
+    # Explicit, so the list of commands is visible here.
+    from .data import data
+    from .detect import detect
+    from .eval import eval_cmd
+    from .export import export
+    from .launch import launch
+    from .train import train
+
+    for command in (data, train, eval_cmd, detect, export, launch):
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,29 @@
+"""Options shared by several commands, defined once and stacked as decorators."""
+import click
+
+
+def dataset_option(required=True, help_extra=""):
+    return click.option(
+        "--dataset", "-d", required=required, metavar="NAME|PATH",
+        help="A dataset config name (configs/datasets/NAME.yaml, e.g. helmet_voc, shapes_voc), "
+             "a VOC root folder, or a COCO instances .json file." + help_extra,
+    )
+
+
+config_dir_option = click.option(
+    "--config-dir", type=click.Path(file_okay=False), envvar="GLUONDET_CONFIG_DIR",
+    help="Extra folder with datasets/*.yaml and models/*.yaml, searched before the shipped configs "
+         "[env: GLUONDET_CONFIG_DIR].",
+)
+
+ctx_option = click.option(
+    "--ctx", default="cpu", show_default=True, metavar="DEVICES",
+    help="Devices: cpu, cpuN, gpuN or a comma list such as gpu0,gpu1 (batches are split across them).",
+)
+
+json_flag = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+skip_bad_option = click.option(
+    "--skip-bad", is_flag=True,
+    help="Leave out files the dataset check finds errors in (says how many) instead of stopping.",
+)

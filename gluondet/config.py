@@ -1,0 +1,239 @@
+"""Configuration: dataset and model YAML files, and the typed training config built from them.
+
+Dataset configs (``configs/datasets/NAME.yaml``) say where a dataset is and what it holds; model
+configs (``configs/models/NAME.yaml``) say which network to build and its training defaults. A run's
+configuration is resolved as: TrainConfig defaults < model YAML ``train:`` < command-line flags,
+and the result is written into the run folder (``config.yaml``), so a run folder alone is enough
+to evaluate or deploy it. All YAML goes through ``yaml.safe_load``.
+"""
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .errors import GluondetError
+
+SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR_ENV = "GLUONDET_CONFIG_DIR"
+DATA_DIR_ENV = "GLUONDET_DATA"
+DEFAULT_DATA_DIR = "~/.gluondet/datasets"
+
+
+def shipped_config_dir():
+    """The configs/ folder: beside the package in a checkout, or the installed gluondet.configs."""
+    if (SHIPPED_CONFIG_DIR / "datasets").is_dir():
+        return SHIPPED_CONFIG_DIR
+    import gluondet.configs  # installed from a wheel: configs/ is the package gluondet.configs
+
+    return Path(gluondet.configs.__file__).resolve().parent
+
+
+def config_search_path(config_dir=None):
+    """Folders searched for configs, first match wins: --config-dir, $GLUONDET_CONFIG_DIR, shipped."""
+    dirs = []
+    for d in (config_dir, os.environ.get(CONFIG_DIR_ENV)):
+        if d:
+            dirs.append(Path(d).expanduser())
+    dirs.append(shipped_config_dir())
+    return dirs
+
+
+def load_yaml(path):
+    """Read a YAML mapping with safe_load; a broken or non-mapping file is a GluondetError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GluondetError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise GluondetError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise GluondetError(f"{path}: expected a YAML mapping (key: value), found {type(data).__name__}")
+    return data
+
+
+def dump_yaml(data, path):
+    """Write ``data`` as YAML atomically (temporary file, then rename)."""
+    from .fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+_VAR_RE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand_path(value, base_dir=None):
+    """Expand ``~``, ``$VAR`` and ``${VAR:-default}``; a relative path is taken from ``base_dir``."""
+
+    def substitute(m):
+        name = m.group(1) or m.group(3)
+        default = m.group(2)
+        if name == DATA_DIR_ENV and default is None:
+            default = DEFAULT_DATA_DIR
+        got = os.environ.get(name)
+        if got:
+            return got
+        if default is not None:
+            return default
+        raise GluondetError(f"path '{value}' uses ${name}, which is not set")
+
+    path = Path(os.path.expanduser(_VAR_RE.sub(substitute, str(value))))
+    path = Path(os.path.expanduser(str(path)))  # a default may itself start with ~
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path
+
+
+# ----------------------------------------------------------------------------- datasets
+@dataclass
+class DatasetConfig:
+    """Where a dataset is and what it holds.
+
+    ``splits`` maps a role (train, val, test) to what the reader needs: for VOC a split spec
+    such as ``trainval`` or ``2007/trainval+2012/trainval``; for COCO a mapping with
+    ``annotations`` (the instances JSON) and ``images`` (the image folder).
+    ``classes`` is None when they are to be discovered from the annotations.
+    ``synth`` (demo data only) holds ``gluondet data synth`` arguments used to create it on first use.
+    """
+
+    name: str
+    format: str
+    root: Path
+    classes: Optional[List[str]] = None
+    splits: Dict[str, Any] = field(default_factory=dict)
+    synth: Optional[Dict[str, Any]] = None
+    source: Optional[Path] = None
+
+    def split_spec(self, role_or_split):
+        """The reader's spec for a role (train/val/test), or the argument itself if it is no role."""
+        return self.splits.get(role_or_split, role_or_split)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["root"] = str(self.root)
+        d["source"] = str(self.source) if self.source else None
+        return d
+
+
+DATASET_FORMATS = ("voc", "coco")
+VOC_DEFAULT_SPLITS = {"train": "train", "val": "val", "test": "test"}
+
+
+def find_config(kind, name, config_dir=None):
+    """Path of ``<kind>/<name>.yaml`` in the search path, or None."""
+    for d in config_search_path(config_dir):
+        candidate = d / kind / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def available_configs(kind, config_dir=None):
+    names = set()
+    for d in config_search_path(config_dir):
+        names.update(p.stem for p in (d / kind).glob("*.yaml"))
+    return sorted(names)
+
+
+def dataset_config_from_dict(data, source=None, name=None):
+    """Validate a dataset YAML mapping and build its DatasetConfig."""
+    where = source or name or "dataset config"
+    fmt = str(data.get("format", "voc")).lower()
+    if fmt not in DATASET_FORMATS:
+        raise GluondetError(f"{where}: format '{fmt}' is not one of {', '.join(DATASET_FORMATS)}")
+    if "root" not in data:
+        raise GluondetError(f"{where}: no 'root' (the dataset folder)")
+    classes = data.get("classes")
+    if classes is not None:
+        if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+            # ('person') in Python is a string, not a tuple: a classic source of per-letter classes.
+            raise GluondetError(f"{where}: 'classes' must be a list of names, e.g. [hat, person]")
+        classes = [str(c) for c in classes]
+        stripped = [c.strip() for c in classes]
+        if stripped != classes:
+            bad = next(c for c, s in zip(classes, stripped) if c != s)
+            raise GluondetError(f"{where}: class name {bad!r} has leading or trailing spaces")
+        if len(set(classes)) != len(classes):
+            dup = next(c for c in classes if classes.count(c) > 1)
+            raise GluondetError(f"{where}: class '{dup}' is listed twice")
+    base = Path(source).parent if source else None
+    splits = dict(VOC_DEFAULT_SPLITS) if fmt == "voc" else {}
+    splits.update(data.get("splits") or {})
+    return DatasetConfig(
+        name=str(data.get("name") or name or Path(str(data["root"])).name),
+        format=fmt,
+        root=expand_path(data["root"], base),
+        classes=classes,
+        splits=splits,
+        synth=data.get("synth"),
+        source=Path(source) if source else None,
+    )
+
+
+def resolve_dataset(name_or_path, config_dir=None):
+    """A DatasetConfig from a config name (``helmet_voc``), a YAML file, a VOC root or a COCO JSON."""
+    if name_or_path is None:
+        raise GluondetError("no dataset given: use --dataset NAME (a config) or a VOC folder or COCO JSON")
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return dataset_config_from_dict(load_yaml(path), source=path)
+    if path.is_dir():
+        return DatasetConfig(name=path.resolve().name, format="voc", root=path.resolve(),
+                             splits=dict(VOC_DEFAULT_SPLITS))
+    if path.suffix == ".json" and path.is_file():
+        ann = path.resolve()
+        # COCO layout: <root>/annotations/instances_X.json with images in <root>/X (or beside it).
+        root = ann.parent.parent if ann.parent.name == "annotations" else ann.parent
+        split = ann.stem.replace("instances_", "")
+        images = root / split if (root / split).is_dir() else root
+        spec = {"annotations": str(ann), "images": str(images)}
+        return DatasetConfig(name=ann.stem, format="coco", root=root,
+                             splits={"train": spec, "val": spec, "test": spec})
+    found = find_config("datasets", text, config_dir)
+    if found is None:
+        known = ", ".join(available_configs("datasets", config_dir)) or "none"
+        raise GluondetError(
+            f"dataset '{text}' is neither a folder, a COCO .json file, nor a config "
+            f"(configs/datasets/{text}.yaml); known configs: {known}"
+        )
+    return dataset_config_from_dict(load_yaml(found), source=found, name=text)
+
+
+# ----------------------------------------------------------------------------- models
+def resolve_model_config(name_or_path, config_dir=None):
+    """The model YAML mapping for a model name (configs/models/NAME.yaml) or a YAML file path."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise GluondetError(f"model config {path} does not exist")
+        data = load_yaml(path)
+    else:
+        found = find_config("models", str(name_or_path), config_dir)
+        if found is None:
+            known = ", ".join(available_configs("models", config_dir))
+            raise GluondetError(f"model '{name_or_path}' has no config; known models: {known}")
+        data = load_yaml(found)
+    data.setdefault("name", path.stem)
+    return data
+
+
+def merge(base, override):
+    """Recursive dict merge; values in ``override`` that are None leave ``base`` as it is."""
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
