@@ -1,0 +1,99 @@
+"""Dataset config resolution and YAML handling (gluondet/config.py)."""
+import json
+
+import pytest
+
+from gluondet.config import (dataset_config_from_dict, expand_path, load_yaml, merge,
+                             resolve_dataset, resolve_model_config)
+from gluondet.errors import GluondetError
+
+
+def test_shipped_dataset_configs_resolve():
+    for name in ("helmet_voc", "voc07_12", "coco2017", "shapes_voc"):
+        cfg = resolve_dataset(name)
+        assert cfg.format in ("voc", "coco")
+        assert cfg.source is not None and cfg.source.name == f"{name}.yaml"
+
+
+def test_helmet_voc_classes():
+    assert resolve_dataset("helmet_voc").classes == ["hat", "person"]
+
+
+def test_user_config_dir_wins_over_shipped(tmp_path, monkeypatch):
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "helmet_voc.yaml").write_text(
+        "format: voc\nroot: mine\nclasses: [安全帽, Person]\n", encoding="utf-8")
+    monkeypatch.setenv("GLUONDET_CONFIG_DIR", str(tmp_path))
+    cfg = resolve_dataset("helmet_voc")
+    assert cfg.classes == ["安全帽", "Person"]
+    assert cfg.root == tmp_path / "datasets" / "mine"  # relative roots are taken from the YAML's folder
+
+
+def test_voc_root_and_coco_json_paths(tmp_path):
+    voc = tmp_path / "myvoc"
+    voc.mkdir()
+    assert resolve_dataset(str(voc)).format == "voc"
+    ann_dir = tmp_path / "coco" / "annotations"
+    ann_dir.mkdir(parents=True)
+    (tmp_path / "coco" / "val2017").mkdir()
+    ann = ann_dir / "instances_val2017.json"
+    ann.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    cfg = resolve_dataset(str(ann))
+    assert cfg.format == "coco"
+    assert cfg.split_spec("val")["images"] == str(tmp_path / "coco" / "val2017")
+
+
+def test_unknown_dataset_lists_known_ones():
+    with pytest.raises(GluondetError, match="known configs: .*helmet_voc"):
+        resolve_dataset("no_such_dataset")
+
+
+@pytest.mark.parametrize("classes, message", [
+    ("person", "must be a list"),            # ('person') is a string, not a tuple
+    (["rats ", "cats"], "spaces"),
+    (["cat", "cat"], "listed twice"),
+])
+def test_bad_class_lists_are_refused(classes, message):
+    with pytest.raises(GluondetError, match=message):
+        dataset_config_from_dict({"root": "x", "classes": classes}, name="t")
+
+
+def test_bad_format_refused():
+    with pytest.raises(GluondetError, match="format 'yolo'"):
+        dataset_config_from_dict({"root": "x", "format": "yolo"}, name="t")
+
+
+def test_expand_path_defaults_and_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("GLUONDET_DATA", raising=False)
+    assert str(expand_path("${GLUONDET_DATA}/shapes")).endswith(".gluondet/datasets/shapes")
+    monkeypatch.setenv("GLUONDET_DATA", str(tmp_path))
+    assert expand_path("${GLUONDET_DATA}/shapes") == tmp_path / "shapes"
+    with pytest.raises(GluondetError, match="NOPE_NOT_SET"):
+        expand_path("$NOPE_NOT_SET/x")
+
+
+def test_load_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(GluondetError, match="bad.yaml: not valid YAML"):
+        load_yaml(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(GluondetError, match="list.yaml: expected a YAML mapping"):
+        load_yaml(listy)
+    # safe_load: python object tags are refused rather than executed
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("a: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(GluondetError, match="not valid YAML"):
+        load_yaml(evil)
+
+
+def test_merge_ignores_none_and_recurses():
+    base = {"train": {"lr": 0.1, "epochs": 10}, "name": "a"}
+    assert merge(base, {"train": {"lr": None, "epochs": 3}, "name": None}) == {
+        "train": {"lr": 0.1, "epochs": 3}, "name": "a"}
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(GluondetError, match="known models"):
+        resolve_model_config("no_such_model")

@@ -1,0 +1,30 @@
+"""Atomic writes leave the old file intact when the writer fails."""
+import pytest
+
+from gluondet.fileio import atomic_path, atomic_write_text
+
+
+def test_atomic_write_replaces(tmp_path):
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_failed_write_keeps_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "best.params"
+    target.write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["best.params"]
+
+
+def test_temp_name_keeps_suffix(tmp_path):
+    with atomic_path(tmp_path / "curves.png") as tmp:
+        assert tmp.endswith(".png")
+        open(tmp, "wb").close()
