@@ -1,8 +1,51 @@
-"""gluondet launch (placeholder until implemented)."""
+"""gluondet launch: run a command as dist_sync workers with MXNet parameter servers."""
+import sys
+
 import click
 
+from ..errors import GluondetError
 
-@click.command(name="launch")
-def launch():
-    """Not implemented yet."""
-    raise click.ClickException("not implemented yet")
+
+def _parse_env(pairs):
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise GluondetError(f"--env: '{pair}' is not NAME=VALUE")
+        env[key] = value
+    return env
+
+
+@click.command(name="launch", context_settings={"ignore_unknown_options": True})
+@click.option("-n", "--num-workers", type=click.IntRange(min=1), required=True,
+              help="Worker processes (each trains on its shard of the training set).")
+@click.option("-s", "--num-servers", type=click.IntRange(min=1), default=None,
+              help="Parameter-server processes [default: as many as workers].")
+@click.option("--launcher", type=click.Choice(["local", "ssh"]), default="local", show_default=True,
+              help="local: every process on this machine, on 127.0.0.1 only. "
+                   "ssh: servers and workers on the hosts of -H, the scheduler here.")
+@click.option("-H", "--hostfile", type=click.Path(dir_okay=False),
+              help="For --launcher ssh: one host (or host:sshport) a line.")
+@click.option("--scheduler-host", metavar="ADDR",
+              help="For --launcher ssh: this machine's address as the hosts reach it "
+                   "[default: the address on the route to the first host].")
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Set an environment variable in every process (repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Stop the whole job after this long (exit status 124).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def launch(num_workers, num_servers, launcher, hostfile, scheduler_host, env_pairs, timeout, command):
+    """Run COMMAND as distributed workers, e.g. to train on two machines' worth of processes:
+
+    \b
+      gluondet launch -n 2 -s 1 -- gluondet train --dataset helmet_voc --kvstore dist_sync
+      gluondet launch -n 2 -s 2 --launcher ssh -H hosts.txt -- gluondet train ... --kvstore dist_sync
+
+    Output lines carry the process name ([worker 0], [server 0], [scheduler]). The exit status is
+    the first failing process's (the others are stopped); Ctrl-C stops every process.
+    """
+    from ..engine.distributed import launch as run_launch
+
+    status = run_launch(list(command), num_workers, num_servers, launcher=launcher, hostfile=hostfile,
+                        scheduler_host=scheduler_host, extra_env=_parse_env(env_pairs), timeout=timeout)
+    sys.exit(status)
