@@ -1,7 +1,147 @@
-"""gluondet data: dataset commands (synth, split, check, stats, convert). Placeholder until filled."""
+"""gluondet data: make, split, check, describe and convert datasets (no MXNet import here)."""
+import json
+import sys
+
 import click
+
+from ..errors import GluondetError
+from .options import config_dir_option, dataset_option, json_flag
+
+SPLIT_HELP = ("A role of the dataset config (train, val, test) or a split spec: 'trainval' for a VOC "
+              "folder, '2007/trainval+2012/trainval' for a VOCdevkit. Default: every annotation.")
 
 
 @click.group()
 def data():
-    """Make, split, check, describe and convert datasets."""
+    """Make, split, check, describe and convert datasets.
+
+    \b
+    A dataset is a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/), a VOCdevkit of such
+    folders, a COCO instances .json, or a config name (configs/datasets/NAME.yaml).
+    """
+
+
+def _resolve(root, dataset, config_dir):
+    """The DatasetConfig named by the positional ROOT or --dataset (exactly one of them)."""
+    from ..config import resolve_dataset
+
+    if root and dataset:
+        raise GluondetError(f"give the dataset once: ROOT ({root}) or --dataset ({dataset}), not both")
+    if not (root or dataset):
+        raise GluondetError("no dataset: give a VOC folder, a COCO .json or a config name (ROOT or --dataset)")
+    return resolve_dataset(root or dataset, config_dir)
+
+
+def dataset_target(fn):
+    """ROOT argument and --dataset/--config-dir options: the same dataset, named either way."""
+    fn = config_dir_option(fn)
+    fn = dataset_option(required=False, help_extra=" Same as ROOT.")(fn)
+    return click.argument("root", required=False, metavar="[ROOT|NAME]")(fn)
+
+
+@data.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--train", "n_train", default=300, show_default=True, type=click.IntRange(min=0),
+              help="Training images.")
+@click.option("--val", "n_val", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Validation images (also listed as test).")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same files.")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=32), help="Image side in pixels.")
+def synth(out, n_train, n_val, seed, size):
+    """Write the demo dataset (coloured shapes, VOC layout) to OUT.
+
+    The same data --dataset shapes_voc generates on first use. OUT must not exist or be empty.
+    """
+    from ..data.synth import SHAPES_CLASSES, write_shapes_voc
+
+    root = write_shapes_voc(out, n_train=n_train, n_val=n_val, seed=seed, size=size, progress=True)
+    click.echo(f"wrote {n_train} train + {n_val} val images of {', '.join(SHAPES_CLASSES)} to {root}")
+
+
+@data.command()
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--val", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of images for validation.")
+@click.option("--test", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of images for test.")
+@click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same split.")
+@click.option("--force", is_flag=True, help="Overwrite existing split files.")
+def split(root, val, test, seed, force):
+    """Write train/val/test/trainval.txt under ROOT/ImageSets/Main/ from ROOT/Annotations/*.xml."""
+    from ..data.split import write_splits
+
+    splits = write_splits(root, val=val, test=test, seed=seed, force=force)
+    counts = ", ".join(f"{name} {len(ids)}" for name, ids in splits.items())
+    click.echo(f"wrote {root}/ImageSets/Main/{{train,val,test,trainval}}.txt: {counts}")
+
+
+@data.command()
+@dataset_target
+@click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
+@json_flag
+def check(root, dataset, config_dir, split_name, as_json):
+    """Report every problem in a dataset, one line each: FILE: SEVERITY: PROBLEM: DETAIL.
+
+    Reads annotations and image headers (not pixels), through a cache, so it is quick to re-run.
+    Exit status 0 when there are no errors (warnings such as images with no objects are fine),
+    1 when there are errors. --json prints a list of {file, severity, problem, detail}.
+    """
+    from ..data.check import check_dataset, format_report
+
+    cfg = _resolve(root, dataset, config_dir)
+    result = check_dataset(cfg, split_name)
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False, indent=1))
+    else:
+        source = "from the config" if (cfg.classes or cfg.format == "coco") else "discovered, sorted"
+        click.echo(f"{cfg.name}: {len(result.entries)} images, classes ({source}): {', '.join(result.classes)}")
+        click.echo(format_report(result.problems))
+    sys.exit(0 if result.ok else 1)
+
+
+@data.command()
+@dataset_target
+@click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
+@json_flag
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Also draw class counts, boxes per image, box sizes and aspect ratios into a PNG.")
+def stats(root, dataset, config_dir, split_name, as_json, plot):
+    """Count images and boxes (per class, per image) and describe box sizes and aspect ratios."""
+    from ..data import READERS, ensure_dataset
+    from ..data.stats import dataset_stats, format_stats, plot_stats
+
+    cfg = _resolve(root, dataset, config_dir)
+    ensure_dataset(cfg)
+    entries = READERS[cfg.format](cfg, split_name).entries
+    result = dataset_stats(entries)
+    click.echo(json.dumps(result, ensure_ascii=False, indent=1) if as_json else format_stats(result))
+    if plot:
+        plot_stats(entries, plot, title=f"{cfg.name} ({split_name or 'all'})")
+        if not as_json:
+            click.echo(f"plot: {plot}")
+
+
+@data.command()
+@click.argument("source_format", metavar="FORMAT", type=click.Choice(["labelme"]))
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("dst", type=click.Path())
+@click.option("--to", "to_format", type=click.Choice(["voc", "coco"]), default="voc", show_default=True,
+              help="Write a VOC folder (then: gluondet data split DST) or a COCO dataset.")
+def convert(source_format, src_dir, dst, to_format):
+    """Convert annotations: labelme JSON files in SRC_DIR to a VOC folder or COCO dataset at DST.
+
+    \b
+    Rectangles, polygons, circles and line strips become boxes; polygons are kept as COCO
+    segmentation. VOC: DST/Annotations, DST/JPEGImages. COCO: DST/annotations/instances_default.json,
+    DST/images. Shapes without area are left out with a warning; other problems stop the conversion
+    before anything is written.
+    """
+    from ..data.labelme import convert_labelme
+
+    summary = convert_labelme(src_dir, dst, to=to_format)
+    for line in summary["warnings"]:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(f"converted {summary['images']} images, {summary['boxes']} boxes "
+               f"({', '.join(summary['classes'])}) to {summary['output']}")
+    if to_format == "voc":
+        click.echo(f"next: gluondet data split {dst}")

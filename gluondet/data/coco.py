@@ -1,0 +1,171 @@
+"""COCO reader: an instances JSON (through pycocotools) and its image folder to index entries.
+
+Category ids map to contiguous class ids in the order of the file's ``categories`` list, and
+the class names are the category names (unless the dataset config lists classes, which are then
+matched by name). ``bbox`` ``[x, y, w, h]`` becomes ``[x, y, x + w, y + h]`` in continuous pixel
+coordinates (so ``w = xmax - xmin`` round-trips exactly to COCO evaluation); ``iscrowd`` objects
+get flag 2 so training ignores them; images without annotations are kept as negatives.
+"""
+import contextlib
+import io
+import math
+import os
+from pathlib import Path
+
+from ..errors import GluondetError
+from .base import FLAG_CROWD, FLAG_NORMAL, DatasetIndex, Entry, error
+from .cache import FileCache
+from .voc import _header_size
+
+
+def coco_paths(root, spec):
+    """(annotation JSON, image folder) of a COCO split spec ``{annotations: ..., images: ...}``."""
+    if isinstance(spec, str):
+        spec = {"annotations": spec}
+    if not isinstance(spec, dict) or "annotations" not in spec:
+        raise GluondetError(f"COCO split {spec!r}: expected a mapping with 'annotations' (and 'images')")
+    root = Path(root)
+    ann = Path(os.path.expanduser(str(spec["annotations"])))
+    ann = ann if ann.is_absolute() else root / ann
+    if spec.get("images"):
+        images = Path(os.path.expanduser(str(spec["images"])))
+        images = images if images.is_absolute() else root / images
+    else:
+        images = root / ann.stem.replace("instances_", "")
+    return ann, images
+
+
+def load_coco_api(ann_path):
+    """pycocotools' COCO object for a file, quietly; a broken file is a GluondetError."""
+    from pycocotools.coco import COCO
+
+    if not Path(ann_path).is_file():
+        raise GluondetError(f"{ann_path}: COCO annotation file not found")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+            api = COCO(str(ann_path))
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise GluondetError(f"{ann_path}: not valid JSON ({e})") from None
+    except (KeyError, TypeError, AssertionError) as e:
+        raise GluondetError(f"{ann_path}: not a COCO instances file ({type(e).__name__}: {e})") from None
+    if not isinstance(api.dataset.get("images"), list) or not isinstance(api.dataset.get("categories"), list):
+        raise GluondetError(f"{ann_path}: not a COCO instances file (needs 'images' and 'categories' lists)")
+    return api
+
+
+def read_coco(root, spec):
+    """Entries of a COCO split, file-level problems, and the category names in file order.
+
+    Returns ``(entries, problems, category_names)``.
+    """
+    ann_path, images_dir = coco_paths(root, spec)
+    api = load_coco_api(ann_path)
+    data = api.dataset
+    problems = []
+    categories = {}
+    for cat in data["categories"]:
+        name = str(cat.get("name", "")).strip()
+        if name in categories.values():
+            problems.append(error(ann_path, "duplicate-class", f"category name '{name}' is used by two ids"))
+        categories[cat.get("id")] = name
+    names = list(dict.fromkeys(categories.values()))
+
+    seen_ids = set()
+    images = []
+    for img in data["images"]:
+        if img.get("id") in seen_ids:
+            problems.append(error(ann_path, "duplicate-id", f"image id {img.get('id')} is listed more than once"))
+            continue
+        seen_ids.add(img.get("id"))
+        images.append(img)
+    for ann in data.get("annotations") or []:
+        if ann.get("image_id") not in seen_ids:
+            problems.append(error(ann_path, "missing-image",
+                                  f"annotation {ann.get('id')} refers to image id {ann.get('image_id')}, "
+                                  "which is not in 'images'"))
+
+    cache = FileCache(images_dir, "image-headers-v1") if images_dir.is_dir() else None
+    base = images_dir.resolve()
+    entries = []
+    for img in images:
+        entries.append(_image_entry(img, api.imgToAnns.get(img["id"], []), categories, base, images_dir,
+                                    ann_path, cache))
+    if cache is not None:
+        cache.save()
+    return entries, problems, names
+
+
+def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
+    file_name = str(img.get("file_name", ""))
+    image_path = images_dir / file_name
+    label_file = str(image_path)
+    problems = []
+    declared = None
+    if img.get("width") and img.get("height"):
+        declared = (int(img["width"]), int(img["height"]))
+    header = None
+    resolved = image_path.resolve()
+    if not file_name or (resolved != base and base not in resolved.parents):
+        problems.append(error(ann_path, "bad-value", f"image {img.get('id')}: file_name {file_name!r} "
+                                                     f"is not a file inside {images_dir}"))
+        image_path = None
+    elif not image_path.is_file():
+        problems.append(error(label_file, "missing-image", f"image {img.get('id')} is listed in "
+                                                           f"{ann_path.name} but the file is not there"))
+        image_path = None
+    elif cache is not None:
+        header = _header_size(str(image_path), file_name, cache)
+        if isinstance(header, str):
+            problems.append(error(label_file, "unreadable-image", header))
+            header = None
+
+    objects, raw = [], []
+    for ann in anns:
+        cat = ann.get("category_id")
+        if cat not in categories:
+            problems.append(error(label_file, "unknown-class", f"annotation {ann.get('id')} has category_id "
+                                                               f"{cat}, which is not in 'categories'"))
+            continue
+        bbox = ann.get("bbox")
+        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+            problems.append(error(label_file, "bad-box", f"annotation {ann.get('id')}: bbox {bbox!r} "
+                                                         "is not [x, y, w, h]"))
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        flag = FLAG_CROWD if ann.get("iscrowd") else FLAG_NORMAL
+        objects.append((categories[cat], x, y, x + w, y + h, flag))
+        raw.append((x, y, w, h))
+    return Entry(image_id=str(img.get("id")), ann_file=label_file,
+                 image_path=str(image_path) if image_path else None, declared_size=declared,
+                 header_size=header, objects=objects, problems=problems, max_offset=0, raw_boxes=raw)
+
+
+def read_coco_dataset(cfg, split=None):
+    """DatasetIndex of a COCO dataset config for a role or spec; None: every split file it names."""
+    if split is None:
+        specs = []
+        for spec in cfg.splits.values():
+            if spec not in specs:
+                specs.append(spec)
+        if not specs:
+            raise GluondetError(f"{cfg.source or cfg.name}: a COCO dataset needs 'splits' "
+                                "(e.g. train: {annotations: ..., images: ...})")
+    else:
+        spec = cfg.split_spec(split)
+        if isinstance(spec, str) and spec == split and not spec.endswith(".json"):
+            known = ", ".join(cfg.splits) or "none"
+            raise GluondetError(f"dataset {cfg.name}: no split '{split}' (known: {known})")
+        specs = [spec]
+    entries, problems, names = [], [], None
+    for spec in specs:
+        got, found, file_names = read_coco(cfg.root, spec)
+        entries.extend(got)
+        problems.extend(found)
+        if names is None:
+            names = file_names
+        elif file_names != names:
+            ann, _ = coco_paths(cfg.root, spec)
+            problems.append(error(ann, "class-mismatch", "its categories differ from the other split's "
+                                                         f"({', '.join(file_names)} vs {', '.join(names)})"))
+    return DatasetIndex(entries, problems, entries, names)

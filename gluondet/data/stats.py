@@ -1,0 +1,119 @@
+"""Dataset statistics from the annotations alone (no image decoding): counts and distributions.
+
+Sizes are in pixels of the stored image: box width/height, ``relative_size`` = sqrt(box area /
+image area) (what anchor scales are compared with), ``aspect_ratio`` = width / height.
+"""
+import warnings
+from collections import Counter
+
+import numpy as np
+
+PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
+
+
+def _summary(values):
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return None
+    p = np.percentile(values, PERCENTILES)
+    return {"min": float(p[0]), "p5": float(p[1]), "p25": float(p[2]), "median": float(p[3]),
+            "p75": float(p[4]), "p95": float(p[5]), "max": float(p[6]), "mean": float(values.mean())}
+
+
+def box_arrays(entries):
+    """Per-box widths, heights, relative sizes and aspect ratios, and boxes per image (numpy arrays)."""
+    widths, heights, relative, per_image = [], [], [], []
+    for e in entries:
+        per_image.append(len(e.objects))
+        for _name, x0, y0, x1, y1, _flag in e.objects:
+            w, h = x1 - x0 + e.max_offset, y1 - y0 + e.max_offset
+            if w <= 0 or h <= 0:
+                continue  # check reports these; they have no size or ratio
+            widths.append(w)
+            heights.append(h)
+            if e.size:
+                relative.append(np.sqrt(w * h / float(e.size[0] * e.size[1])))
+    widths, heights = np.array(widths), np.array(heights)
+    return {"width": widths, "height": heights, "relative_size": np.array(relative),
+            "aspect_ratio": widths / heights if widths.size else widths, "boxes_per_image": np.array(per_image)}
+
+
+def dataset_stats(entries):
+    """A JSON-ready dict: images, boxes, per_class, negatives, difficult, crowd and distributions."""
+    per_class = Counter(name for e in entries for name, *_ in e.objects)
+    flags = Counter(o[5] for e in entries for o in e.objects)
+    arrays = box_arrays(entries)
+    per_image = arrays["boxes_per_image"]
+    sizes = Counter(f"{e.size[0]}x{e.size[1]}" for e in entries if e.size)
+    return {
+        "images": len(entries),
+        "boxes": int(sum(per_class.values())),
+        "per_class": dict(sorted(per_class.items())),
+        "negatives": int((per_image == 0).sum()) if per_image.size else 0,
+        "difficult": flags.get(1, 0),
+        "crowd": flags.get(2, 0),
+        "boxes_per_image": {**(_summary(per_image) or {}),
+                            "histogram": {str(k): int(v) for k, v in sorted(Counter(per_image.tolist()).items())}},
+        "box_width": _summary(arrays["width"]),
+        "box_height": _summary(arrays["height"]),
+        "relative_size": _summary(arrays["relative_size"]),
+        "aspect_ratio": _summary(arrays["aspect_ratio"]),
+        "image_sizes": dict(sizes.most_common(10)),
+    }
+
+
+def format_stats(stats):
+    """Human-readable lines for ``dataset_stats`` output."""
+    lines = [f"images: {stats['images']} ({stats['negatives']} with no objects)",
+             f"boxes: {stats['boxes']} ({stats['difficult']} difficult, {stats['crowd']} crowd)"]
+    width = max((len(n) for n in stats["per_class"]), default=0)
+    for name, count in stats["per_class"].items():
+        lines.append(f"  {name:<{width}}  {count}")
+    b = stats["boxes_per_image"]
+    if "mean" in b:
+        lines.append(f"boxes per image: mean {b['mean']:.2f}, median {b['median']:g}, max {b['max']:g}")
+    for key, label, fmt in (("box_width", "box width (px)", ".0f"), ("box_height", "box height (px)", ".0f"),
+                            ("relative_size", "sqrt(box area / image area)", ".3f"),
+                            ("aspect_ratio", "aspect ratio (w/h)", ".2f")):
+        s = stats[key]
+        if s:
+            lines.append(f"{label}: min {s['min']:{fmt}}, p5 {s['p5']:{fmt}}, median {s['median']:{fmt}}, "
+                         f"p95 {s['p95']:{fmt}}, max {s['max']:{fmt}}")
+    if stats["image_sizes"]:
+        lines.append("image sizes: " + ", ".join(f"{k} ({v})" for k, v in stats["image_sizes"].items()))
+    return "\n".join(lines)
+
+
+def plot_stats(entries, path, title=""):
+    """Draw class counts and the box distributions into a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fileio import atomic_path
+
+    per_class = Counter(name for e in entries for name, *_ in e.objects)
+    arrays = box_arrays(entries)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    names = sorted(per_class)
+    axes[0, 0].bar(range(len(names)), [per_class[n] for n in names])
+    axes[0, 0].set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes[0, 0].set_title("boxes per class")
+    per_image = arrays["boxes_per_image"]
+    axes[0, 1].hist(per_image, bins=np.arange(per_image.max() + 2) - 0.5 if per_image.size else 1)
+    axes[0, 1].set_title("boxes per image")
+    axes[1, 0].hist(arrays["relative_size"], bins=30)
+    axes[1, 0].set_title("box size: sqrt(box area / image area)")
+    ratios = arrays["aspect_ratio"]
+    axes[1, 1].hist(np.log2(ratios) if ratios.size else ratios, bins=30)
+    axes[1, 1].set_title("aspect ratio: log2(width / height)")
+    if title:
+        fig.suptitle(title)
+    with warnings.catch_warnings():
+        # Names in scripts the default font lacks (e.g. 安全帽) draw as boxes; a warning per glyph is noise.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
