@@ -38,7 +38,9 @@ setup(
     package_data={"gluondet.configs": ["datasets/*.yaml", "models/*.yaml"]},
     python_requires=">=3.8,<3.12",
     install_requires=pins["runtime"],
-    extras_require={"cpu": pins["cpu"], "cu112": pins["cu112"], "test": pins["test"]},
+    # the test extra brings onnx too, so the ONNX export is tested wherever the suite runs
+    extras_require={"cpu": pins["cpu"], "cu112": pins["cu112"], "onnx": pins["onnx"],
+                    "test": pins["test"] + pins["onnx"]},
     entry_points={"console_scripts": ["gluondet=gluondet.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,8 +1,45 @@
-"""gluondet export (placeholder until implemented)."""
+"""gluondet export: a run folder as a deployable model (MXNet symbol + params, ONNX, or INT8)."""
+from pathlib import Path
+
 import click
+
+from .options import config_dir_option
 
 
 @click.command(name="export")
-def export():
-    """Not implemented yet."""
-    raise click.ClickException("not implemented yet")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Export folder. Default: RUN_DIR/export (RUN_DIR/export-int8 with --int8).")
+@click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx"]), default="mxnet", show_default=True,
+              help="mxnet: symbol JSON + params (SymbolBlock.imports, model servers); "
+                   "onnx: also model.onnx (needs pip install 'gluondet[onnx]').")
+@click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
+              help="Which weights of the run folder.")
+@click.option("--int8", is_flag=True,
+              help="Quantize to INT8 with MXNet's oneDNN backend for fast CPU inference "
+                   "(SSD models), calibrated on --calib-images images of the run's val split.")
+@click.option("--calib-images", default=32, show_default=True, type=click.IntRange(1),
+              help="Images used to calibrate INT8 activation ranges.")
+@click.option("--calib-data", metavar="DIR|DATASET",
+              help="Calibrate on this folder of images or dataset instead of the run's val split.")
+@config_dir_option
+def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, config_dir):
+    """Export a trained run for deployment.
+
+    \b
+    The folder holds model-symbol.json + model-0000.params, classes.txt, config.yaml and
+    export.json (input size, normalisation, classes). Load it with
+      gluondet detect IMAGES --run EXPORT_DIR
+    or in Python with
+      mxnet.gluon.SymbolBlock.imports('model-symbol.json', ['data'], 'model-0000.params')
+    Input: float32 NCHW RGB, resized as export.json says and normalised with its mean/std;
+    outputs: class ids, scores, boxes (in input pixels).
+    """
+    from ..export import export_run
+
+    run_dir = Path(run_dir)
+    if out_dir is None:
+        out_dir = run_dir / ("export-int8" if int8 else "export")
+    export_run(run_dir, Path(out_dir), fmt=fmt, which=which, int8=int8, calib_images=calib_images,
+               calib_source=calib_data, config_dir=config_dir, log=lambda m: click.echo(m, err=True))
+    click.echo(str(out_dir))

@@ -1,0 +1,223 @@
+"""Exporting a trained run as a deployable model folder: MXNet symbol + params, ONNX, or INT8.
+
+An export folder holds ``model-symbol.json`` + ``model-0000.params`` (what MXNet's
+``SymbolBlock.imports`` and model servers load), ``classes.txt``, the run's ``config.yaml`` and
+``export.json`` (family, input size, normalisation, classes, source), which ``Detector.load``
+reads; ``export.json`` is written last, so a folder that has it is complete. ``--format onnx``
+adds ``model.onnx``; ``--int8`` writes a graph quantized with MXNet's oneDNN backend, calibrated
+on images of the run's validation split.
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import GluondetError
+from .fileio import atomic_write_text
+from .predict import EXPORT_META, EXPORT_PREFIX, Detector, list_images, read_image
+
+FORMATS = ("mxnet", "onnx")
+
+
+def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_images=32,
+               calib_source=None, config_dir=None, log=print):
+    """Export ``run_dir`` into ``out_dir``; returns the export folder. See the module docstring."""
+    if fmt not in FORMATS:
+        raise GluondetError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.resolve() == run_dir.resolve():
+        raise GluondetError(f"--out {out_dir}: choose a folder other than the run folder itself")
+    detector = Detector.load(run_dir, which=which)
+    if int8:
+        calib = calibration_images(detector, run_dir, calib_images, calib_source, config_dir)
+        log(f"calibrating INT8 ranges on {len(calib)} images ...")
+        net = quantize_detector(detector, calib)
+    else:
+        net = detector.net
+    write_mxnet_export(net, detector, run_dir, out_dir, which=which, quantized=int8)
+    log(f"wrote {out_dir / (EXPORT_PREFIX + '-symbol.json')} and {EXPORT_PREFIX}-0000.params")
+    if fmt == "onnx":
+        onnx_path = write_onnx(out_dir, detector, log=log)
+        log(f"wrote {onnx_path}")
+    return out_dir
+
+
+def _example_input(detector):
+    import mxnet as mx
+
+    if detector.family == "ssd":
+        w = h = detector.info.data_shape
+    else:
+        w, h = detector.input_size(detector.info.short, detector.info.short)
+    return mx.nd.zeros((1, 3, h, w), ctx=detector.ctx)
+
+
+def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=False):
+    """net.export into ``out_dir`` with classes, config and export.json beside it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net.hybridize(static_alloc=detector.family == "ssd", static_shape=detector.family == "ssd")
+    net(_example_input(detector))  # builds the cached graph that export() writes
+    # Export into a temporary folder beside the target, then move files in: never half a model.
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net.export(os.path.join(tmp, EXPORT_PREFIX), epoch=0)
+        (out_dir / EXPORT_META).unlink(missing_ok=True)  # the folder is incomplete until the end
+        for name in (f"{EXPORT_PREFIX}-symbol.json", f"{EXPORT_PREFIX}-0000.params"):
+            os.replace(os.path.join(tmp, name), out_dir / name)
+    for name in ("config.yaml", "classes.txt"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out_dir / name)
+    info = detector.info
+    meta = {
+        "format": "mxnet",
+        "family": info.family,
+        "classes": list(info.classes),
+        "data_shape": info.data_shape,
+        "short": info.short,
+        "max_size": info.max_size,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "input_name": "data",
+        "symbol": f"{EXPORT_PREFIX}-symbol.json",
+        "params": f"{EXPORT_PREFIX}-0000.params",
+        "quantized": bool(quantized),
+        "outputs": ["class_ids (B, K, 1), -1 = none", "scores (B, K, 1)",
+                    "boxes (B, K, 4) xmin, ymin, xmax, ymax in input pixels"],
+        "source_run": str(run_dir.resolve()),
+        "source_weights": str(which),
+        "gluondet_version": __version__,
+    }
+    atomic_write_text(out_dir / EXPORT_META, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- ONNX
+def write_onnx(out_dir, detector, log=print):
+    """Convert the symbol export in ``out_dir`` to ``model.onnx`` with MXNet's mx2onnx."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:  # mx2onnx needs it; say so before any work
+        raise GluondetError("ONNX export needs the onnx package: pip install 'gluondet[onnx]'")
+    import mxnet as mx
+
+    symbol = out_dir / f"{EXPORT_PREFIX}-symbol.json"
+    params = out_dir / f"{EXPORT_PREFIX}-0000.params"
+    ops = symbol_operators(symbol)
+    unsupported = [op for op in sorted(ops) if op not in onnx_supported_operators()]
+    if unsupported:
+        raise GluondetError(
+            f"ONNX export: MXNet's ONNX exporter has no conversion for operator "
+            f"'{unsupported[0]}'" + (f" (nor {', '.join(unsupported[1:])})" if unsupported[1:] else "")
+            + f", used by this {detector.family} network; the MXNet export in {out_dir} works")
+    x = _example_input(detector)
+    dynamic = [(None, 3, x.shape[2], x.shape[3])] if detector.family == "ssd" else [(1, 3, None, None)]
+    path = out_dir / "model.onnx"
+    logging.disable(logging.WARNING)  # mx2onnx's own notices; the one that matters is said below
+    try:
+        mx.onnx.export_model(str(symbol), str(params), in_shapes=[x.shape], in_types=[np.float32],
+                             onnx_file_path=str(path), dynamic=True, dynamic_input_shapes=dynamic)
+    except (AttributeError, NotImplementedError, ValueError) as e:
+        # the exporter's limits ("No conversion function registered for op type X yet.", an
+        # attribute it cannot express): not fixable here, so say it and point at the MXNet export
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GluondetError(f"ONNX export: MXNet's exporter failed ({first}); "
+                            f"the MXNet export in {out_dir} works") from None
+    finally:
+        logging.disable(logging.NOTSET)
+    if "_contrib_box_nms" in ops:
+        log("note: in the ONNX model, non-maximum suppression ignores classes (ONNX's operator has "
+            "no class id), so overlapping boxes of different classes can suppress each other")
+    return path
+
+
+def symbol_operators(symbol_file):
+    """Operator names used by a symbol JSON file."""
+    graph = json.loads(Path(symbol_file).read_text(encoding="utf-8"))
+    return {node["op"] for node in graph["nodes"] if node["op"] != "null"}
+
+
+def onnx_supported_operators():
+    """MXNet operators mx2onnx can convert at the installed onnx package's opset."""
+    import mxnet as mx
+
+    return set(mx.onnx.get_operator_support())
+
+
+# ----------------------------------------------------------------------------- INT8
+def calibration_images(detector, run_dir, count, source=None, config_dir=None):
+    """Up to ``count`` RGB images: from ``source`` (a folder of images) or the run's val split."""
+    if count < 1:
+        raise GluondetError("--calib-images must be at least 1")
+    if source is not None and Path(source).is_dir() and not (Path(source) / "Annotations").is_dir():
+        paths, _ = list_images([source])
+        if not paths:
+            raise GluondetError(f"{source}: no images to calibrate on")
+        return [read_image(p) for p in paths[:count]]
+    dataset = _run_val_dataset(run_dir, source, config_dir, detector.classes)
+    n = min(count, len(dataset))
+    if n == 0:
+        raise GluondetError(f"{run_dir}: the validation split is empty; give --calib-data FOLDER")
+    # Spread over the split rather than its first images (often one sequence or one scene).
+    picks = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+    return [dataset[int(i)][0].asnumpy() for i in picks]
+
+
+def _run_val_dataset(run_dir, source, config_dir, classes):
+    """The run's validation split (or ``source``, a dataset name/path), with the run's classes."""
+    from .config import dataset_config_from_dict, load_yaml, resolve_dataset
+    from .data import load_dataset
+
+    if source is not None:
+        cfg = resolve_dataset(source, config_dir)
+    else:
+        config = load_yaml(Path(run_dir) / "config.yaml")
+        ds = config.get("dataset")
+        if isinstance(ds, dict) and "root" in ds:
+            cfg = dataset_config_from_dict(ds, name=ds.get("name"))
+        elif ds:
+            cfg = resolve_dataset(str(ds.get("name") if isinstance(ds, dict) else ds), config_dir)
+        else:
+            raise GluondetError(f"{run_dir / 'config.yaml'}: no dataset section; give --calib-data")
+    for split in ("val", "test", "train"):
+        if split in cfg.splits:
+            return load_dataset(cfg, split, classes=list(classes), skip_bad=True)
+    return load_dataset(cfg, "val", classes=list(classes), skip_bad=True)
+
+
+def quantize_detector(detector, images, batch_size=8):
+    """The detector's network quantized to INT8 (oneDNN), activation ranges from ``images``.
+
+    MXNet's quantize_net wants a DataLoader of (data, label) batches of one fixed shape; the
+    label is never used, so it is a placeholder.
+    """
+    import mxnet as mx
+    from mxnet.contrib.quantization import quantize_net
+
+    if detector.family != "ssd":
+        raise GluondetError("INT8 export supports SSD models; this run is a Faster R-CNN "
+                            "(its proposal and ROI operators have no INT8 kernels)")
+    if not mx.runtime.Features().is_enabled("MKLDNN"):
+        raise GluondetError("INT8 export needs MXNet built with oneDNN (the mxnet pip wheel for CPU)")
+    data = np.stack([detector.preprocess(img)[0] for img in images])
+    batch_size = min(batch_size, len(data))
+    n = len(data) // batch_size * batch_size  # one batch shape: the calibration graph is bound once
+    dataset = mx.gluon.data.ArrayDataset(mx.nd.array(data[:n]), mx.nd.zeros((n, 1)))
+    loader = mx.gluon.data.DataLoader(dataset, batch_size=batch_size, last_batch="discard")
+    net = detector.net
+    net.hybridize(static_alloc=False, static_shape=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantize_net's own deprecation notice
+        # Concat and Flatten stay float: SSD concatenates the per-layer predictions and anchors,
+        # whose value ranges differ by orders of magnitude; one INT8 range for all of them lost
+        # every detection (all scores under the NMS threshold) in our tests.
+        qnet = quantize_net(net, quantized_dtype="auto", calib_mode="naive", calib_data=loader,
+                            num_calib_examples=n, ctx=mx.cpu(),
+                            exclude_operators=["Concat", "Flatten"])
+    return qnet

@@ -1,0 +1,506 @@
+"""A Detector built from a run folder or an export folder: images in, boxes out in original pixels.
+
+Preprocessing is the training's validation transform, so the network sees at inference what it
+was validated on: SSD resizes to ``data_shape`` x ``data_shape`` (GluonCV's
+``SSDDefaultValTransform``: area interpolation when shrinking, cubic when enlarging) and Faster
+R-CNN resizes the short side (``FasterRCNNDefaultValTransform``); both normalise with the ImageNet
+mean and std. SSD images go through the hybridized network in fixed-size batches (the last batch
+is padded, so the cached graph is built once); Faster R-CNN takes one image per forward, since
+GluonCV's Faster R-CNN predicts one image at a time.
+
+Images are read with ``read_image``: grayscale becomes RGB, an alpha channel is composited over
+white, 16-bit is scaled to 8-bit, and JPEG EXIF orientation is applied (as a photo viewer shows it).
+"""
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import GluondetError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+                  ".jp2")
+EXPORT_META = "export.json"
+EXPORT_PREFIX = "model"  # model-symbol.json, model-0000.params
+
+
+# ----------------------------------------------------------------------------- reading images
+def read_image(path):
+    """The image at ``path`` as HxWx3 uint8 RGB, as a viewer shows it.
+
+    Grayscale -> RGB; alpha composited over white; 16-bit and float scaled to 8-bit; JPEG EXIF
+    orientation applied. A file that is not a readable image is a GluondetError naming it.
+    """
+    import cv2
+
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # not cv2.imread: it fails on non-ASCII paths on Windows
+    except OSError as e:
+        raise GluondetError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.size == 0:
+        raise GluondetError(f"{path}: empty file, not an image")
+    # IMREAD_COLOR applies EXIF orientation and turns grayscale into 3 channels; ANYDEPTH keeps
+    # 16-bit so it can be scaled (OpenCV's own conversion would just drop the low byte).
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is None:
+        raise GluondetError(f"{path}: not an image or a corrupt one (OpenCV cannot decode it)")
+    if path.suffix.lower() in (".png", ".tif", ".tiff", ".webp"):
+        # Only these formats carry alpha; IMREAD_COLOR drops it (transparent areas turn black).
+        full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if full is not None and full.ndim == 3 and full.shape[2] == 4:
+            image = _composite_over_white(_to_uint8(full))
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    image = _to_uint8(image)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _to_uint8(image):
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)  # 65535 -> 255, full range
+    if image.dtype.kind == "f":
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise GluondetError(f"unsupported pixel type {image.dtype}")
+
+
+def _composite_over_white(bgra):
+    alpha = bgra[:, :, 3:4].astype(np.float32) / 255.0
+    bgr = bgra[:, :, :3].astype(np.float32)
+    return (bgr * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+
+
+def list_images(inputs):
+    """Expand files and folders into (image paths, left_out) in a stable order.
+
+    Folders give their files with an image suffix (sorted, not recursive); ``left_out`` lists the
+    other files found in folders so the caller can say so. Files named explicitly are always kept,
+    whatever their suffix (a bad one is reported when it is read).
+    """
+    images, left_out = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if not child.is_file():
+                    continue
+                if child.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(child)
+                elif not child.name.startswith("."):
+                    left_out.append(child)
+        elif path.exists():
+            images.append(path)
+        else:
+            raise GluondetError(f"{path}: no such file or folder")
+    return images, left_out
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Detections:
+    """Boxes found in one image, in its original pixels, sorted by score (highest first)."""
+
+    boxes: np.ndarray  # (N, 4) float32 xmin, ymin, xmax, ymax
+    class_ids: np.ndarray  # (N,) int
+    scores: np.ndarray  # (N,) float32
+
+    def __len__(self):
+        return len(self.scores)
+
+    def records(self, classes):
+        """The boxes as JSON-ready dicts: class, class_id, score, bbox."""
+        return [
+            {"class": classes[int(c)], "class_id": int(c), "score": round(float(s), 4),
+             "bbox": [round(float(v), 2) for v in box]}
+            for box, c, s in zip(self.boxes, self.class_ids, self.scores)
+        ]
+
+    def counts(self, classes):
+        """{class name: number of boxes} for the classes present."""
+        out = {}
+        for c in self.class_ids:
+            out[classes[int(c)]] = out.get(classes[int(c)], 0) + 1
+        return out
+
+
+@dataclass
+class ImageResult:
+    """What ``Detector.detect_files`` yields for one file: detections or the error that stopped it."""
+
+    path: Path
+    image: Optional[np.ndarray] = None  # RGB uint8, None when the file could not be read
+    detections: Optional[Detections] = None
+    error: Optional[str] = None
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- anchors
+@dataclass
+class AnchorLayer:
+    """The anchors of one feature map, in original image pixels (corner format)."""
+
+    index: int
+    grid: tuple  # (rows, cols) of the feature map
+    boxes: np.ndarray  # (rows, cols, anchors_per_position, 4) xmin, ymin, xmax, ymax
+    stride: tuple = field(default=(0.0, 0.0))  # (x, y) pixels between positions, original image
+
+    def at(self, fx, fy):
+        """Anchors (A, 4) of the position holding the point (fx, fy), given as fractions of width/height."""
+        rows, cols = self.grid
+        r = min(rows - 1, max(0, int(fy * rows)))
+        c = min(cols - 1, max(0, int(fx * cols)))
+        return self.boxes[r, c]
+
+
+# ----------------------------------------------------------------------------- the detector
+@dataclass
+class ModelInfo:
+    """What preprocessing and drawing need besides the network."""
+
+    classes: List[str]
+    family: str  # "ssd" | "faster_rcnn"
+    data_shape: Optional[int] = None  # SSD: square input side
+    short: int = 600  # Faster R-CNN: short side after resize
+    max_size: int = 1000  # Faster R-CNN: long side cap
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    source: str = ""  # where it was loaded from, for messages
+    quantized: bool = False
+
+
+class Detector:
+    """A trained detector: ``detect(images)`` gives boxes in each image's own pixels.
+
+    Build one with ``Detector.load(path)`` (a run folder, a ``.params`` file inside a run folder,
+    or an export folder written by ``gluondet export``).
+    """
+
+    def __init__(self, net, info, ctx=None, hybridize=True):
+        import mxnet as mx
+
+        self.net = net
+        self.info = info
+        self.ctx = ctx or mx.cpu()
+        self._hybridized = False
+        if hybridize:
+            self.hybridize()
+
+    @property
+    def classes(self):
+        return self.info.classes
+
+    @property
+    def family(self):
+        return self.info.family
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, path, ctx=None, which="best", max_boxes=None, hybridize=True):
+        """A Detector from a run folder, a ``.params`` file in a run folder, or an export folder."""
+        path = Path(path)
+        if path.is_dir() and (path / EXPORT_META).is_file():
+            return cls.from_export(path, ctx=ctx, hybridize=hybridize)
+        if path.is_file() and path.suffix == ".params":
+            if (path.parent / EXPORT_META).is_file():
+                return cls.from_export(path.parent, ctx=ctx, hybridize=hybridize)
+            return cls.from_run(path.parent, which=path, ctx=ctx, max_boxes=max_boxes,
+                                hybridize=hybridize)
+        if path.is_dir():
+            return cls.from_run(path, which=which, ctx=ctx, max_boxes=max_boxes, hybridize=hybridize)
+        raise GluondetError(f"{path}: not a run folder, a .params file or an export folder")
+
+    @classmethod
+    def from_run(cls, run_dir, which="best", ctx=None, max_boxes=None, hybridize=True):
+        """Rebuild the network of a training run (``which``: best, last, or a .params path)."""
+        run_dir = Path(run_dir)
+        missing = [n for n in ("config.yaml", "classes.txt") if not (run_dir / n).is_file()]
+        if missing:
+            raise GluondetError(
+                f"{run_dir}: no {' or '.join(missing)} here; weights are only loaded with the "
+                "config and classes of the run that made them (a gluondet run folder)")
+        from .engine.checkpoint import load_run
+
+        # load_run takes a run folder with which=best|last|epoch, or a .params file inside one.
+        params_file = Path(which) if str(which).endswith(".params") else None
+        net, run_info = load_run(params_file or run_dir, which=which, ctx=ctx)
+        info = model_info_from_run(run_info, source=str(params_file or run_dir))
+        if info.family == "faster_rcnn" and hasattr(net, "short"):
+            # The network knows the sizes it was built for; validation resizes to its last short.
+            short = net.short
+            info.short = int(short[-1] if isinstance(short, (list, tuple)) else short)
+            info.max_size = int(net.max_size)
+        if max_boxes and hasattr(net, "set_nms"):
+            # GluonCV keeps post_nms boxes per image (100 by default); ask for more if needed.
+            post_nms = max(int(max_boxes), getattr(net, "post_nms", 100))
+            net.set_nms(nms_thresh=getattr(net, "nms_thresh", 0.45),
+                        nms_topk=max(getattr(net, "nms_topk", 400), post_nms), post_nms=post_nms)
+        return cls(net, info, ctx=ctx, hybridize=hybridize)
+
+    @classmethod
+    def from_export(cls, export_dir, ctx=None, hybridize=True):
+        """Load a ``gluondet export`` folder (symbol JSON + params, float or INT8)."""
+        import mxnet as mx
+
+        export_dir = Path(export_dir)
+        meta = read_export_meta(export_dir)
+        ctx = ctx or mx.cpu()
+        symbol = export_dir / meta["symbol"]
+        params = export_dir / meta["params"]
+        for f in (symbol, params):
+            if not f.is_file():
+                raise GluondetError(f"{export_dir}: export is incomplete, {f.name} is missing")
+        if meta.get("quantized") and ctx.device_type != "cpu":
+            raise GluondetError(f"{export_dir}: an INT8 export runs on the CPU (oneDNN); use --ctx cpu")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Cannot decide type for the following arguments: data"
+            net = mx.gluon.SymbolBlock.imports(str(symbol), [meta.get("input_name", "data")],
+                                               str(params), ctx=ctx)
+        info = ModelInfo(
+            classes=list(meta["classes"]), family=meta["family"], data_shape=meta.get("data_shape"),
+            short=meta.get("short", 600), max_size=meta.get("max_size", 1000),
+            mean=tuple(meta.get("mean", IMAGENET_MEAN)), std=tuple(meta.get("std", IMAGENET_STD)),
+            source=str(export_dir), quantized=bool(meta.get("quantized", False)))
+        return cls(net, info, ctx=ctx, hybridize=hybridize)
+
+    def hybridize(self):
+        if not self._hybridized:
+            # SSD inputs have one fixed shape, so the graph can keep its memory between calls.
+            static = self.family == "ssd"
+            self.net.hybridize(static_alloc=static, static_shape=static)
+            self._hybridized = True
+
+    # ------------------------------------------------------------------ preprocessing
+    def input_size(self, width, height):
+        """(width, height) of the network input for an image of this size."""
+        if self.family == "ssd":
+            return self.info.data_shape, self.info.data_shape
+        short, max_size = self.info.short, self.info.max_size
+        scale = min(short / min(width, height), max_size / max(width, height))
+        return int(round(width * scale)), int(round(height * scale))
+
+    def preprocess(self, image):
+        """HxWx3 uint8 RGB -> (3xH'xW' float32 normalised, (sx, sy)) with sx = W' / W."""
+        import cv2
+
+        h, w = image.shape[:2]
+        nw, nh = self.input_size(w, h)
+        if (nw, nh) != (w, h):
+            if self.family == "ssd":
+                # MXNet's interp=9 (what SSDDefaultValTransform asks for): area when shrinking,
+                # cubic when enlarging, bilinear when one side grows and the other shrinks.
+                if nw <= w and nh <= h:
+                    interp = cv2.INTER_AREA
+                elif nw >= w and nh >= h:
+                    interp = cv2.INTER_CUBIC
+                else:
+                    interp = cv2.INTER_LINEAR
+            else:
+                interp = cv2.INTER_LINEAR  # FasterRCNNDefaultValTransform: interp=1
+            resized = cv2.resize(image, (nw, nh), interpolation=interp)
+        else:
+            resized = image
+        x = resized.astype(np.float32) / 255.0
+        x = (x - np.array(self.info.mean, np.float32)) / np.array(self.info.std, np.float32)
+        return x.transpose(2, 0, 1), (nw / w, nh / h)
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, batch):
+        """Raw network outputs (ids, scores, boxes) as numpy for an NCHW float32 numpy batch."""
+        return tuple(o.asnumpy() for o in self._launch(batch))
+
+    def _launch(self, batch):
+        """Start the network on a batch; MXNet computes in the background until asnumpy()."""
+        import mxnet as mx
+
+        return self.net(mx.nd.array(batch, ctx=self.ctx))[:3]
+
+    def detect(self, images, thresh=0.5, max_boxes=100, batch_size=None):
+        """Detections for a list of HxWx3 uint8 RGB images (one network call per batch)."""
+        batch_size = batch_size or max(1, len(images))
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            results.extend(self._finish(self._start(chunk, batch_size), thresh, max_boxes))
+        return results
+
+    def _start(self, images, batch_size):
+        """Preprocess and launch: returns what ``_finish`` needs (outputs still computing)."""
+        prepared = [self.preprocess(img) for img in images]
+        shapes = [img.shape for img in images]
+        scales = [scale for _, scale in prepared]
+        if self.family != "ssd":  # one image per forward (GluonCV's Faster R-CNN predicts one)
+            return [(self._launch(x[None]), [0], [sc], [sh]) for (x, sc), sh in zip(prepared, shapes)]
+        batch = np.stack([x for x, _ in prepared])
+        if len(batch) < batch_size:  # pad: one input shape, one cached graph
+            pad = np.zeros((batch_size - len(batch),) + batch.shape[1:], np.float32)
+            batch = np.concatenate([batch, pad])
+        return [(self._launch(batch), list(range(len(images))), scales, shapes)]
+
+    @staticmethod
+    def _finish(started, thresh, max_boxes):
+        out = []
+        for outputs, items, scales, shapes in started:
+            raw = tuple(o.asnumpy() for o in outputs)  # waits for the network
+            out.extend(_postprocess(raw, i, sc, sh, thresh, max_boxes)
+                       for i, sc, sh in zip(items, scales, shapes))
+        return out
+
+    def detect_files(self, paths, thresh=0.5, max_boxes=100, batch_size=8, progress=True):
+        """Yield an ImageResult per path, in order; unreadable files yield their error and the rest go on.
+
+        Pipelined: the next batch is read and preprocessed while the network works on this one.
+        """
+        from tqdm import tqdm
+
+        paths = list(paths)
+        bar = tqdm(total=len(paths), unit="img", desc="detect", disable=not progress, leave=False)
+        pending = None
+        self._last_done = 0.0
+        try:
+            for start in range(0, len(paths) + batch_size, batch_size):
+                current = None
+                if start < len(paths):
+                    t0 = time.perf_counter()
+                    loaded = []
+                    for p in paths[start:start + batch_size]:
+                        try:
+                            loaded.append(ImageResult(Path(p), image=read_image(p)))
+                        except GluondetError as e:
+                            loaded.append(ImageResult(Path(p), error=str(e)))
+                    ok = [r for r in loaded if r.error is None]
+                    started = self._start([r.image for r in ok], batch_size) if ok else []
+                    current = (loaded, ok, started, t0)
+                if pending is not None:
+                    yield from self._finish_files(pending, thresh, max_boxes, bar)
+                pending = current
+        finally:
+            bar.close()
+
+    def _finish_files(self, pending, thresh, max_boxes, bar):
+        loaded, ok, started, t0 = pending
+        if ok:
+            for r, d in zip(ok, self._finish(started, thresh, max_boxes)):
+                r.detections = d
+        # Wall time since the previous batch was done (or this one began), shared by its images:
+        # with the pipeline overlapping batches, the shares add up to the total time.
+        now = time.perf_counter()
+        share = (now - max(t0, self._last_done)) / max(1, len(loaded))
+        self._last_done = now
+        for r in loaded:
+            r.seconds = share
+            bar.update(1)
+            yield r
+
+    # ------------------------------------------------------------------ anchors
+    def anchor_layers(self, width, height):
+        """The network's own anchors for an image of this size, per feature map, in its pixels.
+
+        SSD: the default boxes of every feature map (GluonCV's anchor generators, all sizes and
+        ratios). Faster R-CNN: the RPN anchors. Needs the Gluon network (a run folder), not an export.
+        """
+        import mxnet as mx
+
+        net = self.net
+        if isinstance(net, mx.gluon.SymbolBlock):
+            raise GluondetError(
+                f"{self.info.source}: anchors are read from the network's Python blocks; "
+                "use --run with a run folder, not an export folder")
+        nw, nh = self.input_size(width, height)
+        x = mx.nd.zeros((1, 3, nh, nw), ctx=self.ctx)
+        sx, sy = nw / width, nh / height
+        layers = []
+        if self.family == "ssd":
+            feats = net.features(x)
+            for i, (feat, gen) in enumerate(zip(feats, net.anchor_generators)):
+                a = gen(feat).asnumpy().reshape(-1, 4)  # centre x, centre y, w, h (input pixels)
+                corners = np.stack([a[:, 0] - a[:, 2] / 2, a[:, 1] - a[:, 3] / 2,
+                                    a[:, 0] + a[:, 2] / 2, a[:, 1] + a[:, 3] / 2], axis=1)
+                layers.append(_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh))
+        else:
+            feats = net.features(x)
+            feats = feats if isinstance(feats, (list, tuple)) else [feats]
+            gens = net.rpn.anchor_generator
+            gens = list(gens) if getattr(net.rpn, "_multi_level", False) else [gens]
+            for i, (feat, gen) in enumerate(zip(feats, gens)):
+                corners = gen(feat).asnumpy().reshape(-1, 4)  # already corners (input pixels)
+                layers.append(_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh))
+        return layers
+
+
+def _anchor_layer(index, grid, corners, sx, sy, nw, nh):
+    rows, cols = int(grid[0]), int(grid[1])
+    boxes = corners.reshape(rows, cols, -1, 4) / np.array([sx, sy, sx, sy], np.float32)
+    return AnchorLayer(index=index, grid=(rows, cols), boxes=boxes.astype(np.float32),
+                       stride=(nw / cols / sx, nh / rows / sy))
+
+
+def _postprocess(raw, i, scale, shape, thresh, max_boxes):
+    """Detections of batch item ``i``: keep valid boxes over ``thresh``, map back to original pixels."""
+    ids, scores, boxes = raw
+    ids, scores, boxes = ids[i].reshape(-1), scores[i].reshape(-1), boxes[i].reshape(-1, 4)
+    keep = (ids >= 0) & (scores >= thresh)
+    ids, scores, boxes = ids[keep], scores[keep], boxes[keep]
+    order = np.argsort(-scores, kind="stable")[:max_boxes]
+    ids, scores, boxes = ids[order], scores[order], boxes[order]
+    sx, sy = scale
+    h, w = shape[:2]
+    boxes = boxes / np.array([sx, sy, sx, sy], np.float32)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
+    return Detections(boxes=boxes.astype(np.float32), class_ids=ids.astype(np.int64),
+                      scores=scores.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- run / export metadata
+def model_info_from_run(run_info, source=""):
+    """ModelInfo from ``load_run``'s run_info (classes, config, data_shape, family)."""
+    info = run_info if isinstance(run_info, dict) else vars(run_info)
+    model = info.get("model") or (info.get("config") or {}).get("model") or {}
+    family = info.get("family") or model.get("family") or "ssd"
+    data_shape = info.get("data_shape") or model.get("data_shape")
+    if isinstance(data_shape, (list, tuple)):
+        data_shape = data_shape[0]
+    short = model.get("short") or (data_shape if family == "faster_rcnn" and data_shape else 600)
+    if isinstance(short, (list, tuple)):
+        short = short[-1]
+    return ModelInfo(
+        classes=list(info["classes"]), family=family,
+        data_shape=int(data_shape) if data_shape else None,
+        short=int(short), max_size=int(model.get("max_size") or 1000),
+        mean=tuple(model.get("mean") or IMAGENET_MEAN), std=tuple(model.get("std") or IMAGENET_STD),
+        source=source)
+
+
+def read_export_meta(export_dir):
+    path = Path(export_dir) / EXPORT_META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise GluondetError(f"{path}: cannot read export metadata ({e})") from None
+    for key in ("classes", "family", "symbol", "params"):
+        if key not in meta:
+            raise GluondetError(f"{path}: no '{key}'; re-export with gluondet export")
+    return meta
+
+
+def latest_run(runs_dir="runs"):
+    """The run folder under ``runs_dir`` whose best.params/last.params was written last."""
+    runs_dir = Path(runs_dir)
+    candidates = []
+    if runs_dir.is_dir():
+        for run in runs_dir.iterdir():
+            stamps = [p.stat().st_mtime for p in (run / "best.params", run / "last.params") if p.is_file()]
+            if stamps:
+                candidates.append((max(stamps), run))
+    if not candidates:
+        raise GluondetError(f"no trained run under {runs_dir.resolve()}/ (no best.params or last.params); "
+                            "train one with gluondet train, or pass --run RUN_DIR")
+    return max(candidates)[1]

@@ -1,0 +1,222 @@
+"""Drawing detections and anchor boxes on images.
+
+Text is drawn with PIL and a TrueType font, not OpenCV's ``putText`` (which only knows ASCII), so
+class names such as ``安全帽`` or ``Straße`` come out as written when the font has their glyphs.
+The font is, in order: ``$GLUONDET_FONT``; a system font with CJK glyphs (found with ``fc-list`` or
+in the usual places); DejaVu Sans (system or matplotlib's copy); PIL's built-in font.
+``missing_glyphs`` tells which characters the chosen font cannot draw, so the caller can say so once.
+
+Each label sits on a filled box of its class colour with black or white text, whichever contrasts
+with that colour, so it reads on any image; labels are moved inside the image, never clipped.
+"""
+import colorsys
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+FONT_ENV = "GLUONDET_FONT"
+# Fonts with CJK glyphs where Linux, macOS and Windows usually keep them.
+CJK_FONT_CANDIDATES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+    "/System/Library/Fonts/PingFang.ttc",
+    "/System/Library/Fonts/Hiragino Sans GB.ttc",
+    "/Library/Fonts/Arial Unicode.ttf",
+    "C:/Windows/Fonts/msyh.ttc",
+    "C:/Windows/Fonts/simhei.ttf",
+    "C:/Windows/Fonts/malgun.ttf",
+)
+DEJAVU_CANDIDATES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",)
+
+
+# ----------------------------------------------------------------------------- fonts
+@functools.lru_cache(maxsize=None)
+def font_path():
+    """Path of the TrueType font labels are drawn with, or None for PIL's built-in font."""
+    chosen = os.environ.get(FONT_ENV)
+    if chosen and Path(chosen).is_file():
+        return chosen
+    for path in _fc_list_cjk() + list(CJK_FONT_CANDIDATES) + list(DEJAVU_CANDIDATES):
+        if Path(path).is_file():
+            return str(path)
+    try:
+        import matplotlib
+
+        bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if bundled.is_file():
+            return str(bundled)
+    except ImportError:
+        pass
+    return None
+
+
+def _fc_list_cjk():
+    """Fonts fontconfig says cover Chinese (they also cover Japanese kana and Latin)."""
+    if not shutil.which("fc-list"):
+        return []
+    try:
+        out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    files = [line.split(":")[0].strip() for line in out.splitlines() if line.strip()]
+    # Sans-serif regular faces first: they read best at small sizes.
+    return sorted(files, key=lambda f: ("Sans" not in f, "Bold" in f, f))
+
+
+@functools.lru_cache(maxsize=64)
+def load_font(size):
+    """The label font at ``size`` pixels."""
+    from PIL import ImageFont
+
+    path = font_path()
+    if path:
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:
+            pass
+    return ImageFont.load_default(size=size)
+
+
+def missing_glyphs(text, font=None):
+    """Characters of ``text`` the font has no glyph for (drawn as empty boxes)."""
+    font = font or load_font(16)
+    notdef = _glyph_mask(font, "\U0010fffd")  # a private-use code point no font draws
+    return sorted({ch for ch in text if not ch.isspace() and ord(ch) > 127
+                   and _glyph_mask(font, ch) == notdef})
+
+
+def _glyph_mask(font, ch):
+    try:
+        mask = font.getmask(ch)
+    except (UnicodeEncodeError, OSError):
+        return None
+    return mask.size, bytes(mask)
+
+
+def font_name():
+    path = font_path()
+    return Path(path).name if path else "PIL's built-in font"
+
+
+# ----------------------------------------------------------------------------- colours
+def class_colors(n):
+    """``n`` distinct saturated RGB colours, the same for the same class id across images."""
+    colors = []
+    for i in range(max(n, 1)):
+        hue = (i * 0.618033988749895) % 1.0  # golden-ratio steps spread hues for any n
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+        colors.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colors
+
+
+def text_color_for(fill):
+    """Black or white, whichever reads better on ``fill`` (relative luminance, WCAG weights)."""
+    r, g, b = (c / 255.0 for c in fill)
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return (0, 0, 0) if luminance > 0.5 else (255, 255, 255)
+
+
+# ----------------------------------------------------------------------------- drawing
+def _sizes(width, height):
+    side = min(width, height)
+    line = max(2, int(round(side / 250)))
+    font_size = max(11, int(round(side / 32)))
+    return line, font_size
+
+
+def place_label(box, text_size, image_size, line=2):
+    """Top-left corner of a label of ``text_size`` (w, h) for ``box``, fully inside the image.
+
+    Above the box when there is room, else just inside its top edge; shifted left or down as
+    needed so no part leaves the image.
+    """
+    x0, y0 = box[0], box[1]
+    tw, th = text_size
+    width, height = image_size
+    y = y0 - th if y0 - th >= 0 else y0 + line
+    x = min(max(0, x0), max(0, width - tw))
+    y = min(max(0, y), max(0, height - th))
+    return int(round(x)), int(round(y))
+
+
+def draw_detections(image, detections, classes, colors=None):
+    """A copy of ``image`` (HxWx3 uint8 RGB) with each box, its class name and its score drawn."""
+    from PIL import Image, ImageDraw
+
+    colors = colors or class_colors(len(classes))
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    line, font_size = _sizes(canvas.width, canvas.height)
+    font = load_font(font_size)
+    pad = max(1, font_size // 6)
+    # Lowest score first, so the most confident boxes and labels end up on top.
+    for k in np.argsort(detections.scores, kind="stable"):
+        # whole pixels, inside the image: a box reaching the border keeps its outline visible
+        box = [min(max(int(round(float(v))), 0), lim - 1)
+               for v, lim in zip(detections.boxes[k], (canvas.width, canvas.height) * 2)]
+        cid = int(detections.class_ids[k])
+        color = colors[cid % len(colors)]
+        draw.rectangle(box, outline=color, width=line)
+        text = f"{classes[cid]} {float(detections.scores[k]):.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 2 * pad, bottom - top + 2 * pad
+        x, y = place_label(box, (tw, th), canvas.size, line)
+        draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=color)
+        draw.text((x + pad - left, y + pad - top), text, fill=text_color_for(color), font=font)
+    return np.asarray(canvas)
+
+
+def draw_anchors(image, layers, positions, colors=None):
+    """A copy of ``image`` with the anchors of ``layers`` at ``positions`` ((fx, fy) fractions).
+
+    Each layer gets one colour and a legend line: its grid, stride and anchor sizes in pixels.
+    """
+    from PIL import Image, ImageDraw
+
+    colors = colors or class_colors(len(layers))
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    line, font_size = _sizes(canvas.width, canvas.height)
+    line = max(1, line // 2)
+    legend = []
+    for n, layer in enumerate(layers):
+        color = colors[n % len(colors)]
+        for fx, fy in positions:
+            anchors = layer.at(fx, fy)
+            for box in anchors:
+                draw.rectangle([float(v) for v in box], outline=color, width=line)
+            cx = float(anchors[:, [0, 2]].mean())
+            cy = float(anchors[:, [1, 3]].mean())
+            r = line + 1
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+        legend.append((color, anchor_legend(layer)))
+    # The legend's font shrinks (down to 8 px) until its longest line fits the image's width.
+    size = max(10, font_size * 3 // 4)
+    font = load_font(size)
+    while size > 8 and max((draw.textlength(t, font=font) for _, t in legend), default=0) > canvas.width - 8:
+        size -= 1
+        font = load_font(size)
+    y = 2
+    for color, text in legend:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        draw.rectangle([2, y, 2 + right - left + 6, y + bottom - top + 4], fill=color)
+        draw.text((5 - left, y + 2 - top), text, fill=text_color_for(color), font=font)
+        y += bottom - top + 6
+    return np.asarray(canvas)
+
+
+def anchor_legend(layer):
+    """One line about a layer's anchors: grid, stride, count and sizes (w x h) in image pixels."""
+    boxes = layer.boxes[layer.grid[0] // 2, layer.grid[1] // 2]
+    sizes = ", ".join(f"{b[2] - b[0]:.0f}x{b[3] - b[1]:.0f}" for b in boxes)
+    return (f"layer {layer.index}: {layer.grid[0]}x{layer.grid[1]} grid, stride "
+            f"{layer.stride[0]:.0f}px, anchors {sizes}")
