@@ -194,7 +194,8 @@ def resolve_dataset(name_or_path, config_dir=None):
         # COCO layout: <root>/annotations/instances_X.json with images in <root>/X (or beside it).
         root = ann.parent.parent if ann.parent.name == "annotations" else ann.parent
         split = ann.stem.replace("instances_", "")
-        images = root / split if (root / split).is_dir() else root
+        # Images in <root>/<split>/ (COCO), <root>/images/ (CVAT, `gluondet data convert`) or <root>.
+        images = next((d for d in (root / split, root / "images") if d.is_dir()), root)
         spec = {"annotations": str(ann), "images": str(images)}
         return DatasetConfig(name=ann.stem, format="coco", root=root,
                              splits={"train": spec, "val": spec, "test": spec})
@@ -237,3 +238,154 @@ def merge(base, override):
         else:
             out[key] = value
     return out
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    """Everything a training run needs, resolved as: these defaults < model YAML ``train:`` < flags.
+
+    ``max_iters`` caps the iterations of each epoch (short smoke runs); ``pretrained_base`` is True,
+    False or a path to the backbone's .params; ``num_workers`` None means one per usable CPU.
+    """
+
+    dataset: Optional[str] = None
+    model: str = "ssd_512_vgg16_atrous"
+    ctx: str = "cpu"
+    batch_size: int = 8
+    epochs: int = 24
+    lr: float = 0.001
+    lr_steps: List[int] = field(default_factory=list)
+    lr_decay: float = 0.1
+    warmup_epochs: float = 0.0
+    wd: float = 0.0005
+    momentum: float = 0.9
+    clip_gradient: Optional[float] = None
+    augment: str = "ssd"
+    num_workers: Optional[int] = None
+    data_shape: Optional[int] = None
+    val_interval: int = 1
+    save_interval: int = 10
+    out: Optional[str] = None
+    resume: Optional[str] = None
+    seed: int = 233
+    train_split: str = "train"
+    val_split: str = "val"
+    max_iters: Optional[int] = None
+    kvstore: str = "device"
+    metric: str = "voc"
+    pretrained_base: Any = True
+    init_from: Optional[str] = None
+    skip_bad: bool = False
+    config_dir: Optional[str] = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+TRAIN_METRICS = ("voc", "voc07", "coco")
+AUGMENTATIONS = ("ssd", "flip")  # gluondet.data.loader: GluonCV's SSD augmentation, or resize + flip
+KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async")
+
+
+def parse_lr_steps(value, where="--lr-steps"):
+    """``"60,80"``, ``[60, 80]`` or ``60`` -> sorted [60, 80]."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    try:
+        steps = [int(float(p)) for p in parts]
+    except (TypeError, ValueError):
+        raise GluondetError(f"{where}: '{value}' is not a comma list of epochs such as 60,80") from None
+    return sorted(steps)
+
+
+def _coerce(name, value, where):
+    """Convert a YAML/flag value to the type of TrainConfig field ``name``."""
+    if value is None:
+        return None
+    if name == "lr_steps":
+        return parse_lr_steps(value, where)
+    if name == "pretrained_base":
+        if isinstance(value, bool) or value in ("true", "false"):
+            return value if isinstance(value, bool) else value == "true"
+        return str(value)
+    default = TrainConfig.__dataclass_fields__[name].default
+    kind = type(default) if default is not None and not isinstance(default, bool) else None
+    if name in ("clip_gradient",):
+        kind = float
+    elif name in ("num_workers", "data_shape", "max_iters"):
+        kind = int
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise GluondetError(f"{where}: '{name}' must be true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        try:
+            converted = kind(value)
+        except (TypeError, ValueError):
+            raise GluondetError(f"{where}: '{name}' must be a number, got {value!r}") from None
+        if kind is int and converted != float(value):
+            raise GluondetError(f"{where}: '{name}' must be a whole number, got {value!r}")
+        return converted
+    return str(value) if kind is str else value
+
+
+def resolve_train_config(model_cfg, flags, base=None):
+    """A TrainConfig from ``base`` (defaults, or a resumed run's config) < model YAML ``train:`` < flags.
+
+    ``flags`` maps TrainConfig field names to values; None means "not given". Unknown keys in the
+    model YAML's ``train:`` section are an error naming the file, so a typo never goes unnoticed.
+    """
+    where = model_cfg.get("source") or f"model '{model_cfg.get('name')}'"
+    known = set(TrainConfig.__dataclass_fields__)
+    values = dataclasses.asdict(base) if base is not None else dataclasses.asdict(TrainConfig())
+    if base is None:
+        yaml_train = model_cfg.get("train") or {}
+        if not isinstance(yaml_train, dict):
+            raise GluondetError(f"{where}: 'train' must be a mapping of training defaults")
+        unknown = sorted(set(yaml_train) - known)
+        if unknown:
+            raise GluondetError(f"{where}: unknown train setting(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
+        for key, value in yaml_train.items():
+            values[key] = _coerce(key, value, where)
+    for key, value in flags.items():
+        if key not in known:
+            raise ValueError(f"not a TrainConfig field: {key}")  # a gluondet bug, not user input
+        if value is not None:
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    config = TrainConfig(**values)
+    validate_train_config(config)
+    return config
+
+
+def validate_train_config(config):
+    """Refuse values that cannot train, with the flag to fix."""
+    checks = [
+        (config.batch_size >= 1, "--batch-size must be at least 1"),
+        (config.epochs >= 1, "--epochs must be at least 1"),
+        (config.lr > 0, "--lr must be positive"),
+        (0 < config.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
+        (config.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
+        (config.wd >= 0, "--wd must be 0 or more"),
+        (0 <= config.momentum < 1, "--momentum must be in [0, 1)"),
+        (config.val_interval >= 1, "--val-interval must be at least 1"),
+        (config.save_interval >= 0, "--save-interval must be 0 (never) or more"),
+        (config.num_workers is None or config.num_workers >= 0, "--num-workers must be 0 or more"),
+        (config.data_shape is None or config.data_shape >= 32, "--data-shape must be at least 32"),
+        (config.max_iters is None or config.max_iters >= 1, "--max-iters must be at least 1"),
+        (config.metric in TRAIN_METRICS, f"--metric must be one of {', '.join(TRAIN_METRICS)}"),
+        (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
+        (config.clip_gradient is None or config.clip_gradient > 0, "--clip-gradient must be positive"),
+        (config.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise GluondetError(message)
+    return config

@@ -1,8 +1,45 @@
-"""gluondet eval (placeholder until implemented)."""
+"""gluondet eval: score a trained run on a dataset split and print AP per class."""
+import json
+
 import click
+
+from .options import config_dir_option, skip_bad_option
 
 
 @click.command(name="eval")
-def eval_cmd():
-    """Not implemented yet."""
-    raise click.ClickException("not implemented yet")
+@click.argument("run", metavar="RUN_DIR|PARAMS")
+@click.option("--dataset", "-d", default=None, metavar="NAME|PATH",
+              help="Dataset to evaluate on [the one the run trained on].")
+@click.option("--split", default="test", show_default=True, help="Split (role or spec) to evaluate.")
+@click.option("--metric", default=None, type=click.Choice(["voc", "voc07", "coco"]),
+              help="VOC area mAP, VOC2007 11-point, or COCO [the run's validation metric].")
+@click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
+              help="Which weights of the run folder (ignored for a .params path).")
+@click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES", help="Devices, e.g. cpu or gpu0,gpu1.")
+@click.option("--batch-size", type=int, default=None, help="Images per batch [8; Faster R-CNN: one per device].")
+@click.option("--num-workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON: {\"map\": ..., \"per_class\": {...}, ...}.")
+@skip_bad_option
+@config_dir_option
+def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, json_file, skip_bad,
+             config_dir):
+    """Evaluate a run folder (or a .params file inside one) and print AP per class and the mean.
+
+    \b
+    Examples:
+      gluondet eval runs/shapes_voc-tiny_ssd
+      gluondet eval runs/helmet_voc-ssd_512_vgg16_atrous --split test --metric voc07 --json ap.json
+    """
+    from ..engine.validation import evaluate_run
+    from ..eval.report import format_ap_table
+    from ..fileio import atomic_write_text
+
+    result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
+                          batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
+                          skip_bad=skip_bad)
+    click.echo(f"{result['params']} on {result['dataset']} ({result['split']}, {result['images']} images)")
+    click.echo(format_ap_table(result))
+    if json_file:
+        atomic_write_text(json_file, json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {json_file}")

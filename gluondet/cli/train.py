@@ -1,8 +1,103 @@
-"""gluondet train (placeholder until implemented)."""
+"""gluondet train: resolve the configuration, run the training engine, say where the run is."""
+import sys
+
 import click
+
+from .options import config_dir_option, dataset_option, skip_bad_option
+
+
+def _optional(name, type_, help_):
+    return click.option(name, type=type_, default=None, help=help_)
 
 
 @click.command(name="train")
-def train():
-    """Not implemented yet."""
-    raise click.ClickException("not implemented yet")
+@dataset_option(required=False, help_extra=" Not needed with --resume.")
+@click.option("--model", "-m", default=None, metavar="NAME|FILE.yaml",
+              help="Model config (configs/models/NAME.yaml) [default: ssd_512_vgg16_atrous].")
+@click.option("--ctx", default=None, metavar="DEVICES",
+              help="Devices: cpu, cpuN, gpuN or a comma list such as gpu0,gpu1; the batch is split "
+                   "across them [default: cpu].")
+@_optional("--batch-size", int, "Images per iteration over all devices [model YAML].")
+@_optional("--epochs", int, "Epochs to train (with --resume: the new total) [model YAML].")
+@_optional("--lr", float, "Base learning rate (SGD) [model YAML].")
+@_optional("--lr-steps", str, "Epochs (0-based, comma list such as 60,80) where lr is multiplied by --lr-decay.")
+@_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch [0.1].")
+@_optional("--warmup-epochs", float, "Linear lr warm-up over this many epochs, per iteration.")
+@_optional("--wd", float, "Weight decay.")
+@_optional("--momentum", float, "SGD momentum.")
+@_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
+@click.option("--augment", default=None, type=click.Choice(["ssd", "flip"]),
+              help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
+@_optional("--num-workers", int, "DataLoader worker processes [half the usable CPUs, 1 to 4].")
+@_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
+@_optional("--val-interval", int, "Validate every N epochs (and after the last) [1].")
+@_optional("--save-interval", int, "Also keep epoch_XXXX.params every N epochs, 0 for never [10].")
+@click.option("--out", default=None, metavar="DIR",
+              help="Run folder [runs/<dataset>-<model>, numbered when taken; never overwritten].")
+@click.option("--resume", default=None, metavar="RUN_DIR",
+              help="Continue a run at its next epoch with its lr, optimizer state and best mAP.")
+@_optional("--seed", int, "Random seed [233].")
+@_optional("--train-split", str, "Split (role or spec) to train on [train].")
+@_optional("--val-split", str, "Split to validate on [val].")
+@_optional("--max-iters", int, "At most N iterations per epoch (short smoke runs).")
+@click.option("--kvstore", default=None, type=click.Choice(["device", "local", "dist_sync", "dist_device_sync",
+                                                             "dist_async"]),
+              help="Gradient aggregation [device]; dist_* for multi-machine jobs (gluondet launch).")
+@click.option("--metric", default=None, type=click.Choice(["voc", "voc07", "coco"]),
+              help="Validation metric: VOC area mAP, VOC2007 11-point, or COCO [voc].")
+@click.option("--pretrained-base", default=None, metavar="PATH",
+              help="The backbone's ImageNet weights as a local .params file (instead of downloading).")
+@click.option("--no-pretrained-base", is_flag=True, help="Train the backbone from random weights.")
+@click.option("--init-from", default=None, metavar="ZOO_NAME|PARAMS",
+              help="Start from a whole trained detector (e.g. ssd_512_vgg16_atrous_voc or a run's "
+                   ".params), keeping the weights of shared class names.")
+@skip_bad_option
+@config_dir_option
+def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
+    """Train a detector on a dataset and write a run folder (weights, classes, config, metrics).
+
+    \b
+    Examples:
+      gluondet train --dataset shapes_voc --model tiny_ssd
+      gluondet train --dataset helmet_voc --ctx gpu0,gpu1 --batch-size 32
+      gluondet train --resume runs/helmet_voc-ssd_512_vgg16_atrous --epochs 300
+    """
+    from ..config import resolve_model_config, resolve_train_config
+    from ..engine.train import TrainingInterrupted, resume_config
+    from ..errors import GluondetError
+    from ..models import DEFAULT_MODEL
+
+    if pretrained_base and no_pretrained_base:
+        raise GluondetError("--pretrained-base and --no-pretrained-base contradict each other; use one")
+    flags["pretrained_base"] = False if no_pretrained_base else pretrained_base
+    if flags.get("skip_bad") is False:
+        flags["skip_bad"] = None  # a flag not given must not override a resumed run's choice
+    if resume:
+        if dataset or model:
+            raise GluondetError("--resume continues a run with its own dataset and model; "
+                                "leave out --dataset and --model")
+        config = resume_config(resume, flags)
+    else:
+        if not dataset:
+            raise GluondetError("no dataset: use --dataset NAME|PATH (or --resume RUN_DIR)")
+        model = model or DEFAULT_MODEL
+        model_cfg = resolve_model_config(model, flags.get("config_dir"))
+        config = resolve_train_config(model_cfg, dict(flags, dataset=dataset, model=model))
+
+    from contextlib import nullcontext
+
+    from ..engine.distributed import exit_on_failure
+    from ..engine.train import train as run_training
+
+    # A failing dist worker must exit at once: at shutdown MXNet would wait for its peers forever.
+    guard = exit_on_failure() if config.kvstore.startswith("dist") else nullcontext()
+    try:
+        with guard:
+            run_dir = run_training(config)
+    except TrainingInterrupted as e:
+        if e.run_dir:
+            click.echo(f"\ninterrupted in epoch {e.epoch}: saved last.* in {e.run_dir}; "
+                       f"continue with: gluondet train --resume {e.run_dir}", err=True)
+        sys.exit(130)
+    if run_dir is not None:
+        click.echo(f"run folder: {run_dir}")

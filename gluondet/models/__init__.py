@@ -1,0 +1,126 @@
+"""Detection networks by name: one table from gluondet model names to builders.
+
+Each builder is ``builder(classes, pretrained_base=True|False, **kwargs) -> HybridBlock``. The zoo
+entries wrap GluonCV's ``*_custom`` constructors, which build a network for any list of classes; the
+model YAML (configs/models/NAME.yaml) names the builder and the family (``ssd`` or ``faster_rcnn``),
+which decides transforms, losses and validation in the engine.
+"""
+import functools
+from pathlib import Path
+
+from ..errors import GluondetError
+
+FAMILIES = ("ssd", "faster_rcnn")
+
+
+def _zoo(zoo_name, classes, pretrained_base=True, **kwargs):
+    from gluoncv.model_zoo import get_model
+
+    return get_model(zoo_name, classes=list(classes), pretrained_base=pretrained_base, **kwargs)
+
+
+def _tiny_ssd(classes, pretrained_base=False, **kwargs):
+    from .tiny_ssd import tiny_ssd
+
+    # The tiny backbone has no pretrained weights: "pretrained base on by default" has nothing to load.
+    return tiny_ssd(list(classes), pretrained_base=False, **kwargs)
+
+
+MODELS = {
+    "ssd_512_vgg16_atrous": functools.partial(_zoo, "ssd_512_vgg16_atrous_custom"),
+    "ssd_300_vgg16_atrous": functools.partial(_zoo, "ssd_300_vgg16_atrous_custom"),
+    "ssd_512_mobilenet1.0": functools.partial(_zoo, "ssd_512_mobilenet1.0_custom"),
+    "ssd_512_resnet50_v1": functools.partial(_zoo, "ssd_512_resnet50_v1_custom"),
+    "faster_rcnn_resnet50_v1b": functools.partial(_zoo, "faster_rcnn_resnet50_v1b_custom"),
+    "faster_rcnn_resnet101_v1d": functools.partial(_zoo, "faster_rcnn_resnet101_v1d_custom"),
+    "tiny_ssd": _tiny_ssd,
+}
+DEFAULT_MODEL = "ssd_512_vgg16_atrous"
+FASTER_RCNN_MIN_SHAPE = 256
+
+
+def model_family(model_cfg):
+    """``ssd`` or ``faster_rcnn``: from the YAML's ``family``, else from the builder's name."""
+    family = model_cfg.get("family")
+    if family is None:
+        name = str(model_cfg.get("builder") or model_cfg.get("name", ""))
+        family = "faster_rcnn" if name.startswith("faster_rcnn") else "ssd" if "ssd" in name else None
+    if family not in FAMILIES:
+        raise GluondetError(
+            f"model '{model_cfg.get('name')}': family '{family}' is not one of {', '.join(FAMILIES)}")
+    return family
+
+
+def _builder(model_cfg):
+    """(key, builder) for a model config: its name or its ``builder`` in MODELS, else a GluonCV
+    zoo name in ``builder``."""
+    name, zoo_name = model_cfg.get("name"), model_cfg.get("builder")
+    for key in (name, zoo_name):
+        if key in MODELS:
+            return key, MODELS[key]
+    for key, builder in MODELS.items():
+        if getattr(builder, "args", None) == (zoo_name,):
+            return key, builder
+    if zoo_name:
+        from gluoncv.model_zoo.model_zoo import _models
+
+        if zoo_name in _models:
+            return zoo_name, functools.partial(_zoo, zoo_name)
+    raise GluondetError(
+        f"model '{name}': no builder '{zoo_name}'; known models: {', '.join(sorted(MODELS))}")
+
+
+def build_model(model_cfg, classes, pretrained_base=True):
+    """Build and initialize the network a model config describes, for ``classes``.
+
+    ``pretrained_base`` is True (GluonCV's model store; offline, a GluondetError names the file to
+    place), False (random initialization) or a path to the backbone's ``.params`` file.
+    Parameters the backbone does not cover are initialized here (on the CPU).
+    """
+    from .pretrained import check_weight_file, model_store
+
+    if not classes:
+        raise GluondetError("no classes: the dataset declares none and none were found in its labels")
+    key, builder = _builder(model_cfg)
+    kwargs = dict(model_cfg.get("kwargs") or {})
+    family = model_family(model_cfg)
+    data_shape = model_cfg.get("data_shape")
+    if key == "tiny_ssd" and data_shape:  # its anchors are sized for the input
+        kwargs.setdefault("data_shape", int(data_shape))
+    if family == "faster_rcnn" and data_shape:
+        if int(data_shape) < FASTER_RCNN_MIN_SHAPE:
+            # the RPN keeps 2000 proposals in training: a smaller image has fewer anchors than that
+            raise GluondetError(f"data_shape {data_shape} is too small for Faster R-CNN; "
+                                f"use --data-shape {FASTER_RCNN_MIN_SHAPE} or more")
+        # Faster R-CNN keeps the aspect ratio: data_shape is the shorter side (GluonCV's `short`).
+        kwargs.setdefault("short", int(data_shape))
+        kwargs.setdefault("max_size", int(round(int(data_shape) * 5 / 3)))
+    override = None
+    if isinstance(pretrained_base, (str, Path)):
+        override = check_weight_file(pretrained_base)
+        pretrained_base = True
+    with model_store(override):
+        net = builder(classes, pretrained_base=bool(pretrained_base), **kwargs)
+    initialize_missing(net)
+    return net
+
+
+def initialize_missing(net):
+    """Initialize every parameter that has no data yet (GluonCV leaves the heads, and without a
+    pretrained base everything, uninitialized).
+
+    Xavier (magnitude 2) rather than Gluon's default uniform(+-0.07): trained from scratch, the
+    uniform start barely learned in a few hundred iterations; biases, BatchNorm gamma/beta and
+    running statistics still get their usual constants (the initializer goes by parameter name).
+    """
+    import warnings
+
+    import mxnet as mx
+
+    init = mx.init.Xavier(magnitude=2)
+    for param in net.collect_params().values():
+        if param._data is None and getattr(param, "_deferred_init", ()) == ():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                param.initialize(default_init=init)
+    return net

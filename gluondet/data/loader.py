@@ -1,0 +1,214 @@
+"""Training and validation DataLoaders: GluonCV's transforms, with targets made in the workers.
+
+SSD: ``SSDDefaultTrainTransform``'s augmentation, then training targets against the network's own
+anchors, computed here in the DataLoader workers so the training step only runs the network.
+Faster R-CNN: GluonCV's train/val transforms and one image per device, as in its reference script.
+Crowd objects (flag 2) are left out of training targets. An image without objects trains SSD as
+all background (zero targets), never through a fake box: a ``[-1]*6`` row becomes NaN box targets.
+"""
+import numpy as np
+
+FLAG_CROWD = 2
+SSD_BOX_NORM = (0.1, 0.1, 0.2, 0.2)
+SSD_IOU_THRESH = 0.5
+
+
+def default_num_workers():
+    """Worker processes when --num-workers is not given: half the usable CPUs, at least 1, at most 4.
+
+    The other half runs the network (MXNet's OpenMP pool); forked workers run MXNet ops on one
+    thread each (MXNET_MP_OPENMP_NUM_THREADS defaults to 1), so this does not oversubscribe.
+    """
+    from ..runtime import usable_cpus
+
+    return max(1, min(4, usable_cpus() // 2))
+
+
+def with_placeholder_row(label):
+    """A validation label with at least one row: an image without objects gets one class -1 row,
+    which metrics ignore, so batches of such images still stack and pad."""
+    label = np.asarray(label, dtype=np.float32).reshape(-1, 6)
+    return label if label.shape[0] else np.full((1, 6), -1, dtype=np.float32)
+
+
+def drop_crowd(label):
+    """Rows of an (N, 6) label that are not crowd regions."""
+    if label.shape[1] > 5:
+        return label[label[:, 5] != FLAG_CROWD]
+    return label
+
+
+class MappedDataset:
+    """``dataset[i]`` passed through ``fn(img, label)``; picklable when ``fn`` is (for workers)."""
+
+    def __init__(self, dataset, fn, indices=None):
+        self.dataset = dataset
+        self.fn = fn
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.fn(*self.dataset[self.indices[i]])
+
+
+# ----------------------------------------------------------------------------- SSD
+AUGMENTATIONS = ("ssd", "flip")
+
+
+class ResizeFlip:
+    """Light augmentation: resize to the input size and flip half the images horizontally."""
+
+    def __init__(self, width, height, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self._width, self._height, self._mean, self._std = width, height, mean, std
+
+    def __call__(self, img, label):
+        import mxnet as mx
+        from gluoncv.data.transforms import bbox as tbbox
+        from gluoncv.data.transforms import image as timage
+
+        h, w, _ = img.shape
+        img = timage.imresize(img, self._width, self._height, interp=1)
+        bbox = tbbox.resize(label, (w, h), (self._width, self._height))
+        img, flips = timage.random_flip(img, px=0.5)
+        bbox = tbbox.flip(bbox, (self._width, self._height), flip_x=flips[0])
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
+        return img, bbox
+
+
+class SSDTrainTransform:
+    """Augmentation, then SSD training targets against the network's anchors.
+
+    ``augment="ssd"``: GluonCV's SSD augmentation (colour, expand, constrained crop, resize, flip),
+    what the zoo models were trained with; ``"flip"``: resize and horizontal flip only, which small
+    networks trained from scratch on small objects learn from faster.
+    Returns ``(img CHW float32, cls_targets (A,), box_targets (A, 4))`` for the A anchors.
+    """
+
+    def __init__(self, width, height, anchors, augment="ssd"):
+        from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
+
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}")
+        self._augment = (SSDDefaultTrainTransform(width, height, anchors=None) if augment == "ssd"
+                         else ResizeFlip(width, height))
+        self._anchors = anchors  # (1, A, 4) NDArray on the CPU
+        self._target_generator = None
+
+    def __call__(self, img, label):
+        import mxnet as mx
+
+        img, bbox = self._augment(img, drop_crowd(np.asarray(label, dtype=np.float32)))
+        num_anchors = self._anchors.shape[1]
+        if bbox.shape[0] == 0:
+            return img, mx.nd.zeros((num_anchors,)), mx.nd.zeros((num_anchors, 4))
+        if self._target_generator is None:  # built lazily: each worker process gets its own
+            from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+
+            self._target_generator = SSDTargetGenerator(
+                iou_thresh=SSD_IOU_THRESH, stds=SSD_BOX_NORM, negative_mining_ratio=-1)
+        gt_boxes = mx.nd.array(bbox[np.newaxis, :, :4])
+        gt_ids = mx.nd.array(bbox[np.newaxis, :, 4:5])
+        cls_targets, box_targets, _ = self._target_generator(self._anchors, None, gt_boxes, gt_ids)
+        return img, cls_targets[0], box_targets[0]
+
+
+class SSDValTransform:
+    """Resize to the square input and normalize; the label keeps all 6 columns (difficult flags)."""
+
+    def __init__(self, width, height):
+        from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
+
+        self._transform = SSDDefaultValTransform(width, height)
+
+    def __call__(self, img, label):
+        return self._transform(img, with_placeholder_row(label))
+
+
+def ssd_anchors(net, data_shape):
+    """The network's anchors for a ``data_shape`` square input, as a (1, A, 4) CPU NDArray."""
+    import mxnet as mx
+    from mxnet import autograd
+
+    from ..errors import GluondetError
+
+    try:
+        with autograd.train_mode():
+            _, _, anchors = net(mx.nd.zeros((1, 3, data_shape, data_shape)))
+    except (ValueError, mx.base.MXNetError):
+        # the deeper feature maps shrink below their kernels: VGG SSDs need 300 px or more
+        raise GluondetError(f"--data-shape {data_shape} is too small for this network; "
+                            f"use its configured data_shape or at least 300 for the VGG SSDs") from None
+    return anchors.as_in_context(mx.cpu())
+
+
+# ----------------------------------------------------------------------------- Faster R-CNN
+class FasterRCNNTrainTransform:
+    """GluonCV's Faster R-CNN train transform (resize, flip, RPN targets) without crowd rows."""
+
+    def __init__(self, net):
+        from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
+
+        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net)
+
+    def __call__(self, img, label):
+        return self._transform(img, drop_crowd(np.asarray(label, dtype=np.float32)))
+
+
+class FasterRCNNValTransform:
+    def __init__(self, net):
+        from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultValTransform
+
+        self._transform = FasterRCNNDefaultValTransform(net.short, net.max_size)
+
+    def __call__(self, img, label):
+        return self._transform(img, with_placeholder_row(label))
+
+
+def images_with_objects(dataset):
+    """Indices of images with at least one non-crowd object (Faster R-CNN cannot sample from none)."""
+    keep = []
+    for i in range(len(dataset)):
+        label = dataset.label(i) if hasattr(dataset, "label") else dataset[i][1]
+        if drop_crowd(np.asarray(label).reshape(-1, 6)).shape[0]:
+            keep.append(i)
+    return keep
+
+
+# ----------------------------------------------------------------------------- loaders
+def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indices=None,
+                 augment="ssd"):
+    """The training DataLoader for ``family`` ('ssd' or 'faster_rcnn'); shuffled, last batch rolled over.
+
+    ``indices`` restricts the dataset (a distributed worker's shard, or images with objects);
+    ``augment`` (SSD only) is ``ssd`` or ``flip`` (see SSDTrainTransform).
+    """
+    from gluoncv.data.batchify import Append, Stack, Tuple
+    from mxnet.gluon.data import DataLoader
+
+    if family == "ssd":
+        transform = SSDTrainTransform(data_shape, data_shape, ssd_anchors(net, data_shape), augment)
+        batchify = Tuple(Stack(), Stack(), Stack())
+    else:
+        transform = FasterRCNNTrainTransform(net)
+        batchify = Tuple(*[Append() for _ in range(5)])
+    mapped = MappedDataset(dataset, transform, indices)
+    last_batch = "rollover" if len(mapped) >= batch_size else "keep"
+    return DataLoader(mapped, batch_size, shuffle=True, batchify_fn=batchify, last_batch=last_batch,
+                      num_workers=num_workers)
+
+
+def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
+    """The validation DataLoader: SSD yields (data, label); Faster R-CNN (data, label, im_scale)."""
+    from gluoncv.data.batchify import Append, Pad, Stack, Tuple
+    from mxnet.gluon.data import DataLoader
+
+    if family == "ssd":
+        transform = SSDValTransform(data_shape, data_shape)
+        batchify = Tuple(Stack(), Pad(pad_val=-1))
+    else:
+        transform = FasterRCNNValTransform(net)
+        batchify = Tuple(Append(), Append(), Append())
+    return DataLoader(MappedDataset(dataset, transform), batch_size, shuffle=False,
+                      batchify_fn=batchify, last_batch="keep", num_workers=num_workers)

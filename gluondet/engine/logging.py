@@ -1,0 +1,101 @@
+"""Training records in the run folder: metrics.csv (one row per epoch), TensorBoard events, curves.png."""
+import csv
+import io
+from pathlib import Path
+
+from ..fileio import atomic_path, atomic_write_text
+
+FIXED_COLUMNS = ("epoch", "lr", "seconds", "images_per_sec")
+
+
+def read_metrics(path):
+    """Rows of metrics.csv as dicts of strings ([] when there is none yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def append_metrics_row(path, row):
+    """Add one epoch's row, rewriting the file atomically (per-class AP columns may appear later).
+
+    Rows of this epoch or later are dropped first: after a resume, they belong to the abandoned past.
+    """
+    rows = [r for r in read_metrics(path) if int(r["epoch"]) < int(row["epoch"])]
+    rows.append({k: _fmt(v) for k, v in row.items()})
+    columns = list(FIXED_COLUMNS)
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return rows
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _floats(rows, key):
+    xs, ys = [], []
+    for r in rows:
+        value = r.get(key, "")
+        if value not in ("", None):
+            xs.append(int(r["epoch"]))
+            ys.append(float(value))
+    return xs, ys
+
+
+def draw_curves(rows, path, loss_names, map_name="val_map"):
+    """curves.png: training losses and validation mAP against epochs (matplotlib, Agg, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in loss_names:
+        xs, ys = _floats(rows, name)
+        if xs:
+            ax_loss.plot(xs, ys, marker=".", label=name)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend(loc="upper right")
+    xs, ys = _floats(rows, map_name)
+    ax_map.plot(xs, ys, marker="o", color="tab:green")
+    ax_map.set_xlabel("epoch")
+    ax_map.set_ylabel("validation mAP")
+    ax_map.set_ylim(0, 1)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
+class TensorBoard:
+    """Scalars into ``tb/`` via tensorboardX; absent (no-op) when tensorboardX cannot be imported."""
+
+    def __init__(self, log_dir):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            self._writer = None
+            return
+        self._writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values, step, prefix=""):
+        if self._writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)):
+                self._writer.add_scalar(f"{prefix}{key}", value, step)
+        self._writer.flush()
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()

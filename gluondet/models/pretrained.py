@@ -1,0 +1,132 @@
+"""Pretrained weights: the backbone from GluonCV's model store, and whole detectors for transfer.
+
+GluonCV fetches ImageNet backbones through ``gluoncv.model_zoo.model_store.get_model_file``, which
+downloads into ``$MXNET_HOME/models`` (default ``~/.mxnet/models``) when the file is not there. Offline
+that surfaces as a requests/urllib traceback deep inside a model constructor; here it becomes one
+GluondetError that names the file to place and the flags that avoid the download.
+"""
+import contextlib
+import os
+from pathlib import Path
+
+from ..errors import GluondetError
+
+
+def model_store_dir(root=None):
+    """The folder GluonCV's model store reads and downloads into."""
+    if "MXNET_HOME" in os.environ:
+        return Path(os.environ["MXNET_HOME"]) / "models"
+    return Path(os.path.expanduser(root or os.path.join("~", ".mxnet", "models")))
+
+
+def expected_weight_file(name, root=None):
+    """Where GluonCV's model store expects the weights called ``name`` (``<name>-<hash>.params``)."""
+    from gluoncv.model_zoo import model_store
+
+    try:
+        short = model_store.short_hash(name)
+    except (KeyError, ValueError):
+        short = "<hash>"
+    return model_store_dir(root) / f"{name}-{short}.params"
+
+
+@contextlib.contextmanager
+def model_store(override_path=None, what="pretrained backbone"):
+    """While active, the model store returns ``override_path`` for its first request (if given), and
+    any failure to fetch weights is a GluondetError naming the file to place.
+
+    GluonCV's constructors import ``get_model_file`` from the module at call time, so replacing the
+    module attribute reaches them all (VGG, ResNet, MobileNet backbones and whole detectors).
+    """
+    from gluoncv.model_zoo import model_store as store
+
+    original = store.get_model_file
+    served = []
+
+    def get_model_file(name, tag=None, root=os.path.join("~", ".mxnet", "models")):
+        if override_path is not None and not served:
+            served.append(name)
+            return str(override_path)
+        try:
+            return original(name, tag=tag, root=root)
+        except GluondetError:
+            raise
+        except Exception as e:  # requests, urllib, zipfile, hash mismatch: all mean "not available"
+            target = expected_weight_file(name, root)
+            reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise GluondetError(
+                f"cannot fetch the {what} '{name}' ({reason}); place the file {target} "
+                f"(GluonCV model zoo, gluoncv.model_zoo.model_store; the folder is $MXNET_HOME/models), "
+                f"or pass --pretrained-base PATH to use a local .params file, "
+                f"or --no-pretrained-base to train from scratch"
+            ) from None
+
+    store.get_model_file = get_model_file
+    try:
+        yield
+    finally:
+        store.get_model_file = original
+
+
+def check_weight_file(path, flag="--pretrained-base"):
+    """A user-given weights file must exist and be a .params file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise GluondetError(f"{flag} {path}: file does not exist")
+    if path.suffix != ".params":
+        raise GluondetError(f"{flag} {path}: expected an MXNet .params file")
+    return path
+
+
+def reset_classes(net, classes):
+    """Give a whole detector the dataset's classes, keeping the weights of the names both share."""
+    old = list(getattr(net, "classes", []))
+    if old == list(classes):
+        return net, list(classes)
+    shared = [c for c in classes if c in old]
+    net.reset_class(list(classes), reuse_weights=shared or None)
+    return net, shared
+
+
+def init_from(spec, model_cfg, classes):
+    """A network for ``classes`` starting from a whole trained detector (transfer learning).
+
+    ``spec`` is a GluonCV zoo name (``ssd_512_vgg16_atrous_voc``, downloaded through the model
+    store), or a ``.params`` file: from a gluondet run folder (its classes.txt says which classes the
+    weights are for) or plain weights for this model and these classes. The class predictors are
+    reset to ``classes``, keeping the weights of the names both lists share.
+    """
+    from . import build_model, initialize_missing
+
+    path = Path(str(spec)).expanduser()
+    if path.is_dir() and (path / "best.params").is_file():
+        path = path / "best.params"
+    if path.suffix == ".params" or path.exists():
+        path = check_weight_file(path, flag="--init-from")
+        classes_file = path.parent / "classes.txt"
+        source_classes = list(classes)
+        if classes_file.is_file():
+            source_classes = [c for c in classes_file.read_text(encoding="utf-8").splitlines() if c]
+        net = build_model(model_cfg, source_classes, pretrained_base=False)
+        try:
+            net.load_parameters(str(path))
+        except Exception as e:  # shape or name mismatch: the file is for another network
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise GluondetError(f"--init-from {path}: does not fit model '{model_cfg.get('name')}' ({first})") from None
+        net, shared = reset_classes(net, classes)
+    else:
+        from gluoncv.model_zoo import get_model
+        from gluoncv.model_zoo.model_zoo import _models
+
+        if str(spec) not in _models:
+            raise GluondetError(f"--init-from {spec}: neither a .params file nor a GluonCV model-zoo name "
+                                f"(for example ssd_512_vgg16_atrous_voc)")
+        with model_store(what="pretrained detector"):
+            net = get_model(str(spec), pretrained=True)
+        net, shared = reset_classes(net, classes)
+    initialize_missing(net)
+    from tqdm import tqdm
+
+    tqdm.write(f"--init-from {spec}: reusing the weights of {len(shared)} shared class(es)"
+               + (f": {', '.join(shared)}" if shared else ""))
+    return net

@@ -1,0 +1,358 @@
+"""gluondet train end to end: zoo models on CPU, multi-context, resume, best checkpoint, NaN guard.
+
+Kept small: a micro shapes dataset (a few images), --max-iters, and the tiny SSD for everything
+that is about the loop rather than a particular network.
+"""
+import json
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gluondet.cli import main
+from gluondet.config import resolve_model_config
+
+pytestmark = pytest.mark.slow
+
+TINY_YAML = """\
+family: ssd
+builder: tiny_ssd
+data_shape: 64
+train: {batch_size: 4, lr: 0.02, warmup_epochs: 0, augment: flip}
+"""
+
+
+def _cli(args, env=None):
+    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args], env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def _csv_rows(run_dir):
+    from gluondet.engine.logging import read_metrics
+
+    return read_metrics(run_dir / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def tiny_yaml(tmp_path_factory):
+    """A tiny SSD config of the loop tests' own, independent of the demo's tuned tiny_ssd.yaml."""
+    path = tmp_path_factory.mktemp("models") / "loop_tiny_ssd.yaml"
+    path.write_text(TINY_YAML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def TINY(tiny_yaml):
+    return ["--model", tiny_yaml, "--num-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def micro_voc(tmp_path_factory):
+    """8 train and 2 val images of coloured shapes (one of every ten has no objects)."""
+    from gluondet.data.synth import write_shapes_voc
+
+    return write_shapes_voc(tmp_path_factory.mktemp("micro") / "micro_voc", n_train=8, n_val=2,
+                            seed=3, size=96)
+
+
+def _one_batch(model_name, dataset_root, batch_size, data_shape, lr=None):
+    """A network (random init), its step, trainer and one fixed training batch."""
+    from gluondet.config import resolve_dataset, resolve_model_config, resolve_train_config
+    from gluondet.data import load_dataset
+    from gluondet.data.loader import train_loader
+    from gluondet.engine.steps import STEPS, hybridize_for_training
+    from gluondet.engine.train import _make_trainer
+    from gluondet.models import build_model, model_family
+
+    model_cfg = dict(resolve_model_config(model_name), data_shape=data_shape)
+    config = resolve_train_config(model_cfg, {"warmup_epochs": 0, "lr": lr})
+    family = model_family(model_cfg)
+    ds = load_dataset(resolve_dataset(str(dataset_root)), "train")
+    import mxnet as mx
+
+    mx.random.seed(0)
+    np.random.seed(0)
+    net = build_model(model_cfg, ds.classes, pretrained_base=False)
+    loader = train_loader(family, net, ds, data_shape, batch_size, 0)
+    batch = next(iter(loader))
+    trainer = _make_trainer(net, family, config, "device")
+    hybridize_for_training(net, family)
+    return net, STEPS[family](), trainer, batch, config
+
+
+# The shipped Faster R-CNN config with fewer RoIs: the R-CNN head runs ResNet's last stage on every
+# RoI, 300 of them per image at test time, which costs ~15 s per image on 2 busy cores.
+FEW_ROIS_YAML = """\
+family: faster_rcnn
+builder: faster_rcnn_resnet50_v1b_custom
+data_shape: 256
+kwargs: {rpn_test_post_nms: 16, num_sample: 32}
+"""
+
+
+@pytest.mark.parametrize("model_name, data_shape", [
+    ("ssd_512_vgg16_atrous", 300),  # 300 px keeps it quick on CPU; all 7 SSD512 feature maps exist
+    ("ssd_300_vgg16_atrous", 300),
+    ("faster_rcnn_resnet50_v1b", 256),  # shorter side; the smallest its RPN allows
+])
+def test_zoo_model_loss_falls_and_eval_accepts_its_run(model_name, data_shape, micro_voc, tmp_path):
+    import mxnet as mx
+
+    if model_name.startswith("faster_rcnn"):
+        base = resolve_model_config(model_name)
+        few = tmp_path / "faster_rcnn_resnet50_v1b_few_rois.yaml"
+        few.write_text(FEW_ROIS_YAML, encoding="utf-8")
+        assert yaml.safe_load(FEW_ROIS_YAML)["builder"] == base["builder"]
+        model_name = few
+
+    # Falling, robustly: repeated steps on one fixed batch must lower the loss (Faster R-CNN
+    # samples anchors and RoIs at random, so compare averages of two steps too). The VGG SSDs from
+    # scratch without warm-up swing at their configured lr 0.001 (measured: 114, 1029, 404, 40,
+    # 173 for SSD512, which is why their configs warm up): the test steps them at 0.0002.
+    ssd = step_is_ssd(str(model_name))
+    net, step, trainer, batch, config = _one_batch(model_name, micro_voc, 2 if ssd else 1, data_shape,
+                                                   lr=0.0002 if ssd else None)
+    losses = []
+    for _ in range(5):
+        values = step(net, batch, [mx.cpu()])
+        assert all(np.isfinite(v) for v in values.values()), values
+        losses.append(sum(values.values()))
+        trainer.step(step.step_batch_size(batch))
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) and losses[-1] < losses[0], losses
+
+    # The real command: a few iterations, a run folder, and eval accepts it.
+    run_dir = tmp_path / "run"
+    result = _cli(["train", "--dataset", micro_voc, "--model", model_name, "--no-pretrained-base",
+                   "--epochs", 1, "--max-iters", 2, "--batch-size", 2, "--data-shape", data_shape,
+                   "--num-workers", 0, "--out", run_dir])
+    assert result.exit_code == 0, result.stderr
+    for name in ("config.yaml", "classes.txt", "best.params", "best.json", "last.params", "last.states",
+                 "last.json", "metrics.csv", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").iterdir())
+    rows = _csv_rows(run_dir)
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["val_map"]))
+    result = _cli(["eval", run_dir, "--split", "val", "--json", tmp_path / "ap.json", "--num-workers", 0])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((tmp_path / "ap.json").read_text())
+    assert set(doc["per_class"]) <= set((run_dir / "classes.txt").read_text().split())
+    assert doc["map"] is None or 0 <= doc["map"] <= 1
+
+
+def step_is_ssd(model_name):
+    return "ssd" in model_name
+
+
+def test_two_contexts_split_the_batch_and_agree_with_one(micro_voc, tiny_yaml, TINY, tmp_path):
+    import mxnet as mx
+
+    net, step, trainer, batch, _ = _one_batch(tiny_yaml, micro_voc, 4, 64)
+    halves = [[part[:2] for part in batch], [part[2:] for part in batch]]
+    # Each half alone on one device (BatchNorm sees the same 2 images as on that device below);
+    # SSD's loss is normalized by the positives of the whole batch, so re-weight by positives.
+    alone = [step(net, half, [mx.cpu(0)]) for half in halves]
+    positives = [float((half[1] > 0).sum().asscalar()) for half in halves]
+    net.collect_params().reset_ctx([mx.cpu(0), mx.cpu(1)])
+    split = step(net, batch, [mx.cpu(0), mx.cpu(1)])
+    for name in split:
+        expected = sum(a[name] * p for a, p in zip(alone, positives)) / sum(positives)
+        assert split[name] == pytest.approx(expected, rel=1e-4), (name, alone, split)
+
+    run_dir = tmp_path / "run"
+    result = _cli(["train", "--dataset", micro_voc, *TINY, "--ctx", "cpu0,cpu1", "--batch-size", 4,
+                   "--epochs", 1, "--max-iters", 2, "--out", run_dir])
+    assert result.exit_code == 0, result.stderr
+    assert "cpu(0), cpu(1)" in result.stdout + result.stderr
+    assert (run_dir / "best.params").is_file()
+
+
+def test_training_graph_survives_a_validation(micro_voc, tiny_yaml):
+    """Known trap: a hybridized SSD keeps the graph it traced first; after validation (predict
+    mode) the training step silently ran the predict graph until hybridize() was called again."""
+    import mxnet as mx
+
+    from gluondet.config import resolve_dataset
+    from gluondet.data import load_dataset
+    from gluondet.data.loader import val_loader
+    from gluondet.engine.validation import validate
+
+    net, step, _, batch, _ = _one_batch(tiny_yaml, micro_voc, 4, 64)
+    before = step(net, batch, [mx.cpu()])
+    ds = load_dataset(resolve_dataset(str(micro_voc)), "val", classes=list(net.classes))
+    result = validate(net, "ssd", val_loader("ssd", net, ds, 64, 2, 0), [mx.cpu()], "voc", list(net.classes),
+                      progress=False)
+    assert 0 <= result["map"] <= 1
+    after = step(net, batch, [mx.cpu()])  # no trainer.step in between: same weights
+    for name in before:
+        assert after[name] == pytest.approx(before[name], rel=1e-4), (before, after)
+
+
+def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--lr", 0.02, "--lr-steps", 2, "--lr-decay", 0.1, "--max-iters", 2, "--batch-size", 4]
+    result = _cli(["train", "--dataset", micro_voc, *TINY, *common, "--epochs", 2, "--out", run_dir])
+    assert result.exit_code == 0, result.stderr
+    last = json.loads((run_dir / "last.json").read_text())
+    best = json.loads((run_dir / "best.json").read_text())
+    assert last["epoch"] == 2 and last["lr"] == pytest.approx(0.02)
+    states_before = (run_dir / "last.states").read_bytes()
+
+    result = _cli(["train", "--resume", run_dir, "--epochs", 3])
+    assert result.exit_code == 0, result.stderr
+    assert "epochs 3..3" in result.stdout + result.stderr
+    rows = _csv_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[2]["lr"]) == pytest.approx(0.002)  # epoch index 2 >= lr step 2: decayed once
+    last = json.loads((run_dir / "last.json").read_text())
+    assert last["epoch"] == 3
+    new_best = json.loads((run_dir / "best.json").read_text())
+    # The best mAP carried over: epoch 3 replaced it only if it did better.
+    if float(rows[2]["val_map"]) > best["map"]:
+        assert new_best["epoch"] == 3
+    else:
+        assert new_best == best
+    assert (run_dir / "last.states").read_bytes() != states_before  # optimizer state moved on
+    result = _cli(["train", "--dataset", micro_voc, *TINY, "--epochs", 1, "--out", run_dir])
+    assert result.exit_code == 2 and "--resume" in result.stderr  # never overwrites a run
+
+
+def test_best_params_change_only_when_map_improves(micro_voc, TINY, tmp_path, monkeypatch):
+    import gluondet.engine.train as engine
+    import gluondet.engine.validation as validation
+
+    scripted = iter([0.30, 0.20, 0.50, 0.50])
+    monkeypatch.setattr(validation, "validate",
+                        lambda *a, **k: {"map": next(scripted), "per_class": {}, "metric": "voc"})
+    saved = []
+    real_save_best = engine.checkpoint.save_best
+    monkeypatch.setattr(engine.checkpoint, "save_best",
+                        lambda run_dir, net, epoch, m, metric: (saved.append((epoch, m)),
+                                                                real_save_best(run_dir, net, epoch, m, metric)))
+    run_dir = tmp_path / "run"
+    result = _cli(["train", "--dataset", micro_voc, *TINY, "--epochs", 4, "--max-iters", 1,
+                   "--batch-size", 2, "--save-interval", 2, "--out", run_dir])
+    assert result.exit_code == 0, result.stderr
+    assert saved == [(1, 0.30), (3, 0.50)]  # not at 2 (worse), not at 4 (equal)
+    assert json.loads((run_dir / "best.json").read_text()) == {"epoch": 3, "map": 0.5, "metric": "voc"}
+    assert sorted(p.name for p in run_dir.glob("epoch_*.params")) == ["epoch_0002.params", "epoch_0004.params"]
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(micro_voc, TINY, tmp_path):
+    import mxnet as mx
+
+    run_dir = tmp_path / "run"
+    result = _cli(["train", "--dataset", micro_voc, *TINY, "--epochs", 3, "--max-iters", 2,
+                   "--batch-size", 2, "--out", run_dir], env={"GLUONDET_TEST_NAN_AT": "2:1"})
+    assert result.exit_code == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert "epoch 2, iteration 1" in message and "cls_loss is nan" in message and "Traceback" not in result.stderr
+    assert json.loads((run_dir / "last.json").read_text())["epoch"] == 1
+    assert json.loads((run_dir / "best.json").read_text())["epoch"] == 1
+    best, last = mx.nd.load(str(run_dir / "best.params")), mx.nd.load(str(run_dir / "last.params"))
+    for name in best:  # both from the end of epoch 1, all finite
+        assert np.array_equal(best[name].asnumpy(), last[name].asnumpy())
+        assert np.isfinite(best[name].asnumpy()).all()
+
+
+def test_ctrl_c_saves_last_and_resume_repeats_that_epoch(micro_voc, TINY, tmp_path, monkeypatch):
+    from gluondet.engine import steps
+
+    calls = {"n": 0}
+    real_call = steps.SSDStep.__call__
+
+    def interrupt_on_fourth(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:  # epoch 2, iteration 1
+            raise KeyboardInterrupt
+        return real_call(self, *args)
+
+    monkeypatch.setattr(steps.SSDStep, "__call__", interrupt_on_fourth)
+    run_dir = tmp_path / "run"
+    result = _cli(["train", "--dataset", micro_voc, *TINY, "--epochs", 3, "--max-iters", 2,
+                   "--batch-size", 2, "--out", run_dir])
+    assert result.exit_code == 130 and f"--resume {run_dir}" in result.stderr
+    last = json.loads((run_dir / "last.json").read_text())
+    assert last["interrupted"] is True and last["epoch"] == 1
+
+    monkeypatch.setattr(steps.SSDStep, "__call__", real_call)
+    result = _cli(["train", "--resume", run_dir])
+    assert result.exit_code == 0, result.stderr
+    assert [int(r["epoch"]) for r in _csv_rows(run_dir)] == [1, 2, 3]
+
+
+def test_offline_pretrained_base_is_one_clear_message(micro_voc, tmp_path, monkeypatch):
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
+    start = time.time()
+    result = _cli(["train", "--dataset", micro_voc, "--model", "ssd_300_vgg16_atrous", "--out", tmp_path / "run"])
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert "vgg16_atrous" in message and str(tmp_path / "mxnet_home" / "models") in message
+    assert "--pretrained-base PATH" in message and "--no-pretrained-base" in message
+    assert time.time() - start < 30
+
+
+def test_pretrained_base_path_is_loaded_into_the_backbone(micro_voc, tmp_path):
+    """--pretrained-base PATH: the backbone starts from that file, not from random weights."""
+    import mxnet as mx
+
+    from gluondet.config import resolve_model_config
+    from gluondet.models import build_model
+
+    from gluoncv.model_zoo import get_model
+
+    backbone = get_model("mobilenet1.0", pretrained=False)
+    backbone.initialize(mx.init.Constant(0.0123))
+    backbone(mx.nd.zeros((1, 3, 224, 224)))
+    weights = tmp_path / "mobilenet1.0-custom.params"
+    backbone.save_parameters(str(weights))
+    net = build_model(resolve_model_config("ssd_512_mobilenet1.0"), ["a", "b"], pretrained_base=str(weights))
+    first_conv = [p for name, p in net.collect_params().items() if name.endswith("conv0_weight")][0]
+    assert np.allclose(first_conv.data().asnumpy(), 0.0123)
+
+
+# Measured: the shared tiny SSD run of integration/conftest.py (240 images, 12 epochs at 128 px, the
+# tiny_ssd.yaml recipe) reached val VOC mAP (area) 0.104 here, still rising; the floor sits at half
+# of it, so noise does not fail it, and far above what an untrained or broken loop gives (< 0.01:
+# 0.000-0.004 measured after 1-2 epochs, and with the predict graph left in place after validation).
+TINY_MAP_FLOOR = 0.05
+
+
+def test_tiny_ssd_learns_the_shapes(trained_tiny_run):
+    rows = _csv_rows(trained_tiny_run)
+    losses = [float(r["cls_loss"]) + float(r["box_loss"]) for r in rows]
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:2]), losses
+    best = json.loads((trained_tiny_run / "best.json").read_text())
+    assert best["map"] >= TINY_MAP_FLOOR, best
+
+
+def test_init_from_a_run_keeps_the_backbone_and_resets_the_classes(micro_voc, tiny_yaml, tmp_path):
+    import mxnet as mx
+
+    from gluondet.engine import checkpoint
+    from gluondet.models import build_model
+    from gluondet.models.pretrained import init_from
+
+    model_cfg = yaml.safe_load(TINY_YAML)
+    source = build_model(model_cfg, ["circle", "square", "triangle"], pretrained_base=False)
+    source(mx.nd.zeros((1, 3, 64, 64)))
+    checkpoint.write_run_info(tmp_path, {"model": model_cfg}, ["circle", "square", "triangle"])
+    checkpoint.save_params(source, tmp_path / "best.params")
+
+    net = init_from(tmp_path / "best.params", model_cfg, ["triangle", "star", "circle"])
+    assert list(net.classes) == ["triangle", "star", "circle"]
+    ids, scores, boxes = net(mx.nd.zeros((1, 3, 64, 64)))  # a working detector for the new classes
+    assert ids.asnumpy().max() <= 2
+    source_params = {k.split("_", 1)[1]: v for k, v in source.collect_params().items()}
+    shared = 0
+    for name, param in net.collect_params().items():
+        key = name.split("_", 1)[1]
+        if "features" in key or "stages" in key:
+            np.testing.assert_array_equal(param.data().asnumpy(), source_params[key].data().asnumpy())
+            shared += 1
+    assert shared > 5
