@@ -73,17 +73,20 @@ def read_json(path):
         raise GluondetError(f"{path}: cannot read ({e})") from None
 
 
-def save_last(run_dir, net, trainer, state):
+def save_last(run_dir, net, trainer, state, with_states=True):
     """last.params, last.states (optimizer state) and last.json (``state``: epoch, best_map, lr...).
 
     last.json is written last: it names the epoch the other two belong to, so resume never pairs
-    a new last.json with old weights.
+    a new last.json with old weights. ``with_states`` is False on a dist kvstore, where the
+    optimizer state lives on the parameter servers and MXNet cannot save it from a worker; then
+    last.json says so and a resume restarts the momentum.
     """
     run_dir = Path(run_dir)
     save_params(net, run_dir / "last.params")
-    with atomic_path(run_dir / "last.states") as tmp:
-        trainer.save_states(tmp)
-    write_json(run_dir / "last.json", state)
+    if with_states:
+        with atomic_path(run_dir / "last.states") as tmp:
+            trainer.save_states(tmp)
+    write_json(run_dir / "last.json", dict(state, optimizer_states=with_states))
 
 
 def save_best(run_dir, net, epoch, mean_ap, metric):

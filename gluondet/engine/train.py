@@ -23,6 +23,8 @@ from .schedule import learning_rate
 # Test hook: "EPOCH:ITER" (1-based epoch, 0-based iteration) makes that iteration's loss NaN, so the
 # NaN guard can be tested without waiting for a real divergence.
 FORCE_NAN_ENV = "GLUONDET_TEST_NAN_AT"
+# Debugging aid for dist jobs: every worker writes its final weights and shard to this folder.
+DIST_DUMP_ENV = "GLUONDET_DIST_DUMP"
 
 
 class LossNotFinite(GluondetError):
@@ -214,6 +216,7 @@ def train(config):
     ctx_list = make_contexts(config.ctx)
     kvstore, rank, num_workers = _kvstore(config)
     chief = rank == 0
+    dist = config.kvstore.startswith("dist")
     resumed = checkpoint.read_json(Path(config.resume) / "last.json") if config.resume else None
 
     # --- data
@@ -268,7 +271,11 @@ def train(config):
     net.collect_params().reset_ctx(ctx_list)
     trainer = _make_trainer(net, family, config, kvstore)
     if config.resume:
-        trainer.load_states(str(Path(config.resume) / "last.states"))
+        if resumed.get("optimizer_states", True):
+            trainer.load_states(str(Path(config.resume) / "last.states"))
+        elif chief:
+            say("resuming a distributed run: its optimizer state stayed on the parameter servers, "
+                "so the momentum starts afresh")
     step = STEPS[family]()
     hybridize_for_training(net, family)
 
@@ -314,7 +321,7 @@ def train(config):
                 if improved:
                     best_map, best_epoch = scores["map"], epoch + 1
                     checkpoint.save_best(run_dir, net, epoch + 1, best_map, config.metric)
-            checkpoint.save_last(run_dir, net, trainer, state(epoch + 1, result.lr))
+            checkpoint.save_last(run_dir, net, trainer, state(epoch + 1, result.lr), with_states=not dist)
             if config.save_interval and (epoch + 1) % config.save_interval == 0:
                 checkpoint.save_params(net, checkpoint.epoch_params_path(run_dir, epoch + 1))
             rows = append_metrics_row(run_dir / "metrics.csv", row)
@@ -325,12 +332,23 @@ def train(config):
         if chief:
             lr = trainer.learning_rate
             # The weights are mid-epoch: saved so nothing is lost, but resume repeats this epoch.
-            checkpoint.save_last(run_dir, net, trainer, state(epoch, lr, interrupted=True))
+            checkpoint.save_last(run_dir, net, trainer, state(epoch, lr, interrupted=True), with_states=not dist)
         raise TrainingInterrupted(run_dir, epoch + 1) from None
     finally:
         if board is not None:
             board.close()
+    if dist and os.environ.get(DIST_DUMP_ENV):
+        _dump_worker(Path(os.environ[DIST_DUMP_ENV]), rank, net, train_ds, indices)
     if chief:
         say(f"done: {run_dir} (best {METRIC_NAMES[config.metric]} "
             f"{best_map if best_map is not None else float('nan'):.4f} at epoch {best_epoch})")
     return run_dir
+
+
+def _dump_worker(folder, rank, net, train_ds, indices):
+    """worker<rank>.params and worker<rank>.json (its shard's image ids), to check that the workers
+    of a dist job ended with the same weights and read disjoint shards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_params(net, folder / f"worker{rank}.params")
+    checkpoint.write_json(folder / f"worker{rank}.json",
+                          {"rank": rank, "image_ids": [train_ds.image_id(i) for i in indices]})

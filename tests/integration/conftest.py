@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-# The tiny SSD at its own input size (configs/models/tiny_ssd.yaml: 192 px, flip augmentation).
-# Measured on the shared 2-core machine (load average ~9): 12 epochs of 240 images reached val VOC
-# mAP 0.10 (2m40s wall, 1m37s CPU), 30 epochs 0.37, 40 epochs 0.42 (10 min wall under that load).
-# Finding the objects of held-back images (test_detect.py) and the training test's mAP floor need
-# the 40-epoch run. TRAIN_EPOCHS is the one knob between suite time and how well the run has learnt.
+# The tiny SSD at its own input size (configs/models/tiny_ssd.yaml: 192 px, flip augmentation), on a
+# shortened schedule with the lr drops in its last quarter as in the full one. Measured on an idle
+# 2-core machine: 600 images x 8 epochs took 73 s wall and reached val VOC mAP 0.33; this setting
+# (800 x 12) is the suite's one real training budget, shared by every test that needs a trained run.
 SHAPES_SIZE = 192
-SHAPES_TRAIN, SHAPES_VAL = 240, 40
-TRAIN_EPOCHS = 40
+SHAPES_TRAIN, SHAPES_VAL = 800, 40
+TRAIN_EPOCHS, LR_STEPS, VAL_INTERVAL = 12, "9,11", 6
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +33,8 @@ def trained_tiny_run(tmp_path_factory, shapes_voc):
     run_dir = tmp_path_factory.mktemp("runs") / "shapes-tiny_ssd"
     result = CliRunner(mix_stderr=False).invoke(main, [
         "train", "--dataset", str(shapes_voc), "--model", "tiny_ssd", "--out", str(run_dir),
-        "--epochs", str(TRAIN_EPOCHS), "--data-shape", str(SHAPES_SIZE), "--seed", "0",
+        "--epochs", str(TRAIN_EPOCHS), "--lr-steps", LR_STEPS, "--val-interval", str(VAL_INTERVAL),
+        "--data-shape", str(SHAPES_SIZE), "--seed", "0",
     ])
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     assert (run_dir / "best.params").is_file() and (run_dir / "classes.txt").is_file()
