@@ -204,7 +204,6 @@ def train(config):
     from ..runtime import configure_threads
 
     configure_threads()  # no effect when MXNet is already imported (the CLI did it first)
-    import mxnet as mx
 
     from ..data import load_dataset
     from ..data.loader import default_num_workers, images_with_objects, train_loader, val_loader
