@@ -238,13 +238,14 @@ def train(config):
             run_dir = checkpoint.check_new_run_dir(config.out)
         else:
             run_dir = checkpoint.default_run_dir(dataset_cfg.name, model_cfg.get("name", config.model))
-        resolved = {"model": model_cfg, "dataset": dataset_cfg.to_dict(), "train": config.to_dict()}
-        resolved["dataset"]["classes"] = classes
-        checkpoint.write_run_info(run_dir, resolved, classes)
 
     # --- network, loaders, trainer
     _seed(config.seed + (resumed["epoch"] if resumed else 0) + rank)
     net = _build_network(config, model_cfg, classes, family, run_dir)
+    if chief:  # written once the network exists, so a start that fails (offline weights) leaves no folder
+        resolved = {"model": model_cfg, "dataset": dataset_cfg.to_dict(), "train": config.to_dict()}
+        resolved["dataset"]["classes"] = classes
+        checkpoint.write_run_info(run_dir, resolved, classes)
     data_shape = int(model_cfg["data_shape"])
     workers = default_num_workers() if config.num_workers is None else config.num_workers
     batch_size = config.batch_size

@@ -294,6 +294,7 @@ def test_offline_pretrained_base_is_one_clear_message(micro_voc, tmp_path, monke
     assert "vgg16_atrous" in message and str(tmp_path / "mxnet_home" / "models") in message
     assert "--pretrained-base PATH" in message and "--no-pretrained-base" in message
     assert time.time() - start < 30
+    assert not (tmp_path / "run").exists()  # a start that failed leaves no half run folder behind
 
 
 def test_pretrained_base_path_is_loaded_into_the_backbone(micro_voc, tmp_path):
