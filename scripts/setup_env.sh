@@ -15,5 +15,5 @@ if not ((3, 8) <= sys.version_info[:2] <= (3, 11)):
     sys.exit(f"gluondet needs Python 3.8 to 3.11 (mxnet 1.9.1); this is {sys.version.split()[0]}. "
              "Set PYTHON=python3.11 and remove .venv.")
 PY
-.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -c constraints.txt pip  # the pinned installer ([build])
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[${extras}]"
