@@ -7,6 +7,7 @@ and the result is written into the run folder (``config.yaml``), so a run folder
 to evaluate or deploy it. All YAML goes through ``yaml.safe_load``.
 """
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -278,6 +279,8 @@ class TrainConfig:
     init_from: Optional[str] = None
     skip_bad: bool = False
     config_dir: Optional[str] = None
+    patience: int = 0
+    quiet: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -319,7 +322,7 @@ def _coerce(name, value, where):
     kind = type(default) if default is not None and not isinstance(default, bool) else None
     if name in ("clip_gradient",):
         kind = float
-    elif name in ("num_workers", "data_shape", "max_iters"):
+    elif name in ("num_workers", "data_shape", "max_iters", "patience"):
         kind = int
     elif isinstance(default, bool):
         if not isinstance(value, bool):
@@ -367,6 +370,9 @@ def resolve_train_config(model_cfg, flags, base=None):
 
 def validate_train_config(config):
     """Refuse values that cannot train, with the flag to fix."""
+    for name, value in dataclasses.asdict(config).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GluondetError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     checks = [
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.epochs >= 1, "--epochs must be at least 1"),
@@ -383,6 +389,7 @@ def validate_train_config(config):
         (config.metric in TRAIN_METRICS, f"--metric must be one of {', '.join(TRAIN_METRICS)}"),
         (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
         (config.clip_gradient is None or config.clip_gradient > 0, "--clip-gradient must be positive"),
+        (config.patience >= 0, "--patience must be 0 (never stop early) or more"),
         (config.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}"),
     ]
     for ok, message in checks:

@@ -21,6 +21,7 @@ from . import __version__
 from .errors import GluondetError
 from .fileio import atomic_write_text
 from .predict import EXPORT_META, EXPORT_PREFIX, Detector, list_images, read_image
+from .run_folder import CLASSES_FILE, CONFIG_FILE
 
 FORMATS = ("mxnet", "onnx")
 
@@ -71,7 +72,7 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
         (out_dir / EXPORT_META).unlink(missing_ok=True)  # the folder is incomplete until the end
         for name in (f"{EXPORT_PREFIX}-symbol.json", f"{EXPORT_PREFIX}-0000.params"):
             os.replace(os.path.join(tmp, name), out_dir / name)
-    for name in ("config.yaml", "classes.txt"):
+    for name in (CONFIG_FILE, CLASSES_FILE):  # the run's own description travels with the export
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out_dir / name)
     info = detector.info
@@ -171,20 +172,10 @@ def calibration_images(detector, run_dir, count, source=None, config_dir=None):
 
 def _run_val_dataset(run_dir, source, config_dir, classes):
     """The run's validation split (or ``source``, a dataset name/path), with the run's classes."""
-    from .config import dataset_config_from_dict, load_yaml, resolve_dataset
     from .data import load_dataset
+    from .run_folder import RunFolder
 
-    if source is not None:
-        cfg = resolve_dataset(source, config_dir)
-    else:
-        config = load_yaml(Path(run_dir) / "config.yaml")
-        ds = config.get("dataset")
-        if isinstance(ds, dict) and "root" in ds:
-            cfg = dataset_config_from_dict(ds, name=ds.get("name"))
-        elif ds:
-            cfg = resolve_dataset(str(ds.get("name") if isinstance(ds, dict) else ds), config_dir)
-        else:
-            raise GluondetError(f"{run_dir / 'config.yaml'}: no dataset section; give --calib-data")
+    cfg = RunFolder.open(run_dir).dataset_config(source, config_dir)
     for split in ("val", "test", "train"):
         if split in cfg.splits:
             return load_dataset(cfg, split, classes=list(classes), skip_bad=True)

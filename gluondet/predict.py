@@ -218,18 +218,11 @@ class Detector:
     @classmethod
     def from_run(cls, run_dir, which="best", ctx=None, max_boxes=None, hybridize=True):
         """Rebuild the network of a training run (``which``: best, last, or a .params path)."""
-        run_dir = Path(run_dir)
-        missing = [n for n in ("config.yaml", "classes.txt") if not (run_dir / n).is_file()]
-        if missing:
-            raise GluondetError(
-                f"{run_dir}: no {' or '.join(missing)} here; weights are only loaded with the "
-                "config and classes of the run that made them (a gluondet run folder)")
-        from .engine.checkpoint import load_run
+        from .run_folder import RunFolder
 
-        # load_run takes a run folder with which=best|last|epoch, or a .params file inside one.
-        params_file = Path(which) if str(which).endswith(".params") else None
-        net, run_info = load_run(params_file or run_dir, which=which, ctx=ctx)
-        info = model_info_from_run(run_info, source=str(params_file or run_dir))
+        run = RunFolder.open(run_dir)
+        net, params = run.load_network(which, ctx=ctx)
+        info = model_info_from_run(run, source=str(params if str(which).endswith(".params") else run.path))
         if info.family == "faster_rcnn" and hasattr(net, "short"):
             # The network knows the sizes it was built for; validation resizes to its last short.
             short = net.short
@@ -460,9 +453,10 @@ def _postprocess(raw, i, scale, shape, thresh, max_boxes):
 
 
 # ----------------------------------------------------------------------------- run / export metadata
-def model_info_from_run(run_info, source=""):
-    """ModelInfo from ``load_run``'s run_info (classes, config, data_shape, family)."""
-    info = run_info if isinstance(run_info, dict) else vars(run_info)
+def model_info_from_run(run, source=""):
+    """ModelInfo from a RunFolder, or a dict with its fields (classes, model, family, data_shape)."""
+    info = run if isinstance(run, dict) else {"classes": run.classes, "model": run.model_config,
+                                               "family": run.family, "data_shape": run.data_shape}
     model = info.get("model") or (info.get("config") or {}).get("model") or {}
     family = info.get("family") or model.get("family") or "ssd"
     data_shape = info.get("data_shape") or model.get("data_shape")
@@ -489,18 +483,3 @@ def read_export_meta(export_dir):
         if key not in meta:
             raise GluondetError(f"{path}: no '{key}'; re-export with gluondet export")
     return meta
-
-
-def latest_run(runs_dir="runs"):
-    """The run folder under ``runs_dir`` whose best.params/last.params was written last."""
-    runs_dir = Path(runs_dir)
-    candidates = []
-    if runs_dir.is_dir():
-        for run in runs_dir.iterdir():
-            stamps = [p.stat().st_mtime for p in (run / "best.params", run / "last.params") if p.is_file()]
-            if stamps:
-                candidates.append((max(stamps), run))
-    if not candidates:
-        raise GluondetError(f"no trained run under {runs_dir.resolve()}/ (no best.params or last.params); "
-                            "train one with gluondet train, or pass --run RUN_DIR")
-    return max(candidates)[1]

@@ -74,7 +74,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     Writes <name>.det.<ext> into --out (never over the input). A file that cannot be read is
     reported by name and the others go on; the exit status is 1 if any failed.
     """
-    from ..predict import latest_run
+    from ..run_folder import RunFolder
 
     if run_dir and params_file:
         raise GluondetError("give --run or --params, not both")
@@ -82,17 +82,15 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
         raise GluondetError("--coco-results needs --dataset (the COCO dataset the images come from)")
     positions = [_anchor_pos(p) for p in anchor_pos] or [(0.5, 0.5)]
     if params_file:
-        params_file = Path(params_file)
-        beside = [n for n in ("config.yaml", "classes.txt") if not (params_file.parent / n).is_file()]
-        if beside:
-            raise GluondetError(
-                f"{params_file}: no {' or '.join(beside)} beside it; --params needs the run folder's "
-                "config.yaml and classes.txt next to the weights (they say which network and classes)")
-        source = params_file
+        source = Path(params_file)
+        from ..predict import EXPORT_META
+
+        if not (source.parent / EXPORT_META).is_file():
+            RunFolder.open(source)  # the run folder around the weights: config and classes beside them
     elif run_dir:
         source = Path(run_dir)
     else:
-        source = latest_run("runs")
+        source = RunFolder.latest("runs").path
         click.echo(f"using the most recent run: {source} (choose another with --run)", err=True)
     model_dir = source.parent if source.is_file() else source
 

@@ -36,7 +36,9 @@ def _optional(name, type_, help_):
               help="Run folder [runs/<dataset>-<model>, numbered when taken; never overwritten].")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue a run at its next epoch with its lr, optimizer state and best mAP.")
-@_optional("--seed", int, "Random seed [233].")
+@_optional("--seed", int, "Random seed [233]; the same seed gives the same run, resumed or not.")
+@_optional("--patience", int, "Stop when N validations in a row did not improve the best mAP [0: never].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines (warnings and errors only).")
 @_optional("--train-split", str, "Split (role or spec) to train on [train].")
 @_optional("--val-split", str, "Split to validate on [val].")
 @_optional("--max-iters", int, "At most N iterations per epoch (short smoke runs).")
@@ -63,15 +65,16 @@ def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
       gluondet train --resume runs/helmet_voc-ssd_512_vgg16_atrous --epochs 300
     """
     from ..config import resolve_model_config, resolve_train_config
-    from ..engine.train import TrainingInterrupted, resume_config
+    from ..engine.train import resume_config
     from ..errors import GluondetError
     from ..models import DEFAULT_MODEL
 
     if pretrained_base and no_pretrained_base:
         raise GluondetError("--pretrained-base and --no-pretrained-base contradict each other; use one")
     flags["pretrained_base"] = False if no_pretrained_base else pretrained_base
-    if flags.get("skip_bad") is False:
-        flags["skip_bad"] = None  # a flag not given must not override a resumed run's choice
+    for name in ("skip_bad", "quiet"):
+        if flags.get(name) is False:
+            flags[name] = None  # a flag not given must not override a resumed run's choice
     if resume:
         if dataset or model:
             raise GluondetError("--resume continues a run with its own dataset and model; "
@@ -87,17 +90,19 @@ def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
     from contextlib import nullcontext
 
     from ..engine.distributed import exit_on_failure
+    from ..engine.train import TrainingStopped
     from ..engine.train import train as run_training
 
     # A failing dist worker must exit at once: at shutdown MXNet would wait for its peers forever.
     guard = exit_on_failure() if config.kvstore.startswith("dist") else nullcontext()
     try:
         with guard:
-            run_dir = run_training(config)
-    except TrainingInterrupted as e:
+            run = run_training(config)
+    except TrainingStopped as e:
         if e.run_dir:
-            click.echo(f"\ninterrupted in epoch {e.epoch}: saved last.* in {e.run_dir}; "
+            where = f"epoch {e.epoch}" + (f" at iteration {e.iteration}" if e.iteration is not None else "")
+            click.echo(f"\n{e.reason}: stopped in {where}; everything done so far is saved in {e.run_dir}; "
                        f"continue with: gluondet train --resume {e.run_dir}", err=True)
-        sys.exit(130)
-    if run_dir is not None:
-        click.echo(f"run folder: {run_dir}")
+        sys.exit(143 if e.reason == "SIGTERM" else 130)
+    if run is not None:
+        click.echo(f"run folder: {run.path}")

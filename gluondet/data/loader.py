@@ -6,6 +6,8 @@ Faster R-CNN: GluonCV's train/val transforms and one image per device, as in its
 Crowd objects (flag 2) are left out of training targets. An image without objects trains SSD as
 all background (zero targets), never through a fake box: a ``[-1]*6`` row becomes NaN box targets.
 """
+import random
+
 import numpy as np
 
 FLAG_CROWD = 2
@@ -39,7 +41,12 @@ def drop_crowd(label):
 
 
 class MappedDataset:
-    """``dataset[i]`` passed through ``fn(img, label)``; picklable when ``fn`` is (for workers)."""
+    """``dataset[i]`` passed through ``fn(img, label)``; picklable when ``fn`` is (for workers).
+
+    A key may also be ``(seed, i)`` (what EpochBatchSampler yields): Python's and NumPy's generators
+    are then seeded with ``seed`` before the transform, so an image's augmentation depends on the
+    epoch and the image alone, not on which worker process draws it or on what ran before a resume.
+    """
 
     def __init__(self, dataset, fn, indices=None):
         self.dataset = dataset
@@ -49,8 +56,55 @@ class MappedDataset:
     def __len__(self):
         return len(self.indices)
 
-    def __getitem__(self, i):
-        return self.fn(*self.dataset[self.indices[i]])
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            seed, key = key
+            random.seed(seed)
+            np.random.seed(seed)
+        return self.fn(*self.dataset[self.indices[key]])
+
+
+class EpochBatchSampler:
+    """Batches of ``(sample seed, index)`` keys in an order drawn from (seed, epoch) alone.
+
+    ``set_epoch(epoch, start)`` chooses the epoch and skips its first ``start`` batches (a run
+    resumed mid-epoch). The last incomplete batch is dropped unless it is the only one, so every
+    training step sees a full batch (SSD's static graph keeps one shape).
+    """
+
+    def __init__(self, num_samples, batch_size, seed, shuffle=True):
+        self.num_samples, self.batch_size, self.seed, self.shuffle = num_samples, batch_size, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch, start=0):
+        self.epoch, self.start = int(epoch), int(start)
+
+    def __len__(self):
+        return max(1, self.num_samples // self.batch_size) if self.num_samples else 0
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
+        seeds = rng.integers(0, 2 ** 31 - 1, size=self.num_samples)
+        for b in range(self.start, len(self)):
+            chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(int(seeds[i]), int(i)) for i in chunk]
+
+
+class EpochLoader:
+    """A DataLoader over an EpochBatchSampler, with the sampler's ``set_epoch``."""
+
+    def __init__(self, loader, sampler):
+        self.loader, self.sampler = loader, sampler
+
+    def set_epoch(self, epoch, start=0):
+        self.sampler.set_epoch(epoch, start)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        return iter(self.loader)
 
 
 # ----------------------------------------------------------------------------- SSD
@@ -178,8 +232,9 @@ def images_with_objects(dataset):
 
 # ----------------------------------------------------------------------------- loaders
 def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indices=None,
-                 augment="ssd"):
-    """The training DataLoader for ``family`` ('ssd' or 'faster_rcnn'); shuffled, last batch rolled over.
+                 augment="ssd", seed=0):
+    """The training loader for ``family`` ('ssd' or 'faster_rcnn'): an EpochLoader whose order and
+    augmentation follow (seed, epoch), so a resumed run sees the same batches.
 
     ``indices`` restricts the dataset (a distributed worker's shard, or images with objects);
     ``augment`` (SSD only) is ``ssd`` or ``flip`` (see SSDTrainTransform).
@@ -194,9 +249,9 @@ def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indi
         transform = FasterRCNNTrainTransform(net)
         batchify = Tuple(*[Append() for _ in range(5)])
     mapped = MappedDataset(dataset, transform, indices)
-    last_batch = "rollover" if len(mapped) >= batch_size else "keep"
-    return DataLoader(mapped, batch_size, shuffle=True, batchify_fn=batchify, last_batch=last_batch,
-                      num_workers=num_workers)
+    sampler = EpochBatchSampler(len(mapped), batch_size, seed)
+    loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=batchify, num_workers=num_workers)
+    return EpochLoader(loader, sampler)
 
 
 def val_loader(family, net, dataset, data_shape, batch_size, num_workers):

@@ -1,1 +1,2 @@
-"""The training engine: the loop (train.py), lr schedule, run-folder checkpoints, and logging."""
+"""The training engine: set-up (train.py), the loop (trainer.py) and its rules (hooks.py), the lr
+schedule, training steps per model family, validation, logging, distributed helpers."""

@@ -17,13 +17,10 @@ def read_metrics(path):
         return list(csv.DictReader(f))
 
 
-def append_metrics_row(path, row):
-    """Add one epoch's row, rewriting the file atomically (per-class AP columns may appear later).
-
-    Rows of this epoch or later are dropped first: after a resume, they belong to the abandoned past.
-    """
-    rows = [r for r in read_metrics(path) if int(r["epoch"]) < int(row["epoch"])]
-    rows.append({k: _fmt(v) for k, v in row.items()})
+def write_metrics(path, history):
+    """metrics.csv from the committed history (one row per finished epoch), rewritten atomically:
+    a view of last.json, so it never holds a row of an epoch that was not committed."""
+    rows = [{k: _fmt(v) for k, v in row.items()} for row in history]
     columns = list(FIXED_COLUMNS)
     for r in rows:
         columns += [k for k in r if k not in columns]

@@ -1,148 +1,61 @@
-"""The training loop: ``train(config) -> run_dir``, built from ``train_one_epoch`` and validation.
+"""``train(config) -> run folder``: set up data, network, optimizer and hooks, then run the Trainer.
 
-Order of a run: contexts -> datasets -> network -> loaders -> trainer -> for each epoch: train one
-epoch (lr per iteration from schedule.learning_rate), validate every ``val_interval`` epochs, write
-metrics and checkpoints. Only the chief (worker 0 of a distributed job, or the only process)
-writes the run folder, validates and keeps the best checkpoint.
+Order: contexts -> datasets -> run folder (created and locked, or resumed: locked and repaired) ->
+network -> loaders -> optimizer -> hooks -> Trainer.train(). Only the chief (worker 0 of a
+distributed job, or the only process) writes the run folder, validates and keeps the best
+checkpoint; every worker seeds each epoch from (seed, epoch), so a resumed run is the same run.
 """
-import math
-import os
-import random
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
-import numpy as np
-
-from ..config import TrainConfig, load_yaml, resolve_dataset, resolve_model_config, resolve_train_config
+from ..config import TrainConfig, resolve_dataset, resolve_model_config, resolve_train_config
 from ..errors import GluondetError
-from . import checkpoint
-from .logging import TensorBoard, append_metrics_row, draw_curves
+from ..run_folder import RunFolder
+from . import hooks as H
 from .schedule import learning_rate
+from .trainer import LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
 
-# Test hook: "EPOCH:ITER" (1-based epoch, 0-based iteration) makes that iteration's loss NaN, so the
-# NaN guard can be tested without waiting for a real divergence.
-FORCE_NAN_ENV = "GLUONDET_TEST_NAN_AT"
-# Debugging aid for dist jobs: every worker writes its final weights and shard to this folder.
-DIST_DUMP_ENV = "GLUONDET_DIST_DUMP"
+say = H.say
 
 
-class LossNotFinite(GluondetError):
-    """Training diverged: a loss became NaN or infinite."""
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C: last.* was saved (when there was something to save) and training stopped."""
-
-    def __init__(self, run_dir, epoch):
-        super().__init__(f"interrupted in epoch {epoch}")
-        self.run_dir = run_dir
-        self.epoch = epoch
-
-
-def say(message):
-    from tqdm import tqdm
-
-    tqdm.write(str(message))
-
-
-# ----------------------------------------------------------------------------- one epoch
-@dataclass
-class EpochResult:
-    losses: dict
-    iterations: int
-    images: int
-    seconds: float
-    lr: float
-    stopped_at: int = None  # iteration where Ctrl-C landed, if it did
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def images_per_sec(self):
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-def train_one_epoch(net, loader, step, trainer, ctx_list, epoch, lr_at, max_iters=None,
-                    progress=True, desc="", num_workers=1):
-    """Train over ``loader`` once (at most ``max_iters`` batches); returns mean losses and speed.
-
-    ``lr_at(iteration)`` gives the learning rate of each iteration. A non-finite loss raises
-    LossNotFinite before the optimizer applies that step, so the weights stay the last good ones.
-    With ``num_workers`` dist workers the servers sum every worker's gradients, so the step is
-    normalized by that many times the local batch (the same value at every step, as dist needs).
-    """
-    from tqdm import tqdm
-
-    total = len(loader) if max_iters is None else min(len(loader), max_iters)
-    sums = dict.fromkeys(step.loss_names, 0.0)
-    images, lr, start = 0, None, time.time()
-    force_nan = _forced_nan_iteration(epoch)
-    bar = tqdm(total=total, desc=desc, unit="it", disable=not progress, leave=True, dynamic_ncols=True)
-    i = -1
-    try:
-        for i, batch in enumerate(loader):
-            lr = lr_at(i)
-            trainer.set_learning_rate(lr)
-            values = step(net, batch, ctx_list)
-            if i == force_nan:
-                values[step.loss_names[0]] = float("nan")
-            for name, value in values.items():
-                if not math.isfinite(value):
-                    raise LossNotFinite(
-                        f"{name} is {value} at epoch {epoch + 1}, iteration {i}; training stopped "
-                        f"before applying it. Try a lower --lr, a longer --warmup-epochs, or "
-                        f"--clip-gradient; check the data with gluondet data check")
-            trainer.step(step.step_batch_size(batch) * num_workers)
-            for name, value in values.items():
-                sums[name] += value
-            images += step.num_images(batch)
-            bar.update(1)
-            elapsed = time.time() - start
-            bar.set_postfix_str(
-                f"{images / elapsed:.2f} img/s lr {lr:.2g} "
-                + " ".join(f"{n} {sums[n] / (i + 1):.3f}" for n in step.loss_names))
-            if i + 1 >= total:  # --max-iters (or dist's common step count) reached
-                break
-    except KeyboardInterrupt:
-        return EpochResult({n: sums[n] / max(1, i) for n in sums}, max(0, i), images,
-                           time.time() - start, lr, stopped_at=i)
-    finally:
-        bar.close()
-    iterations = i + 1
-    return EpochResult({n: sums[n] / max(1, iterations) for n in sums}, iterations, images,
-                       time.time() - start, lr)
-
-
-def _forced_nan_iteration(epoch):
-    spec = os.environ.get(FORCE_NAN_ENV)
-    if not spec:
-        return None
-    at_epoch, at_iter = (int(v) for v in spec.split(":"))
-    return at_iter if at_epoch == epoch + 1 else None
-
-
-# ----------------------------------------------------------------------------- set-up
 def resume_config(run_dir, flags):
     """The TrainConfig to continue ``run_dir``: its saved config, with the flags given now on top
     (``--epochs`` to train longer, ``--ctx`` on another machine...)."""
-    run_dir = Path(run_dir)
-    saved = load_yaml(run_dir / checkpoint.CONFIG_FILE) if (run_dir / checkpoint.CONFIG_FILE).is_file() else None
-    if not saved or "train" not in saved or not (run_dir / "last.json").is_file():
-        raise GluondetError(f"--resume {run_dir}: not a gluondet run folder with last.json and config.yaml")
+    run = RunFolder.open(run_dir)
+    saved = run.config
+    if "train" not in saved or run.last_state() is None:
+        raise GluondetError(f"--resume {run_dir}: no finished epoch to continue from (no last.json); "
+                            f"start it again with --out")
     known = TrainConfig.__dataclass_fields__
     base = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
     flags = {k: v for k, v in flags.items() if k not in ("dataset", "model", "resume")}
     config = resolve_train_config(saved["model"], flags, base=base)
-    config.resume = str(run_dir)
+    config.resume = str(run.path)
     return config
 
 
-def _seed(seed):
-    import mxnet as mx
+@dataclass
+class Setup:
+    """What the set-up resolved, for the hooks and the report line."""
 
-    random.seed(seed)
-    np.random.seed(seed)
-    mx.random.seed(seed)
+    config: Any
+    ctx_list: list
+    rank: int
+    num_workers: int
+    kvstore: Any
+    dataset_cfg: Any
+    model_cfg: dict
+    family: str
+    classes: list
+    train_ds: Any
+    val_ds: Any
+    run: Optional[RunFolder]
+    resumed: Optional[dict]
+
+    @property
+    def chief(self):
+        return self.rank == 0
 
 
 def _kvstore(config):
@@ -169,21 +82,94 @@ def _resolved_model_cfg(config):
     return model_cfg
 
 
-def _build_network(config, model_cfg, classes, family, run_dir):
+def _check_schedule(config, resumed, saved_patience=0):
+    """Refuse a resume with nothing to do; warn about lr steps that never come."""
+    if resumed and resumed.get("stopped_early") and config.patience == saved_patience:
+        raise GluondetError(f"--resume {config.resume}: nothing to do, it stopped early at epoch "
+                            f"{resumed['epoch']} (--patience {saved_patience}); to go on, pass another "
+                            f"--patience (0: never stop early)")
+    if resumed and resumed["epoch"] >= config.epochs and not resumed.get("partial"):
+        raise GluondetError(f"--resume {config.resume}: nothing to do, it finished all {resumed['epoch']} "
+                            f"epochs; to train longer pass a larger total, e.g. --epochs {resumed['epoch'] + 10}")
+    late = [s for s in config.lr_steps if s >= config.epochs]
+    if late:
+        say(f"warning: --lr-steps {','.join(map(str, late))} at or beyond --epochs {config.epochs}: "
+            f"that decay never happens")
+
+
+def prepare(config):
+    """Contexts, datasets and the run folder (locked). Nothing is written but the lock yet."""
+    from ..data import load_dataset
+    from ..models import model_family
+    from ..runtime import make_contexts
+
+    ctx_list = make_contexts(config.ctx)
+    kvstore, rank, num_workers = _kvstore(config)
+    resumed_run = RunFolder.open(config.resume) if config.resume else None
+    resumed = resumed_run.last_state() if resumed_run else None
+    _check_schedule(config, resumed if rank == 0 else None,
+                    resumed_run.train_config.get("patience", 0) if resumed_run else 0)
+    dataset_cfg = resolve_dataset(config.dataset, config.config_dir)
+    model_cfg = _resolved_model_cfg(config)
+    classes = resumed_run.classes if resumed_run else None
+    train_ds = load_dataset(dataset_cfg, config.train_split, classes=classes, skip_bad=config.skip_bad)
+    classes = list(train_ds.classes)
+    if rank == 0 and dataset_cfg.classes is None and not config.resume:
+        say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
+    val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad)
+    run = None
+    if rank == 0:
+        run = resumed_run.lock() if resumed_run else RunFolder.create(
+            config.out, dataset_cfg.name, model_cfg.get("name", config.model))
+    return Setup(config, ctx_list, rank, num_workers, kvstore, dataset_cfg, model_cfg,
+                 model_family(model_cfg), classes, train_ds, val_ds, run, resumed)
+
+
+def build_network(s):
     """The network: resumed from last.params, initialized from --init-from, or built fresh."""
     from ..models import build_model
     from ..models.pretrained import init_from
+    from ..run_folder import load_weights
 
+    config = s.config
     if config.resume:
-        net = build_model(model_cfg, classes, pretrained_base=False)
-        checkpoint.load_weights(net, Path(run_dir) / "last.params", family)
+        net = build_model(s.model_cfg, s.classes, pretrained_base=False)
+        load_weights(net, Path(config.resume) / "last.params", s.family, run=RunFolder(config.resume))
         return net
     if config.init_from:
-        return init_from(config.init_from, model_cfg, classes)
-    return build_model(model_cfg, classes, pretrained_base=config.pretrained_base)
+        source = Path(str(config.init_from)).expanduser()
+        source_classes = None
+        if source.suffix == ".params" or source.is_dir():
+            try:
+                source_classes = RunFolder.open(source).classes
+            except GluondetError:
+                source_classes = None  # plain weights for these classes
+            if source.is_dir():
+                source = RunFolder.open(source).weights("best")
+        return init_from(str(source), s.model_cfg, s.classes, source_classes=source_classes)
+    return build_model(s.model_cfg, s.classes, pretrained_base=config.pretrained_base)
 
 
-def _make_trainer(net, family, config, kvstore):
+def _train_indices(s, batch_size):
+    """(indices of training images or None for all, steps per epoch every worker can run or None)."""
+    from ..data.loader import images_with_objects
+
+    indices = images_with_objects(s.train_ds) if s.family == "faster_rcnn" else None
+    if indices is not None and len(indices) < len(s.train_ds) and s.chief:
+        say(f"Faster R-CNN: {len(s.train_ds) - len(indices)} training image(s) without objects left out")
+    if s.num_workers == 1:
+        return indices, None
+    from .distributed import shard_indices, sync_steps_per_epoch
+
+    base = indices if indices is not None else list(range(len(s.train_ds)))
+    indices = [base[i] for i in shard_indices(len(base), s.rank, s.num_workers)]
+    steps = sync_steps_per_epoch(len(base), s.num_workers, batch_size)
+    say(f"worker {s.rank}/{s.num_workers}: {len(indices)} images, {steps} steps per epoch; "
+        f"effective batch size {batch_size * s.num_workers}, lr {s.config.lr}")
+    return indices, steps
+
+
+def make_optimizer(net, family, config, kvstore):
     from mxnet import gluon
 
     from .steps import trainable_params
@@ -194,161 +180,124 @@ def _make_trainer(net, family, config, kvstore):
     return gluon.Trainer(trainable_params(net, family), "sgd", options, kvstore=kvstore)
 
 
-# ----------------------------------------------------------------------------- the run
-def train(config):
-    """Train as ``config`` (a TrainConfig) says; returns the run folder (None on non-chief workers).
+def restore_state(s, optimizer):
+    """TrainState of a resumed run (epoch, best, history, a stopped epoch's part) and its optimizer."""
+    state = TrainState()
+    r = s.resumed
+    if not r:
+        return state
+    if r.get("optimizer_states", True):
+        import pickle
 
-    Raises GluondetError for problems the user can fix, LossNotFinite when training diverges, and
-    TrainingInterrupted after saving last.* on Ctrl-C.
-    """
-    from ..runtime import configure_threads
+        import mxnet as mx
 
-    configure_threads()  # no effect when MXNet is already imported (the CLI did it first)
+        from ..run_folder import RunFolderError
 
-    from ..data import load_dataset
-    from ..data.loader import default_num_workers, images_with_objects, train_loader, val_loader
-    from ..models import model_family
-    from ..runtime import make_contexts
-    from .steps import STEPS, hybridize_for_training
+        states = Path(s.config.resume) / "last.states"
+        try:
+            optimizer.load_states(str(states))
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError, mx.base.MXNetError) as e:
+            raise RunFolderError(f"{states}: missing or damaged ({str(e).splitlines()[0][:100]}); "
+                                 f"the weights are in last.params: start a new run with --init-from "
+                                 f"{Path(s.config.resume) / 'last.params'}") from None
+    elif s.chief:
+        say("resuming a distributed run: its optimizer state stayed on the parameter servers, "
+            "so the momentum starts afresh")
+    state.best_map, state.best_epoch = r.get("best_map"), r.get("best_epoch")
+    state.history = list(r.get("history") or [])
+    partial = r.get("partial")
+    state.begin_epoch(int(r["epoch"]), int(partial["iteration"]) if partial else 0, partial)
+    if partial:
+        state.lr = partial.get("lr")
+    return state
+
+
+def make_hooks(s, net, step, val_data, extra=()):
+    """The rules of this run, in order (see gluondet.engine.hooks)."""
     from .validation import METRIC_NAMES, validate
 
-    ctx_list = make_contexts(config.ctx)
-    kvstore, rank, num_workers = _kvstore(config)
-    chief = rank == 0
-    dist = config.kvstore.startswith("dist")
-    resumed = checkpoint.read_json(Path(config.resume) / "last.json") if config.resume else None
+    config = s.config
+    hooks = [H.EpochSeed(config.seed, s.rank), H.NanGuard()]
+    if s.chief:
+        label = METRIC_NAMES[config.metric]
 
-    # --- data
-    dataset_cfg = resolve_dataset(config.dataset, config.config_dir)
-    model_cfg = _resolved_model_cfg(config)
-    family = model_family(model_cfg)
-    classes = checkpoint.read_classes(config.resume) if config.resume else None
-    train_ds = load_dataset(dataset_cfg, config.train_split, classes=classes, skip_bad=config.skip_bad)
-    classes = list(train_ds.classes)
-    if chief and dataset_cfg.classes is None and not config.resume:
-        say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
-    val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad)
+        def run_validation(guard):
+            return validate(net, s.family, guard(val_data), s.ctx_list, config.metric, s.classes,
+                            progress=not config.quiet)
 
-    # --- run folder
-    run_dir = None
-    if chief:
-        if config.resume:
-            run_dir = Path(config.resume)
-        elif config.out:
-            run_dir = checkpoint.check_new_run_dir(config.out)
-        else:
-            run_dir = checkpoint.default_run_dir(dataset_cfg.name, model_cfg.get("name", config.model))
+        hooks += [H.Validation(run_validation, config.val_interval), H.BestCheckpoint(label),
+                  H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
+                  H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
+                  H.MetricsWriter(s.run, step.loss_names)]
+    hooks.append(H.Progress(enabled=s.chief and not config.quiet))
+    return hooks + list(extra)
 
-    # --- network, loaders, trainer
-    _seed(config.seed + (resumed["epoch"] if resumed else 0) + rank)
-    net = _build_network(config, model_cfg, classes, family, run_dir)
-    if chief:  # written once the network exists, so a start that fails (offline weights) leaves no folder
-        resolved = {"model": model_cfg, "dataset": dataset_cfg.to_dict(), "train": config.to_dict()}
-        resolved["dataset"]["classes"] = classes
-        checkpoint.write_run_info(run_dir, resolved, classes)
-    data_shape = int(model_cfg["data_shape"])
-    workers = default_num_workers() if config.num_workers is None else config.num_workers
-    batch_size = config.batch_size
-    if family == "faster_rcnn" and batch_size != len(ctx_list):
-        if chief:
-            say(f"Faster R-CNN trains one image per device: batch size {len(ctx_list)} (not {batch_size})")
-        batch_size = len(ctx_list)
-    indices = images_with_objects(train_ds) if family == "faster_rcnn" else None
-    if indices is not None and len(indices) < len(train_ds) and chief:
-        say(f"Faster R-CNN: {len(train_ds) - len(indices)} training image(s) without objects left out")
-    sync_steps = None
-    if num_workers > 1:  # dist: this worker's shard, and the same number of steps on every worker
-        from .distributed import shard_indices, sync_steps_per_epoch
 
-        base = indices if indices is not None else list(range(len(train_ds)))
-        indices = [base[i] for i in shard_indices(len(base), rank, num_workers)]
-        sync_steps = sync_steps_per_epoch(len(base), num_workers, batch_size)
-        say(f"worker {rank}/{num_workers}: {len(indices)} images, {sync_steps} steps per epoch; "
-            f"effective batch size {batch_size * num_workers}, lr {config.lr}")
-    train_data = train_loader(family, net, train_ds, data_shape, batch_size, workers, indices,
-                              augment=config.augment)
-    val_data = val_loader(family, net, val_ds, data_shape, batch_size, workers) if chief else None
-    net.collect_params().reset_ctx(ctx_list)
-    trainer = _make_trainer(net, family, config, kvstore)
+def _start(s):
+    """Write (new run) or repair (resumed run) the run folder; say what will happen."""
+    config = s.config
     if config.resume:
-        if resumed.get("optimizer_states", True):
-            trainer.load_states(str(Path(config.resume) / "last.states"))
-        elif chief:
-            say("resuming a distributed run: its optimizer state stayed on the parameter servers, "
-                "so the momentum starts afresh")
-    step = STEPS[family]()
-    hybridize_for_training(net, family)
+        for line in s.run.repair():
+            say(f"{s.run.path}: {line}")
+    else:
+        resolved = {"model": s.model_cfg, "dataset": s.dataset_cfg.to_dict(), "train": config.to_dict()}
+        resolved["dataset"]["classes"] = s.classes
+        s.run.write_info(resolved, s.classes)
 
-    iters_per_epoch = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
-    start_epoch = resumed["epoch"] if resumed else 0
-    best_map = resumed.get("best_map") if resumed else None
-    best_epoch = resumed.get("best_epoch") if resumed else None
-    board = TensorBoard(run_dir / "tb") if chief else None
-    if chief:
-        say(f"training {model_cfg.get('name')} on {dataset_cfg.name}: {len(train_ds)} train / "
-            f"{len(val_ds)} val images, {len(classes)} classes, {ctx_list}, batch {batch_size}, "
-            f"epochs {start_epoch + 1}..{config.epochs}; run folder {run_dir}")
 
-    def state(epoch_done, lr, interrupted=False):
-        return {"epoch": epoch_done, "best_map": best_map, "best_epoch": best_epoch, "lr": lr,
-                "base_lr": config.lr, "iters_per_epoch": iters_per_epoch, "metric": config.metric,
-                "interrupted": interrupted}
+def train(config, extra_hooks=()):
+    """Train as ``config`` (a TrainConfig) says; returns the RunFolder (None on non-chief workers).
 
-    epoch = start_epoch
+    Raises GluondetError for problems the user can fix, LossNotFinite when training diverges, and
+    TrainingStopped (after saving) on Ctrl-C or SIGTERM.
+    """
+    from ..data.loader import default_num_workers, train_loader, val_loader
+    from ..runtime import configure_threads
+    from .steps import STEPS, hybridize_for_training
+
+    configure_threads()  # no effect when MXNet is already imported (the CLI did it first)
+    s = prepare(config)
+    started = False
     try:
-        for epoch in range(start_epoch, config.epochs):
-            def lr_at(i, epoch=epoch):
-                return learning_rate(epoch, i, iters_per_epoch, config.lr, config.lr_steps,
-                                     config.lr_decay, config.warmup_epochs)
+        net = build_network(s)
+        if s.chief:  # written once the network exists: a start that fails leaves no folder behind
+            _start(s)
+            started = True
+        workers = default_num_workers() if config.num_workers is None else config.num_workers
+        data_shape = int(s.model_cfg["data_shape"])
+        indices, sync_steps = _train_indices(s, config.batch_size)
+        train_data = train_loader(s.family, net, s.train_ds, data_shape, config.batch_size, workers,
+                                  indices, augment=config.augment, seed=config.seed)
+        val_data = val_loader(s.family, net, s.val_ds, data_shape, config.batch_size, workers) if s.chief else None
+        net.collect_params().reset_ctx(s.ctx_list)
+        optimizer = make_optimizer(net, s.family, config, s.kvstore)
+        state = restore_state(s, optimizer)
+        step = STEPS[s.family]()
+        hybridize_for_training(net, s.family)
+        iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
 
-            result = train_one_epoch(net, train_data, step, trainer, ctx_list, epoch, lr_at,
-                                     iters_per_epoch, progress=chief, num_workers=num_workers,
-                                     desc=f"epoch {epoch + 1}/{config.epochs}")
-            if result.stopped_at is not None:
-                raise KeyboardInterrupt
-            row = {"epoch": epoch + 1, "lr": result.lr, "seconds": round(result.seconds, 2),
-                   "images_per_sec": round(result.images_per_sec, 3), **result.losses}
-            if not chief:
-                continue
-            validated = (epoch + 1) % config.val_interval == 0 or epoch + 1 == config.epochs
-            if validated:
-                scores = validate(net, family, val_data, ctx_list, config.metric, classes, progress=True)
-                row["val_map"] = scores["map"]
-                row.update({f"ap/{name}": ap for name, ap in scores["per_class"].items()})
-                improved = best_map is None or scores["map"] > best_map
-                say(f"epoch {epoch + 1}: {METRIC_NAMES[config.metric]} {scores['map']:.4f}"
-                    + (" (best so far, saved best.params)" if improved else f" (best {best_map:.4f})"))
-                if improved:
-                    best_map, best_epoch = scores["map"], epoch + 1
-                    checkpoint.save_best(run_dir, net, epoch + 1, best_map, config.metric)
-            checkpoint.save_last(run_dir, net, trainer, state(epoch + 1, result.lr), with_states=not dist)
-            if config.save_interval and (epoch + 1) % config.save_interval == 0:
-                checkpoint.save_params(net, checkpoint.epoch_params_path(run_dir, epoch + 1))
-            rows = append_metrics_row(run_dir / "metrics.csv", row)
-            board.scalars({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
-            if validated:
-                draw_curves(rows, run_dir / "curves.png", step.loss_names)
-    except KeyboardInterrupt:
-        if chief:
-            lr = trainer.learning_rate
-            # The weights are mid-epoch: saved so nothing is lost, but resume repeats this epoch.
-            checkpoint.save_last(run_dir, net, trainer, state(epoch, lr, interrupted=True), with_states=not dist)
-        raise TrainingInterrupted(run_dir, epoch + 1) from None
+        def lr_at(epoch, i):
+            return learning_rate(epoch, i, iters, config.lr, config.lr_steps, config.lr_decay,
+                                 config.warmup_epochs)
+
+        trainer = Trainer(net, train_data, step, optimizer, s.ctx_list,
+                          make_hooks(s, net, step, val_data, extra_hooks), lr_at, config.epochs, iters,
+                          state=state, update_scale=s.num_workers)
+        if s.chief:
+            say(f"training {s.model_cfg.get('name')} on {s.dataset_cfg.name}: {len(s.train_ds)} train / "
+                f"{len(s.val_ds)} val images, {len(s.classes)} classes, {s.ctx_list}, batch "
+                f"{config.batch_size}, epochs {state.epoch + 1}..{config.epochs}; run folder {s.run.path}")
+        try:
+            trainer.train()
+        except TrainingStopped as e:
+            e.run_dir = s.run.path if s.run else None
+            raise
+        if s.chief:
+            best = f"{state.best_map:.4f}" if state.best_map is not None else "none"
+            say(f"done: {s.run.path} (best {config.metric} {best} at epoch {state.best_epoch})")
+        return s.run
     finally:
-        if board is not None:
-            board.close()
-    if dist and os.environ.get(DIST_DUMP_ENV):
-        _dump_worker(Path(os.environ[DIST_DUMP_ENV]), rank, net, train_ds, indices)
-    if chief:
-        say(f"done: {run_dir} (best {METRIC_NAMES[config.metric]} "
-            f"{best_map if best_map is not None else float('nan'):.4f} at epoch {best_epoch})")
-    return run_dir
-
-
-def _dump_worker(folder, rank, net, train_ds, indices):
-    """worker<rank>.params and worker<rank>.json (its shard's image ids), to check that the workers
-    of a dist job ended with the same weights and read disjoint shards."""
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_params(net, folder / f"worker{rank}.params")
-    checkpoint.write_json(folder / f"worker{rank}.json",
-                          {"rank": rank, "image_ids": [train_ds.image_id(i) for i in indices]})
+        if s.run is not None:
+            if not started and not config.resume:
+                s.run.remove_if_unused()
+            s.run.unlock()

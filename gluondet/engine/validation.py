@@ -19,25 +19,6 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
     return result
 
 
-def run_dataset_config(info, dataset=None, config_dir=None):
-    """The DatasetConfig to evaluate a run on: ``dataset`` if given, else the one it trained on."""
-    from pathlib import Path
-
-    from ..config import DatasetConfig, resolve_dataset
-    from ..errors import GluondetError
-
-    if dataset:
-        return resolve_dataset(dataset, config_dir)
-    saved = dict(info.config.get("dataset") or {})
-    if not saved.get("root"):
-        raise GluondetError(f"{info.run_dir / 'config.yaml'}: no dataset recorded; pass --dataset")
-    saved["root"] = Path(saved["root"])
-    saved["source"] = Path(saved["source"]) if saved.get("source") else None
-    saved["classes"] = None  # the run's classes are passed to the reader explicitly
-    known = DatasetConfig.__dataclass_fields__
-    return DatasetConfig(**{k: v for k, v in saved.items() if k in known})
-
-
 def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which="best",
                  batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
@@ -50,13 +31,14 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     from ..data.loader import default_num_workers, val_loader
     from ..eval import make_metric
     from ..eval.evaluate import evaluate
+    from ..run_folder import RunFolder
     from ..runtime import make_contexts
-    from .checkpoint import load_run
 
     ctx_list = make_contexts(ctx)
-    net, info = load_run(run, which=which, ctx=ctx_list)
-    metric = metric or (info.config.get("train") or {}).get("metric") or "voc"
-    dataset_cfg = run_dataset_config(info, dataset, config_dir)
+    info = RunFolder.open(run)
+    net, params = info.load_network(run if str(run).endswith(".params") else which, ctx=ctx_list)
+    metric = metric or info.train_config.get("metric") or "voc"
+    dataset_cfg = info.dataset_config(dataset, config_dir)
     ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad)
     workers = default_num_workers() if num_workers is None else num_workers
     if info.family == "faster_rcnn":
@@ -64,6 +46,6 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     loader = val_loader(info.family, net, ds, info.data_shape, batch_size or 8, workers)
     hybridize_for_prediction(net, info.family)
     result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)
-    result.update({"run": str(info.run_dir), "params": str(info.params), "dataset": dataset_cfg.name,
+    result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,
                    "split": split, "images": len(ds)})
     return result

@@ -88,26 +88,20 @@ def reset_classes(net, classes):
     return net, shared
 
 
-def init_from(spec, model_cfg, classes):
+def init_from(spec, model_cfg, classes, source_classes=None):
     """A network for ``classes`` starting from a whole trained detector (transfer learning).
 
     ``spec`` is a GluonCV zoo name (``ssd_512_vgg16_atrous_voc``, downloaded through the model
-    store), or a ``.params`` file: from a gluondet run folder (its classes.txt says which classes the
-    weights are for) or plain weights for this model and these classes. The class predictors are
+    store), or a ``.params`` file with the classes it was trained for (``source_classes``, which
+    the caller reads from its run folder; None: these very ``classes``). The class predictors are
     reset to ``classes``, keeping the weights of the names both lists share.
     """
     from . import build_model, initialize_missing
 
     path = Path(str(spec)).expanduser()
-    if path.is_dir() and (path / "best.params").is_file():
-        path = path / "best.params"
     if path.suffix == ".params" or path.exists():
         path = check_weight_file(path, flag="--init-from")
-        classes_file = path.parent / "classes.txt"
-        source_classes = list(classes)
-        if classes_file.is_file():
-            source_classes = [c for c in classes_file.read_text(encoding="utf-8").splitlines() if c]
-        net = build_model(model_cfg, source_classes, pretrained_base=False)
+        net = build_model(model_cfg, list(source_classes or classes), pretrained_base=False)
         try:
             net.load_parameters(str(path))
         except Exception as e:  # shape or name mismatch: the file is for another network

@@ -39,14 +39,14 @@ def held_back_pngs(tmp_path_factory, held_back_shapes):
 def test_exported_symbol_gives_the_runs_outputs(trained_tiny_run, exported):
     import mxnet as mx
 
-    from gluondet.engine.checkpoint import load_run
+    from gluondet.run_folder import RunFolder
 
     meta = json.loads((exported / "export.json").read_text(encoding="utf-8"))
     assert meta["classes"] == (trained_tiny_run / "classes.txt").read_text(encoding="utf-8").split()
     assert (exported / "classes.txt").is_file() and (exported / "config.yaml").is_file()
     side = meta["data_shape"]
     x = mx.nd.array(np.random.default_rng(0).normal(size=(3, 3, side, side)).astype(np.float32))
-    net, _ = load_run(trained_tiny_run)  # the run's own network, not hybridized
+    net, _ = RunFolder.open(trained_tiny_run).load_network()  # the run's own network, not hybridized
     blk = mx.gluon.SymbolBlock.imports(str(exported / meta["symbol"]), [meta["input_name"]],
                                        str(exported / meta["params"]))
     for want, got in zip(net(x), blk(x)):

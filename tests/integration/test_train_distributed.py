@@ -15,6 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 GLUONDET = str(Path(sys.executable).parent / "gluondet")
+WORKER = Path(__file__).with_name("dist_worker.py")  # gluondet train plus a hook that dumps each worker
 
 
 def test_two_workers_train_the_tiny_ssd_in_sync(tmp_path):
@@ -24,9 +25,9 @@ def test_two_workers_train_the_tiny_ssd_in_sync(tmp_path):
 
     data = write_shapes_voc(tmp_path / "shapes", n_train=24, n_val=6, seed=3, size=128)
     run_dir, dump = tmp_path / "run", tmp_path / "dump"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLUONDET_DIST_DUMP": str(dump)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [GLUONDET, "launch", "-n", "2", "-s", "1", "--timeout", "240", "--",
-           GLUONDET, "train", "--dataset", str(data), "--model", "tiny_ssd", "--data-shape", "128",
+           sys.executable, str(WORKER), str(dump), "train", "--dataset", str(data), "--model", "tiny_ssd", "--data-shape", "128",
            "--kvstore", "dist_sync", "--epochs", "2", "--batch-size", "4", "--max-iters", "2",
            "--num-workers", "0", "--out", str(run_dir)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

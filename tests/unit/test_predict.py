@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gluondet.errors import GluondetError
-from gluondet.predict import Detector, ModelInfo, _postprocess, latest_run, list_images, read_image
+from gluondet.predict import Detector, ModelInfo, _postprocess, list_images, read_image
+from gluondet.run_folder import RunFolder
 
 CLASSES = ["circle", "square", "triangle"]
 DATA_SHAPE = 64
@@ -171,11 +172,13 @@ def test_anchor_layers_are_the_networks_own_anchors():
 # ----------------------------------------------------------------------------- choosing the run
 def test_latest_run_is_the_newest_weights(tmp_path):
     for name, age in (("old", 100), ("new", 10), ("empty", 0)):
-        (tmp_path / name).mkdir()
+        run = RunFolder.create(tmp_path / name)
+        run.write_info({"model": {"name": "m"}}, ["a"])
+        run.unlock()
     for name, age in (("old", 100), ("new", 10)):
         p = tmp_path / name / "best.params"
         p.write_bytes(b"x")
         os.utime(p, (time.time() - age, time.time() - age))
-    assert latest_run(tmp_path).name == "new"
+    assert RunFolder.latest(tmp_path).path.name == "new"
     with pytest.raises(GluondetError, match="no trained run"):
-        latest_run(tmp_path / "empty")
+        RunFolder.latest(tmp_path / "empty")

@@ -1,0 +1,217 @@
+"""The rules of training, one small hook each (see gluondet.engine.trainer for the loop).
+
+Order matters and is set in gluondet.engine.train.make_hooks: seeding and the NaN guard first;
+after an epoch, validation -> best -> early stopping -> periodic weights -> commit -> metrics views.
+"""
+import random
+import sys
+
+import numpy as np
+
+from .trainer import HookBase, check_finite
+
+
+def say(message):
+    """A line for the user that does not break a progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(str(message), file=sys.stderr)
+
+
+def epoch_seed(seed, epoch, rank=0):
+    """The seed of an epoch: a function of (seed, epoch, rank) alone, so a resumed run draws the
+    same random numbers as one trained straight through."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0])
+
+
+class EpochSeed(HookBase):
+    """Seed Python's, NumPy's and MXNet's generators at the start of every epoch."""
+
+    def __init__(self, seed, rank=0):
+        self.seed, self.rank = seed, rank
+
+    def before_epoch(self):
+        import mxnet as mx
+
+        s = epoch_seed(self.seed, self.trainer.state.epoch, self.rank)
+        random.seed(s)
+        np.random.seed(s)
+        mx.random.seed(s)
+
+
+class NanGuard(HookBase):
+    """A NaN or infinite loss stops training before the optimizer applies it."""
+
+    def after_backward(self):
+        state = self.trainer.state
+        check_finite(state.losses, state.epoch, state.iteration)
+
+
+class Validation(HookBase):
+    """Validate every ``interval`` epochs and after the last; ``validate()`` returns gluondet.eval's
+    result dict with ``map``. Scores land in ``state.scores`` and the epoch's metrics row."""
+
+    def __init__(self, validate, interval):
+        self.validate, self.interval = validate, interval
+
+    def due(self):
+        epoch = self.trainer.state.epoch + 1
+        return epoch % self.interval == 0 or epoch == self.trainer.epochs
+
+    def after_epoch(self):
+        state = self.trainer.state
+        if not self.due():
+            return
+        state.scores = self.validate(self.trainer.signals.guard)
+        state.row["val_map"] = state.scores["map"]
+        state.row.update({f"ap/{name}": ap for name, ap in (state.scores.get("per_class") or {}).items()})
+
+
+class BestCheckpoint(HookBase):
+    """Keep the best validation score: ``state.best_*`` change only on a strict improvement (the
+    commit then writes best.params)."""
+
+    def __init__(self, metric_label="mAP"):
+        self.metric_label = metric_label
+
+    def after_epoch(self):
+        state = self.trainer.state
+        if state.scores is None:
+            return
+        value = state.scores["map"]
+        improved = state.best_map is None or value > state.best_map
+        if improved:
+            state.best_map, state.best_epoch = value, state.epoch + 1
+        say(f"epoch {state.epoch + 1}: {self.metric_label} {value:.4f}"
+            + (" (best so far, saved best.params)" if improved else f" (best {state.best_map:.4f})"))
+
+
+class EarlyStopping(HookBase):
+    """``--patience N``: stop when the last N validations did not improve on the best."""
+
+    def __init__(self, patience):
+        self.patience = patience
+
+    def after_epoch(self):
+        state = self.trainer.state
+        if not self.patience or state.scores is None or state.best_epoch is None:
+            return
+        since_best = sum(1 for row in state.history if "val_map" in row and row["epoch"] > state.best_epoch)
+        since_best += 1 if state.epoch + 1 > state.best_epoch else 0
+        if since_best >= self.patience:
+            state.stop_reason = "early-stop"
+            say(f"early stop: no improvement in {since_best} validation(s) (--patience {self.patience}); "
+                f"best.params is epoch {state.best_epoch} ({state.best_map:.4f})")
+
+
+class PeriodicCheckpoint(HookBase):
+    """epoch_XXXX.params every ``interval`` epochs (0: never)."""
+
+    def __init__(self, run, interval):
+        self.run, self.interval = run, interval
+
+    def after_epoch(self):
+        epoch = self.trainer.state.epoch + 1
+        if self.interval and epoch % self.interval == 0:
+            self.run.save_params(self.trainer.net, f"epoch_{epoch:04d}.params")
+
+
+class Checkpointer(HookBase):
+    """Commit every finished epoch (last.json with its metrics row, last.params/.states, best.* when
+    it improved); on Ctrl-C/SIGTERM commit what was done: the finished epoch, or the part of it."""
+
+    def __init__(self, run, base_lr, metric, with_states=True):
+        self.run, self.base_lr, self.metric, self.with_states = run, base_lr, metric, with_states
+
+    def record(self, epochs_done, partial=None):
+        state, trainer = self.trainer.state, self.trainer
+        return {"epoch": epochs_done, "best_map": state.best_map, "best_epoch": state.best_epoch,
+                "lr": state.lr, "base_lr": self.base_lr, "iters_per_epoch": trainer.iters_per_epoch,
+                "metric": self.metric, "epochs": trainer.epochs,
+                "stopped_early": state.stop_reason == "early-stop", "partial": partial,
+                "history": state.history}
+
+    def after_epoch(self):
+        state = self.trainer.state
+        row = {"epoch": state.epoch + 1, "lr": state.lr, "seconds": round(state.seconds, 2),
+               "images_per_sec": round(state.images_per_sec, 3), **state.mean_losses(), **state.row}
+        state.history.append(row)
+        self.run.commit_epoch(self.trainer.net, self.trainer.optimizer, self.record(state.epoch + 1),
+                              with_states=self.with_states)
+
+    def on_stop(self):
+        state = self.trainer.state
+        forced = state.stop_reason == "Ctrl-C" and not state.epoch_done and self.trainer.signals.requested
+        done = self.trainer.iters_per_epoch if state.epoch_done else state.iteration
+        if forced or done <= state.start_iteration:
+            return  # nothing new since the last commit (or weights caught mid-update)
+        partial = {"iteration": done, "loss_sums": state.loss_sums, "images": state.images,
+                   "seconds": state.seconds, "lr": state.lr}
+        self.run.commit_epoch(self.trainer.net, self.trainer.optimizer, self.record(state.epoch, partial),
+                              with_states=self.with_states)
+
+
+class MetricsWriter(HookBase):
+    """metrics.csv and curves.png rewritten from the committed history; TensorBoard scalars."""
+
+    def __init__(self, run, loss_names):
+        from .logging import TensorBoard
+
+        self.run, self.loss_names = run, loss_names
+        self.board = TensorBoard(run.path / "tb")
+
+    def before_train(self):
+        from .logging import write_metrics
+
+        if self.trainer.state.history:  # a resumed run: the views follow the committed history
+            write_metrics(self.run.path / "metrics.csv", self.trainer.state.history)
+
+    def after_epoch(self):
+        from .logging import draw_curves, write_metrics
+
+        history = self.trainer.state.history
+        write_metrics(self.run.path / "metrics.csv", history)
+        row = history[-1]
+        self.board.scalars({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+        if "val_map" in row:
+            draw_curves(history, self.run.path / "curves.png", self.loss_names)
+
+    def after_train(self):
+        self.board.close()
+
+
+class Progress(HookBase):
+    """A progress bar per epoch on a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, enabled=True, stream=None):
+        self.enabled, self.stream = enabled, stream or sys.stderr
+        self.bar = None
+
+    def before_epoch(self):
+        from tqdm import tqdm
+
+        t, state = self.trainer, self.trainer.state
+        interactive = self.enabled and self.stream.isatty()
+        self.bar = tqdm(total=t.iters_per_epoch, initial=state.start_iteration, unit="it",
+                        desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not interactive,
+                        file=self.stream, dynamic_ncols=True, leave=True)
+
+    def after_step(self):
+        state = self.trainer.state
+        self.bar.update(1)
+        if not self.bar.disable:
+            losses = " ".join(f"{n} {v:.3f}" for n, v in state.mean_losses().items())
+            self.bar.set_postfix_str(f"lr {state.lr:.2g} {losses}")
+
+    def after_epoch(self):
+        state = self.trainer.state
+        if self.bar is not None:
+            self.bar.close()
+        if self.enabled and self.bar is not None and self.bar.disable:  # the bar said it already
+            losses = " ".join(f"{n} {v:.3f}" for n, v in state.mean_losses().items())
+            say(f"epoch {state.epoch + 1}/{self.trainer.epochs}: {state.images_per_sec:.2f} img/s "
+                f"lr {state.lr:.2g} {losses}")
+
+    def on_stop(self):
+        if self.bar is not None:
+            self.bar.close()

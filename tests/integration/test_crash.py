@@ -1,0 +1,139 @@
+"""Real `gluondet train` processes stopped the hard ways: kill -9 at random moments, SIGTERM and
+Ctrl-C, two runs on one --out, a disk that fills up. Nothing finished is lost, nothing is mixed."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+GLUONDET = str(Path(sys.executable).parent / "gluondet")
+TINY_YAML = """\
+family: ssd
+builder: tiny_ssd
+data_shape: 64
+train: {batch_size: 4, lr: 0.02, warmup_epochs: 0, augment: flip}
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from gluondet.data.synth import write_shapes_voc
+
+    root = tmp_path_factory.mktemp("crash")
+    data = write_shapes_voc(root / "voc", n_train=8, n_val=2, seed=5, size=64)
+    model = root / "tiny.yaml"
+    model.write_text(TINY_YAML, encoding="utf-8")
+    return data, model
+
+
+def _args(setup, out, epochs):
+    data, model = setup
+    return [GLUONDET, "train", "--dataset", str(data), "--model", str(model), "--num-workers", "0",
+            "--epochs", str(epochs), "--max-iters", "2", "--save-interval", "1", "--out", str(out), "-q"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _epochs_in_metrics(run):
+    lines = (run / "metrics.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]
+
+
+def test_kill_9_at_random_moments_loses_no_finished_epoch(setup, tmp_path):
+    """20 kills at random moments; each restart resumes; the run ends with epochs 1..N once each."""
+    run, epochs, rng = tmp_path / "run", 30, random.Random(11)
+    kills = 0
+    while kills < 20:
+        resuming = (run / "last.json").is_file()
+        cmd = ([GLUONDET, "train", "--resume", str(run), "-q"] if resuming else _args(setup, run, epochs))
+        if not resuming and run.exists():  # killed before the first commit: start again
+            import shutil
+            shutil.rmtree(run)
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.5, 4.0))  # import takes ~1.5 s; an epoch a fraction of a second
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode()
+            assert proc.returncode == 0 or "nothing to do" in err, err
+            if proc.returncode == 0 or "nothing to do" in err:
+                break
+        proc.kill()
+        proc.wait()
+        kills += 1
+        if (run / "last.json").is_file():  # whatever is committed must be consistent right now
+            state = json.loads((run / "last.json").read_text())
+            assert [row["epoch"] for row in state["history"]] == list(range(1, state["epoch"] + 1))
+    done = subprocess.run([GLUONDET, "train", "--resume", str(run), "-q"], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 or "nothing to do" in done.stderr, done.stderr
+    assert _epochs_in_metrics(run) == list(range(1, epochs + 1))
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name or p.name.startswith("pending-")]
+    evaluated = subprocess.run([GLUONDET, "eval", str(run), "--split", "val", "--which", "last"],
+                               env=_env(), capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_save_and_print_the_resume_command(setup, tmp_path, sig, code):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_args(setup, run, 200), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (run / "last.json").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert f"gluondet train --resume {run}" in err and "Traceback" not in err
+    state = json.loads((run / "last.json").read_text())
+    finished = state["epoch"]
+    assert _epochs_in_metrics(run) == list(range(1, finished + 1))
+    resumed = subprocess.run([GLUONDET, "train", "--resume", str(run), "--epochs", str(finished + 2), "-q"],
+                             env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _epochs_in_metrics(run) == list(range(1, finished + 3))
+
+
+def test_two_trains_on_one_out_one_is_refused(setup, tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen(_args(setup, run, 200), env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "config.yaml").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    second = subprocess.run(_args(setup, run, 2), env=_env(), capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run([GLUONDET, "train", "--resume", str(run)], env=_env(), capture_output=True,
+                             text=True, timeout=120)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert second.returncode != 0 and f"pid {first.pid}" in second.stderr, second.stderr
+    assert resumed.returncode != 0 and f"pid {first.pid}" in resumed.stderr, resumed.stderr
+    config = (run / "config.yaml").read_text()
+    assert "epochs: 200" in config  # the first run's, untouched
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(setup, tmp_path):
+    """On a tiny tmpfs: training stops with one line naming the file; the committed epochs resume."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=14m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        run = mount / "run"
+        done = subprocess.run(_args(setup, run, 20), env=_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0
+        message = done.stderr.strip().splitlines()[-1]
+        assert "no space left on the device" in message and "Traceback" not in done.stderr, done.stderr
+        state = json.loads((run / "last.json").read_text())
+        assert _epochs_in_metrics(run) == list(range(1, state["epoch"] + 1))
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
