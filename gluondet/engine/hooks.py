@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from .trainer import HookBase, check_finite
+from .trainer import FORCED_STOP, HookBase, check_finite
 
 
 def say(message):
@@ -141,7 +141,7 @@ class Checkpointer(HookBase):
 
     def on_stop(self):
         state = self.trainer.state
-        forced = state.stop_reason == "Ctrl-C" and not state.epoch_done and self.trainer.signals.requested
+        forced = state.stop_reason == FORCED_STOP and not state.epoch_done
         done = self.trainer.iters_per_epoch if state.epoch_done else state.iteration
         if forced or done <= state.start_iteration:
             return  # nothing new since the last commit (or weights caught mid-update)

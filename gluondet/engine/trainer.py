@@ -20,6 +20,9 @@ from typing import Dict, List, Optional
 from ..errors import GluondetError
 
 
+FORCED_STOP = "Ctrl-C (twice)"  # KeyboardInterrupt: the weights may be caught mid-update
+
+
 class LossNotFinite(GluondetError):
     """Training diverged: a loss became NaN or infinite."""
 
@@ -178,7 +181,7 @@ class Trainer:
                     if not state.stop_reason:
                         state.begin_epoch(state.epoch + 1)
             except (StopRequested, KeyboardInterrupt) as e:
-                state.stop_reason = str(e) if isinstance(e, StopRequested) else "Ctrl-C"
+                state.stop_reason = str(e) if isinstance(e, StopRequested) else FORCED_STOP
                 self.call("on_stop")
                 raise TrainingStopped(state.stop_reason, state.epoch + 1,
                                       None if state.epoch_done else state.iteration) from None
