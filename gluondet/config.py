@@ -395,4 +395,11 @@ def validate_train_config(config):
     for ok, message in checks:
         if not ok:
             raise GluondetError(message)
+    from .runtime import parse_ctx_spec
+
+    devices = len(parse_ctx_spec(config.ctx))
+    if config.batch_size < devices:  # a device without an image would have no gradient to give
+        raise GluondetError(f"--batch-size {config.batch_size} is smaller than the {devices} devices of "
+                            f"--ctx {config.ctx}: every device needs at least one image per step; "
+                            f"use --batch-size {devices} or more")
     return config

@@ -27,14 +27,20 @@ FORMATS = ("mxnet", "onnx")
 
 
 def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_images=32,
-               calib_source=None, config_dir=None, log=print):
-    """Export ``run_dir`` into ``out_dir``; returns the export folder. See the module docstring."""
+               calib_source=None, config_dir=None, log=print, ctx="cpu"):
+    """Export ``run_dir`` into ``out_dir``; returns the export folder. See the module docstring.
+
+    ``ctx`` (a --ctx spec, one device or several) is where the run's network is loaded; INT8
+    calibration itself runs on the CPU, where the oneDNN INT8 graph runs (see quantize_detector).
+    """
+    from .runtime import make_contexts
+
     if fmt not in FORMATS:
         raise GluondetError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise GluondetError(f"--out {out_dir}: choose a folder other than the run folder itself")
-    detector = Detector.load(run_dir, which=which)
+    detector = Detector.load(run_dir, which=which, ctx=make_contexts(ctx))
     if int8:
         calib = calibration_images(detector, run_dir, calib_images, calib_source, config_dir)
         log(f"calibrating INT8 ranges on {len(calib)} images ...")
@@ -49,21 +55,24 @@ def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_im
     return out_dir
 
 
-def _example_input(detector):
+def _example_input(detector, ctx=None):
     import mxnet as mx
 
     if detector.family == "ssd":
         w = h = detector.info.data_shape
     else:
         w, h = detector.input_size(detector.info.short, detector.info.short)
-    return mx.nd.zeros((1, 3, h, w), ctx=detector.ctx)
+    return mx.nd.zeros((1, 3, h, w), ctx=ctx or detector.ctx)
 
 
 def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=False):
     """net.export into ``out_dir`` with classes, config and export.json beside it."""
+    import mxnet as mx
+
     out_dir.mkdir(parents=True, exist_ok=True)
     net.hybridize(static_alloc=detector.family == "ssd", static_shape=detector.family == "ssd")
-    net(_example_input(detector))  # builds the cached graph that export() writes
+    # builds the cached graph that export() writes; an INT8 network lives on the CPU
+    net(_example_input(detector, ctx=mx.cpu() if quantized else None))
     # Export into a temporary folder beside the target, then move files in: never half a model.
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         with warnings.catch_warnings():
@@ -186,7 +195,9 @@ def quantize_detector(detector, images, batch_size=8):
     """The detector's network quantized to INT8 (oneDNN), activation ranges from ``images``.
 
     MXNet's quantize_net wants a DataLoader of (data, label) batches of one fixed shape; the
-    label is never used, so it is a placeholder.
+    label is never used, so it is a placeholder. It calibrates on one context, and the INT8 graph
+    runs on the CPU (oneDNN), so the network is first moved to the CPU, whichever devices the
+    detector was loaded on.
     """
     import mxnet as mx
     from mxnet.contrib.quantization import quantize_net
@@ -202,6 +213,7 @@ def quantize_detector(detector, images, batch_size=8):
     dataset = mx.gluon.data.ArrayDataset(mx.nd.array(data[:n]), mx.nd.zeros((n, 1)))
     loader = mx.gluon.data.DataLoader(dataset, batch_size=batch_size, last_batch="discard")
     net = detector.net
+    net.collect_params().reset_ctx(mx.cpu())
     net.hybridize(static_alloc=False, static_shape=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # quantize_net's own deprecation notice

@@ -6,7 +6,9 @@ was validated on: SSD resizes to ``data_shape`` x ``data_shape`` (GluonCV's
 R-CNN resizes the short side (``FasterRCNNDefaultValTransform``); both normalise with the ImageNet
 mean and std. SSD images go through the hybridized network in fixed-size batches (the last batch
 is padded, so the cached graph is built once); Faster R-CNN takes one image per forward, since
-GluonCV's Faster R-CNN predicts one image at a time.
+GluonCV's Faster R-CNN predicts one image at a time. On several devices (``ctx`` a list) an SSD
+batch is split into one slice per device and Faster R-CNN image i goes to device i mod N; all are
+launched before any result is read, so the devices work at once.
 
 Images are read with ``read_image``: grayscale becomes RGB, an alpha channel is composited over
 white, 16-bit is scaled to 8-bit, and JPEG EXIF orientation is applied (as a photo viewer shows it).
@@ -182,11 +184,10 @@ class Detector:
     """
 
     def __init__(self, net, info, ctx=None, hybridize=True):
-        import mxnet as mx
-
         self.net = net
         self.info = info
-        self.ctx = ctx or mx.cpu()
+        self.ctx_list = context_list(ctx)
+        self.ctx = self.ctx_list[0]  # single-image work: anchors, export's example input
         self._hybridized = False
         if hybridize:
             self.hybridize()
@@ -242,13 +243,13 @@ class Detector:
 
         export_dir = Path(export_dir)
         meta = read_export_meta(export_dir)
-        ctx = ctx or mx.cpu()
+        ctx = context_list(ctx)
         symbol = export_dir / meta["symbol"]
         params = export_dir / meta["params"]
         for f in (symbol, params):
             if not f.is_file():
                 raise GluondetError(f"{export_dir}: export is incomplete, {f.name} is missing")
-        if meta.get("quantized") and ctx.device_type != "cpu":
+        if meta.get("quantized") and any(c.device_type != "cpu" for c in ctx):
             raise GluondetError(f"{export_dir}: an INT8 export runs on the CPU (oneDNN); use --ctx cpu")
         import warnings
 
@@ -309,11 +310,11 @@ class Detector:
         """Raw network outputs (ids, scores, boxes) as numpy for an NCHW float32 numpy batch."""
         return tuple(o.asnumpy() for o in self._launch(batch))
 
-    def _launch(self, batch):
+    def _launch(self, batch, ctx=None):
         """Start the network on a batch; MXNet computes in the background until asnumpy()."""
         import mxnet as mx
 
-        return self.net(mx.nd.array(batch, ctx=self.ctx))[:3]
+        return self.net(mx.nd.array(batch, ctx=ctx or self.ctx))[:3]
 
     def detect(self, images, thresh=0.5, max_boxes=100, batch_size=None):
         """Detections for a list of HxWx3 uint8 RGB images (one network call per batch)."""
@@ -330,12 +331,22 @@ class Detector:
         shapes = [img.shape for img in images]
         scales = [scale for _, scale in prepared]
         if self.family != "ssd":  # one image per forward (GluonCV's Faster R-CNN predicts one)
-            return [(self._launch(x[None]), [0], [sc], [sh]) for (x, sc), sh in zip(prepared, shapes)]
+            devices = self.ctx_list
+            return [(self._launch(x[None], devices[i % len(devices)]), [0], [sc], [sh])
+                    for i, ((x, sc), sh) in enumerate(zip(prepared, shapes))]
         batch = np.stack([x for x, _ in prepared])
         if len(batch) < batch_size:  # pad: one input shape, one cached graph
             pad = np.zeros((batch_size - len(batch),) + batch.shape[1:], np.float32)
             batch = np.concatenate([batch, pad])
-        return [(self._launch(batch), list(range(len(images))), scales, shapes)]
+        started, first = [], 0
+        for ctx, part in zip(self.ctx_list, np.array_split(batch, min(len(self.ctx_list), len(batch)))):
+            items = [i for i in range(first, first + len(part)) if i < len(images)]
+            if not items:  # only padding from here on
+                break
+            started.append((self._launch(part, ctx), [i - first for i in items],
+                            [scales[i] for i in items], [shapes[i] for i in items]))
+            first += len(part)
+        return started
 
     @staticmethod
     def _finish(started, thresh, max_boxes):
@@ -450,6 +461,15 @@ def _postprocess(raw, i, scale, shape, thresh, max_boxes):
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
     return Detections(boxes=boxes.astype(np.float32), class_ids=ids.astype(np.int64),
                       scores=scores.astype(np.float32))
+
+
+def context_list(ctx):
+    """A list of MXNet contexts from a Context, a list of them, or None (the CPU)."""
+    import mxnet as mx
+
+    if ctx is None:
+        return [mx.cpu()]
+    return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
 
 
 # ----------------------------------------------------------------------------- run / export metadata

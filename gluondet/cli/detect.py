@@ -43,8 +43,9 @@ def _anchor_pos(value):
 @click.option("--dataset", "-d", metavar="NAME|JSON",
               help="COCO dataset (config name or instances .json) mapping file names to image ids, "
                    "for --coco-results.")
-@click.option("--ctx", default="cpu", show_default=True, metavar="DEVICE",
-              help="One device: cpu or gpuN (an INT8 export runs on cpu).")
+@click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES",
+              help="Devices, e.g. cpu or gpu0,gpu1: each batch is spread over them "
+                   "(an INT8 export runs on cpu).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
               help="Images per forward pass (SSD; Faster R-CNN runs one image at a time).")
 @click.option("--no-draw", is_flag=True, help="Only detect (for --json); write no images.")
@@ -98,8 +99,6 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     from ..runtime import make_contexts
 
     contexts = make_contexts(ctx)
-    if len(contexts) > 1:
-        raise GluondetError(f"--ctx {ctx}: detect runs on one device; give one, such as gpu0")
     images, left_out = list_images(inputs)
     earlier = [p for p in images if p.stem.endswith((".det", ".anchors"))]
     if earlier:  # drawings of an earlier detect into the same folder are not new inputs
@@ -112,7 +111,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
                    f"{', ...' if len(left_out) > 3 else ''})", err=True)
     if not images:
         raise GluondetError(f"no images in {', '.join(inputs)}")
-    detector = Detector.load(source, ctx=contexts[0], which=which, max_boxes=max_boxes)
+    detector = Detector.load(source, ctx=contexts, which=which, max_boxes=max_boxes)
     out_dir = Path(out_dir) if out_dir else model_dir / "detections"
     _note_missing_glyphs(detector.classes, no_draw)
 

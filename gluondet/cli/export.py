@@ -22,8 +22,10 @@ from .options import config_dir_option
               help="Images used to calibrate INT8 activation ranges.")
 @click.option("--calib-data", metavar="DIR|DATASET",
               help="Calibrate on this folder of images or dataset instead of the run's val split.")
+@click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES",
+              help="Devices to load the run on, e.g. cpu or gpu0,gpu1 (INT8 calibration runs on the CPU).")
 @config_dir_option
-def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, config_dir):
+def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, ctx, config_dir):
     """Export a trained run for deployment.
 
     \b
@@ -41,5 +43,6 @@ def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, config_
     if out_dir is None:
         out_dir = run_dir / ("export-int8" if int8 else "export")
     export_run(run_dir, Path(out_dir), fmt=fmt, which=which, int8=int8, calib_images=calib_images,
-               calib_source=calib_data, config_dir=config_dir, log=lambda m: click.echo(m, err=True))
+               calib_source=calib_data, config_dir=config_dir, log=lambda m: click.echo(m, err=True),
+               ctx=ctx)
     click.echo(str(out_dir))

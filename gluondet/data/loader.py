@@ -7,12 +7,16 @@ Crowd objects (flag 2) are left out of training targets. An image without object
 all background (zero targets), never through a fake box: a ``[-1]*6`` row becomes NaN box targets.
 """
 import random
+import re
 
 import numpy as np
 
 FLAG_CROWD = 2
 SSD_BOX_NORM = (0.1, 0.1, 0.2, 0.2)
 SSD_IOU_THRESH = 0.5
+# MXNet's shape checks when an input is smaller than a kernel: Convolution ("kernel size exceed
+# input") and Pooling ("kernel size (3) exceeds input (2 padded to 2)").
+KERNEL_EXCEEDS_INPUT = re.compile(r"Error in operator (\S+?):.*?kernel size[^:\n]*?exceeds? input")
 
 
 def default_num_workers():
@@ -190,10 +194,15 @@ def ssd_anchors(net, data_shape):
     try:
         with autograd.train_mode():
             _, _, anchors = net(mx.nd.zeros((1, 3, data_shape, data_shape)))
-    except (ValueError, mx.base.MXNetError):
-        # the deeper feature maps shrink below their kernels: VGG SSDs need 300 px or more
-        raise GluondetError(f"--data-shape {data_shape} is too small for this network; "
-                            f"use its configured data_shape or at least 300 for the VGG SSDs") from None
+    except (ValueError, mx.base.MXNetError) as e:
+        # Only MXNet's shape check means the input is too small (the deeper feature maps shrink
+        # below their kernels: VGG SSDs need 300 px or more); anything else is a real error.
+        found = KERNEL_EXCEEDS_INPUT.search(str(e))
+        if not found:
+            raise
+        raise GluondetError(f"--data-shape {data_shape} is too small for this network: at layer "
+                            f"{found.group(1)} the feature map is smaller than the kernel; use its "
+                            f"configured data_shape, or at least 300 for the VGG SSDs") from None
     return anchors.as_in_context(mx.cpu())
 
 

@@ -269,10 +269,10 @@ def train(config, extra_hooks=()):
         train_data = train_loader(s.family, net, s.train_ds, data_shape, config.batch_size, workers,
                                   indices, augment=config.augment, seed=config.seed)
         val_data = val_loader(s.family, net, s.val_ds, data_shape, config.batch_size, workers) if s.chief else None
-        net.collect_params().reset_ctx(s.ctx_list)
+        step = STEPS[s.family]()
+        step.prepare(net, s.ctx_list)  # parameters and constants on every device
         optimizer = make_optimizer(net, s.family, config, s.kvstore)
         state = restore_state(s, optimizer)
-        step = STEPS[s.family]()
         hybridize_for_training(net, s.family)
         iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
 

@@ -1,6 +1,7 @@
 """Validation during training: switch to the predict graph, score with gluondet.eval, switch back."""
 from .steps import hybridize_for_prediction, hybridize_for_training
 
+DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
 METRIC_NAMES = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]"}
 
 
@@ -25,7 +26,8 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     gluondet.eval.report plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
 
     The dataset is read with the run's classes (a class the run does not know is an error in the
-    dataset check, never silently dropped).
+    dataset check, never silently dropped). ``ctx`` is a --ctx spec: the weights are copied to every
+    device and each batch is spread over them; the score is the one device's.
     """
     from ..data import load_dataset
     from ..data.loader import default_num_workers, val_loader
@@ -41,9 +43,9 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     dataset_cfg = info.dataset_config(dataset, config_dir)
     ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad)
     workers = default_num_workers() if num_workers is None else num_workers
-    if info.family == "faster_rcnn":
-        batch_size = len(ctx_list)
-    loader = val_loader(info.family, net, ds, info.data_shape, batch_size or 8, workers)
+    if batch_size is None:  # Faster R-CNN: one image per device, as GluonCV evaluates it
+        batch_size = len(ctx_list) if info.family == "faster_rcnn" else DEFAULT_EVAL_BATCH
+    loader = val_loader(info.family, net, ds, info.data_shape, batch_size, workers)
     hybridize_for_prediction(net, info.family)
     result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,

@@ -4,9 +4,12 @@ Works with the two batch shapes GluonCV's validation loaders produce:
 - ``(data, label)`` stacked batches (SSD's val transform): data (B, 3, H, W), label (B, N, 6)
   padded with -1, boxes in network-input pixels; split over the devices with ``split_and_load``;
 - ``(data, label, im_scale)`` (Faster R-CNN's val transform with ``Append`` batchify): lists with
-  one (1, ...) array per image, one image per device at a time. The label boxes are in network-input
+  one (1, ...) array per image, image i on device i mod N. The label boxes are in network-input
   pixels too, and, as GluonCV's reference ``validate`` does, both predictions and labels are scaled
   by ``im_scale`` (original size / input size) so the metric compares them at the original size.
+
+Every device's forward is launched before any result is read, so the devices work at once; the
+metric sees the parts in batch order, so the score does not depend on the number of devices.
 """
 import mxnet as mx
 from mxnet import autograd, gluon
@@ -29,20 +32,24 @@ def evaluate(net, loader, ctx_list, metric, progress=True):
     with tqdm(loader, total=total, desc="eval", unit="batch", disable=not progress,
               dynamic_ncols=True, leave=False) as bar:
         for batch in bar:
-            for data, label, im_scale in _per_device(batch, ctx_list):
-                with autograd.predict_mode():
-                    ids, scores, bboxes = net(data)
-                bboxes = _clip_to_image(bboxes, data)
-                gt_bboxes = label.slice_axis(axis=-1, begin=0, end=4)
-                if im_scale is not None:
-                    scale = float(im_scale.reshape((-1,))[0].asscalar())
-                    bboxes = bboxes * scale
-                    gt_bboxes = gt_bboxes * scale
-                flags = label.slice_axis(axis=-1, begin=5, end=6) if label.shape[-1] > 5 else None
-                # One update per device: per-image labels of Faster R-CNN differ in length.
-                metric.update(bboxes, ids, scores, gt_bboxes,
-                              label.slice_axis(axis=-1, begin=4, end=5), flags)
+            parts = list(_per_device(batch, ctx_list))
+            with autograd.predict_mode():  # launched on every device before any result is read
+                outputs = [net(data) for data, _, _ in parts]
+            for (data, label, im_scale), (ids, scores, bboxes) in zip(parts, outputs):
+                _update(metric, data, label, im_scale, ids, scores, bboxes)
     return metric_result(metric)
+
+
+def _update(metric, data, label, im_scale, ids, scores, bboxes):
+    """One metric update for one device's part (per-image labels of Faster R-CNN differ in length)."""
+    bboxes = _clip_to_image(bboxes, data)
+    gt_bboxes = label.slice_axis(axis=-1, begin=0, end=4)
+    if im_scale is not None:
+        scale = float(im_scale.reshape((-1,))[0].asscalar())
+        bboxes = bboxes * scale
+        gt_bboxes = gt_bboxes * scale
+    flags = label.slice_axis(axis=-1, begin=5, end=6) if label.shape[-1] > 5 else None
+    metric.update(bboxes, ids, scores, gt_bboxes, label.slice_axis(axis=-1, begin=4, end=5), flags)
 
 
 def _per_device(batch, ctx_list):
@@ -55,9 +62,10 @@ def _per_device(batch, ctx_list):
             ctx = ctx_list[i % len(ctx_list)]
             yield x.as_in_context(ctx), y.as_in_context(ctx), s
         return
-    parts = [gluon.utils.split_and_load(part, ctx_list=ctx_list, batch_axis=0, even_split=False)
+    used = ctx_list[:data.shape[0]]  # a last batch smaller than the device list uses fewer devices
+    parts = [gluon.utils.split_and_load(part, ctx_list=used, batch_axis=0, even_split=False)
              for part in (data, label)]
-    scales = (gluon.utils.split_and_load(im_scale, ctx_list, batch_axis=0, even_split=False)
+    scales = (gluon.utils.split_and_load(im_scale, used, batch_axis=0, even_split=False)
               if im_scale is not None else [None] * len(parts[0]))
     for x, y, s in zip(parts[0], parts[1], scales):
         if s is not None and s.size > 1:

@@ -105,22 +105,43 @@ def build_model(model_cfg, classes, pretrained_base=True):
     return net
 
 
+# Parameters without an initializer of their own (GluonCV's FeatureExpander is a SymbolBlock: its
+# BatchNorm and conv parameters come from symbols), by name suffix; everything else is a weight.
+SUFFIX_INITIALIZERS = (
+    ("gamma", "one"), ("beta", "zero"), ("running_mean", "zero"), ("running_var", "one"),
+    ("moving_mean", "zero"), ("moving_var", "one"), ("bias", "zero"),
+)
+
+
+def initializer_for(name, weight_init):
+    """The initializer for a parameter called ``name`` that has none of its own: BatchNorm gamma
+    and variance 1, beta, mean and biases 0, anything else ``weight_init``."""
+    import mxnet as mx
+
+    for suffix, kind in SUFFIX_INITIALIZERS:
+        if name.endswith(suffix):
+            return mx.init.One() if kind == "one" else mx.init.Zero()
+    return weight_init
+
+
 def initialize_missing(net):
     """Initialize every parameter that has no data yet (GluonCV leaves the heads, and without a
     pretrained base everything, uninitialized).
 
-    Xavier (magnitude 2) rather than Gluon's default uniform(+-0.07): trained from scratch, the
-    uniform start barely learned in a few hundred iterations; biases, BatchNorm gamma/beta and
-    running statistics still get their usual constants (the initializer goes by parameter name).
+    Weights get Xavier (magnitude 2) rather than Gluon's default uniform(+-0.07): trained from
+    scratch, the uniform start barely learned in a few hundred iterations. A parameter with its own
+    initializer keeps it; one without (GluonCV's FeatureExpander layers, made from symbols) gets
+    ``initializer_for`` its name, never Xavier on a BatchNorm gamma vector.
     """
     import warnings
 
     import mxnet as mx
 
-    init = mx.init.Xavier(magnitude=2)
+    weight_init = mx.init.Xavier(magnitude=2)
     for param in net.collect_params().values():
         if param._data is None and getattr(param, "_deferred_init", ()) == ():
+            init = None if param.init is not None else initializer_for(param.name, weight_init)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                param.initialize(default_init=init)
+                param.initialize(init=init, default_init=weight_init)
     return net
