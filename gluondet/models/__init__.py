@@ -35,6 +35,7 @@ MODELS = {
     "faster_rcnn_resnet101_v1d": functools.partial(_zoo, "faster_rcnn_resnet101_v1d_custom"),
     "tiny_ssd": _tiny_ssd,
 }
+NO_PRETRAINED_BASE = ("tiny_ssd",)  # builders whose backbone has no ImageNet weights to load
 DEFAULT_MODEL = "ssd_512_vgg16_atrous"
 FASTER_RCNN_MIN_SHAPE = 256
 
@@ -97,6 +98,9 @@ def build_model(model_cfg, classes, pretrained_base=True):
         kwargs.setdefault("max_size", int(round(int(data_shape) * 5 / 3)))
     override = None
     if isinstance(pretrained_base, (str, Path)):
+        if key in NO_PRETRAINED_BASE:
+            raise GluondetError(f"--pretrained-base {pretrained_base}: model '{key}' has no pretrained "
+                                f"backbone to load it into; leave the flag out")
         override = check_weight_file(pretrained_base)
         pretrained_base = True
     with model_store(override):

@@ -96,15 +96,18 @@ def init_from(spec, model_cfg, classes, source_classes=None):
     the caller reads from its run folder; None: these very ``classes``). The class predictors are
     reset to ``classes``, keeping the weights of the names both lists share.
     """
-    from . import build_model, initialize_missing
+    import mxnet as mx
+
+    from . import build_model, initialize_missing, model_family
 
     path = Path(str(spec)).expanduser()
     if path.suffix == ".params" or path.exists():
         path = check_weight_file(path, flag="--init-from")
         net = build_model(model_cfg, list(source_classes or classes), pretrained_base=False)
         try:
-            net.load_parameters(str(path))
-        except Exception as e:  # shape or name mismatch: the file is for another network
+            # a trained Faster R-CNN also saved its training target generator's constants
+            net.load_parameters(str(path), ignore_extra=model_family(model_cfg) == "faster_rcnn")
+        except (AssertionError, mx.base.MXNetError, ValueError) as e:  # another network's weights
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise GluondetError(f"--init-from {path}: does not fit model '{model_cfg.get('name')}' ({first})") from None
         net, shared = reset_classes(net, classes)
