@@ -97,3 +97,20 @@ def make_contexts(spec):
                 "use --ctx cpu, or install mxnet-cu112 (pip install gluondet[cu112]) on a CUDA machine"
             )
     return [mx.gpu(i) if kind == "gpu" else mx.cpu(i) for kind, i in devices]
+
+
+def spread(array, ctx_list):
+    """Slices of ``array`` along its first axis, one per device (fewer when there are fewer rows
+    than devices), sizes differing by at most one, each copied to its device.
+
+    Unlike ``gluon.utils.split_and_load(even_split=False)``, which gives the last device the whole
+    remainder (7 images on 4 devices: 1, 1, 1, 4), the work stays balanced: 2, 2, 2, 1.
+    """
+    n = min(len(ctx_list), array.shape[0])
+    base, extra = divmod(array.shape[0], n)
+    parts, start = [], 0
+    for i, ctx in enumerate(ctx_list[:n]):
+        size = base + (1 if i < extra else 0)
+        parts.append(array[start:start + size].as_in_context(ctx))
+        start += size
+    return parts

@@ -13,9 +13,10 @@ The gradients of all devices are summed by the gluon.Trainer, which the caller s
 ``step_batch_size(batch)``, so one step on N devices updates the weights as one step with the whole
 batch on one device does.
 """
-from mxnet import autograd, gluon
+from mxnet import autograd
 
 from ..errors import GluondetError
+from ..runtime import spread
 
 
 def hybridize_for_training(net, family):
@@ -79,15 +80,14 @@ class Step:
 
     def prepare(self, net, ctx_list):
         """Put the network, and the constants it creates lazily, on every device of ``ctx_list``."""
-        for block in self.lazy_blocks(net):
-            block.collect_params()  # created now, on the default device, then placed below
+        self.build_lazy_blocks(net)  # on the default device; placed with the rest below
         place_on(net, ctx_list)
         self._prepared = (id(net), tuple(ctx_list))
         return net
 
-    def lazy_blocks(self, net):
-        """Blocks a network creates at its first training forward (on one device only); none here."""
-        return []
+    def build_lazy_blocks(self, net):
+        """Build now the blocks a network would otherwise create at its first training forward,
+        on one device only (a family with such blocks says which); none here."""
 
     def _ensure_prepared(self, net, ctx_list):
         if self._prepared != (id(net), tuple(ctx_list)):
@@ -126,8 +126,7 @@ class SSDStep(Step):
         """Forward + backward; returns {loss name: float summed over the batch}."""
         self._ensure_prepared(net, ctx_list)
         _check_enough_images(self.num_images(batch), ctx_list)
-        data, cls_targets, box_targets = (
-            gluon.utils.split_and_load(part, ctx_list, batch_axis=0, even_split=False) for part in batch)
+        data, cls_targets, box_targets = (spread(part, ctx_list) for part in batch)
         with autograd.record():
             cls_preds, box_preds = [], []
             for x in data:
@@ -163,10 +162,10 @@ class FasterRCNNStep(Step):
         self._rcnn_cls = SoftmaxCrossEntropyLoss()
         self._rcnn_box = HuberLoss()
 
-    def lazy_blocks(self, net):
+    def build_lazy_blocks(self, net):
         # GluonCV builds the R-CNN target generator (its box encoder holds means and stds) at the
-        # first training forward, on the default device only; the property creates it now.
-        return [net.target_generator]
+        # first training forward, on the default device only; reading the property builds it now.
+        return net.target_generator
 
     def num_images(self, batch):
         return len(batch[0])

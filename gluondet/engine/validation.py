@@ -27,7 +27,7 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
 
     The dataset is read with the run's classes (a class the run does not know is an error in the
     dataset check, never silently dropped). ``ctx`` is a --ctx spec: the weights are copied to every
-    device and each batch is spread over them; the score is the one device's.
+    device and each batch is spread over them; the score equals one device's.
     """
     from ..data import load_dataset
     from ..data.loader import default_num_workers, val_loader

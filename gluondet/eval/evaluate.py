@@ -2,7 +2,7 @@
 
 Works with the two batch shapes GluonCV's validation loaders produce:
 - ``(data, label)`` stacked batches (SSD's val transform): data (B, 3, H, W), label (B, N, 6)
-  padded with -1, boxes in network-input pixels; split over the devices with ``split_and_load``;
+  padded with -1, boxes in network-input pixels; sliced over the devices (``runtime.spread``);
 - ``(data, label, im_scale)`` (Faster R-CNN's val transform with ``Append`` batchify): lists with
   one (1, ...) array per image, image i on device i mod N. The label boxes are in network-input
   pixels too, and, as GluonCV's reference ``validate`` does, both predictions and labels are scaled
@@ -12,8 +12,9 @@ Every device's forward is launched before any result is read, so the devices wor
 metric sees the parts in batch order, so the score does not depend on the number of devices.
 """
 import mxnet as mx
-from mxnet import autograd, gluon
+from mxnet import autograd
 
+from ..runtime import spread
 from .report import metric_result
 
 
@@ -62,11 +63,9 @@ def _per_device(batch, ctx_list):
             ctx = ctx_list[i % len(ctx_list)]
             yield x.as_in_context(ctx), y.as_in_context(ctx), s
         return
-    used = ctx_list[:data.shape[0]]  # a last batch smaller than the device list uses fewer devices
-    parts = [gluon.utils.split_and_load(part, ctx_list=used, batch_axis=0, even_split=False)
-             for part in (data, label)]
-    scales = (gluon.utils.split_and_load(im_scale, used, batch_axis=0, even_split=False)
-              if im_scale is not None else [None] * len(parts[0]))
+    # a last batch smaller than the device list uses fewer devices
+    parts = [spread(part, ctx_list) for part in (data, label)]
+    scales = spread(im_scale, ctx_list) if im_scale is not None else [None] * len(parts[0])
     for x, y, s in zip(parts[0], parts[1], scales):
         if s is not None and s.size > 1:
             # a stacked batch of scales: one scale per image, so go image by image

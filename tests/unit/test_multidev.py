@@ -180,6 +180,19 @@ def test_train_config_refuses_fewer_images_than_devices():
     assert resolve_train_config(model, {"ctx": "cpu0,cpu1", "batch_size": 3}).batch_size == 3
 
 
+@pytest.mark.parametrize("rows, devices, sizes", [(7, 4, [2, 2, 2, 1]), (4, 2, [2, 2]), (1, 2, [1]),
+                                                  (5, 1, [5])])
+def test_spread_balances_a_batch_over_devices(rows, devices, sizes):
+    from gluondet.runtime import spread
+
+    ctx_list = [mx.cpu(i) for i in range(devices)]
+    batch = mx.nd.arange(rows).reshape((rows, 1))
+    parts = spread(batch, ctx_list)
+    assert [p.shape[0] for p in parts] == sizes
+    assert [p.context for p in parts] == ctx_list[:len(sizes)]
+    np.testing.assert_array_equal(np.concatenate([p.asnumpy() for p in parts]), batch.asnumpy())
+
+
 def test_round_robin_spreads_images_over_devices():
     rounds = round_robin(5, ["a", "b"])
     assert rounds == [[(0, "a"), (1, "b")], [(2, "a"), (3, "b")], [(4, "a")]]
