@@ -135,7 +135,7 @@ def test_trains_from_scratch_evaluates_and_inits_another_run(model_name, data_sh
 
     classes = (run_dir / "classes.txt").read_text().split()
     model_cfg = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
-    net = init_from(run_dir, model_cfg, classes[::-1] + ["new"])
+    net = init_from(run_dir / "best.params", model_cfg, classes[::-1] + ["new"], source_classes=classes)
     saved = {v.asnumpy().tobytes() for v in _load(run_dir / "best.params").values()}
     own = [p for p in net.collect_params().values() if p._data is not None and p.grad_req != "null"]
     kept = [p for p in own if p.data().asnumpy().tobytes() in saved]
