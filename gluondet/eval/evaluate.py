@@ -11,6 +11,8 @@ Works with the two batch shapes GluonCV's validation loaders produce:
 Every device's forward is launched before any result is read, so the devices work at once; the
 metric sees the parts in batch order, so the score does not depend on the number of devices.
 """
+import warnings
+
 import mxnet as mx
 from mxnet import autograd
 
@@ -34,8 +36,11 @@ def evaluate(net, loader, ctx_list, metric, progress=True):
               dynamic_ncols=True, leave=False) as bar:
         for batch in bar:
             parts = list(_per_device(batch, ctx_list))
-            with autograd.predict_mode():  # launched on every device before any result is read
-                outputs = [net(data) for data, _, _ in parts]
+            with autograd.predict_mode(), warnings.catch_warnings():
+                # A Faster R-CNN that has trained holds its training target generator, which the
+                # predict graph rightly leaves out: MXNet's "not used by any computation" notice.
+                warnings.filterwarnings("ignore", message=r"Parameter .* is not used by any computation")
+                outputs = [net(data) for data, _, _ in parts]  # every device starts before any is read
             for (data, label, im_scale), (ids, scores, bboxes) in zip(parts, outputs):
                 _update(metric, data, label, im_scale, ids, scores, bboxes)
     return metric_result(metric)
