@@ -166,12 +166,18 @@ def dataset_config_from_dict(data, source=None, name=None):
             dup = next(c for c in classes if classes.count(c) > 1)
             raise GluondetError(f"{where}: class '{dup}' is listed twice")
     base = Path(source).parent if source else None
+    root = data["root"]
+    if isinstance(root, list):  # alternatives: the first that exists (else the first, for the message)
+        if not root:
+            raise GluondetError(f"{where}: 'root' is an empty list")
+        found = [expand_path(r, base) for r in root]
+        root = next((r for r in found if r.exists()), found[0])
     splits = dict(VOC_DEFAULT_SPLITS) if fmt == "voc" else {}
     splits.update(data.get("splits") or {})
     return DatasetConfig(
-        name=str(data.get("name") or name or Path(str(data["root"])).name),
+        name=str(data.get("name") or name or Path(str(root)).name),
         format=fmt,
-        root=expand_path(data["root"], base),
+        root=expand_path(root, base),
         classes=classes,
         splits=splits,
         synth=data.get("synth"),
@@ -188,17 +194,19 @@ def resolve_dataset(name_or_path, config_dir=None):
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return dataset_config_from_dict(load_yaml(path), source=path)
     if path.is_dir():
+        from .data.coco import coco_roles, find_coco_splits
+
+        coco_splits = {} if (path / "Annotations").is_dir() else find_coco_splits(path)
+        if coco_splits:  # a COCO root: annotations/instances_*.json and image folders
+            return DatasetConfig(name=path.resolve().name, format="coco", root=path.resolve(),
+                                 splits={**coco_splits, **coco_roles(coco_splits)})
         return DatasetConfig(name=path.resolve().name, format="voc", root=path.resolve(),
                              splits=dict(VOC_DEFAULT_SPLITS))
     if path.suffix == ".json" and path.is_file():
-        ann = path.resolve()
-        # COCO layout: <root>/annotations/instances_X.json with images in <root>/X (or beside it).
-        root = ann.parent.parent if ann.parent.name == "annotations" else ann.parent
-        split = ann.stem.replace("instances_", "")
-        # Images in <root>/<split>/ (COCO), <root>/images/ (CVAT, `gluondet data convert`) or <root>.
-        images = next((d for d in (root / split, root / "images") if d.is_dir()), root)
-        spec = {"annotations": str(ann), "images": str(images)}
-        return DatasetConfig(name=ann.stem, format="coco", root=root,
+        from .data.coco import coco_file_spec
+
+        root, spec = coco_file_spec(path)
+        return DatasetConfig(name=path.resolve().stem, format="coco", root=root,
                              splits={"train": spec, "val": spec, "test": spec})
     found = find_config("datasets", text, config_dir)
     if found is None:

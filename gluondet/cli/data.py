@@ -122,26 +122,39 @@ def stats(root, dataset, config_dir, split_name, as_json, plot):
 
 
 @data.command()
-@click.argument("source_format", metavar="FORMAT", type=click.Choice(["labelme"]))
-@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("source_format", metavar="FORMAT", type=click.Choice(["voc", "coco", "yolo", "labelme"]))
+@click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
-@click.option("--to", "to_format", type=click.Choice(["voc", "coco"]), default="voc", show_default=True,
-              help="Write a VOC folder (then: gluondet data split DST) or a COCO dataset.")
-def convert(source_format, src_dir, dst, to_format):
-    """Convert annotations: labelme JSON files in SRC_DIR to a VOC folder or COCO dataset at DST.
+@click.option("--to", "to_format", type=click.Choice(["voc", "coco", "yolo"]), default="voc", show_default=True,
+              help="The format to write.")
+@click.option("--copy", is_flag=True, help="Copy the images (default: symbolic links to the source images).")
+def convert(source_format, src, dst, to_format, copy):
+    """Convert a dataset between formats: FORMAT (voc, coco, yolo, labelme) at SRC to --to at DST.
 
     \b
-    Rectangles, polygons, circles and line strips become boxes; polygons are kept as COCO
-    segmentation. VOC: DST/Annotations, DST/JPEGImages. COCO: DST/annotations/instances_default.json,
-    DST/images. Shapes without area are left out with a warning; other problems stop the conversion
-    before anything is written.
-    """
-    from ..data.labelme import convert_labelme
+    voc      a VOC folder: Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt (splits);
+             1-based inclusive whole pixels, read as GluonCV reads them
+    coco     an instances .json, or a COCO root: annotations/instances_*.json + image folders;
+             bbox [x, y, w, h] in 0-based continuous pixels
+    yolo     a folder with data.yaml (or classes.txt): images/, labels/*.txt of
+             'class cx cy w h' normalized to the image size
+    labelme  a folder of labelme .json files (source only)
 
-    summary = convert_labelme(src_dir, dst, to=to_format)
+    \b
+    Boxes are carried exactly (VOC: widened to whole pixels, counted); class names and their order
+    are kept; splits, negatives, difficult/crowd flags and polygons are carried where the target has
+    them, and what it cannot hold is reported. Everything is read and checked before anything is
+    written; DST must be new or empty and appears whole at the end.
+    """
+    from ..data.convert import convert_dataset
+
+    summary = convert_dataset(source_format, src, dst, to_format, copy=copy)
     for line in summary["warnings"]:
         click.echo(f"warning: {line}", err=True)
+    for line in summary["notes"]:
+        click.echo(f"note: {line}", err=True)
+    splits = ", ".join(f"{name} {n}" for name, n in summary["splits"].items())
     click.echo(f"converted {summary['images']} images, {summary['boxes']} boxes "
-               f"({', '.join(summary['classes'])}) to {summary['output']}")
-    if to_format == "voc":
+               f"({', '.join(summary['classes'])}){f'; splits: {splits}' if splits else ''} to {summary['output']}")
+    if to_format == "voc" and not summary["splits"]:
         click.echo(f"next: gluondet data split {dst}")
