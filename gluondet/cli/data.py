@@ -59,7 +59,7 @@ def synth(out, n_train, n_val, seed, size):
 
 
 @data.command()
-@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.argument("root", type=click.Path(exists=True), metavar="VOC_ROOT|COCO.json")
 @click.option("--val", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of images for validation.")
 @click.option("--test", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -67,12 +67,24 @@ def synth(out, n_train, n_val, seed, size):
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same split.")
 @click.option("--force", is_flag=True, help="Overwrite existing split files.")
 def split(root, val, test, seed, force):
-    """Write train/val/test/trainval.txt under ROOT/ImageSets/Main/ from ROOT/Annotations/*.xml."""
+    """Split a dataset into train/val/test, stratified by class (each class spread over all three).
+
+    \b
+    A VOC folder: writes ROOT/ImageSets/Main/{train,val,test,trainval}.txt from ROOT/Annotations.
+    A COCO instances .json: writes instances_{train,val,test}.json beside it; its folder is then
+    a COCO root whose train/val/test roles are those files.
+    """
+    from pathlib import Path
+
     from ..data.split import write_splits
 
     splits = write_splits(root, val=val, test=test, seed=seed, force=force)
     counts = ", ".join(f"{name} {len(ids)}" for name, ids in splits.items())
-    click.echo(f"wrote {root}/ImageSets/Main/{{train,val,test,trainval}}.txt: {counts}")
+    if Path(root).is_file():
+        where = Path(root).resolve().parent
+        click.echo(f"wrote {where}/instances_{{train,val,test}}.json: {counts}")
+    else:
+        click.echo(f"wrote {root}/ImageSets/Main/{{train,val,test,trainval}}.txt: {counts}")
 
 
 @data.command()
