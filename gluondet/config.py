@@ -266,6 +266,7 @@ class TrainConfig:
     lr: float = 0.001
     lr_steps: List[int] = field(default_factory=list)
     lr_decay: float = 0.1
+    lr_step_every: int = 0  # decay every N epochs (0: only at lr_steps)
     warmup_epochs: float = 0.0
     wd: float = 0.0005
     momentum: float = 0.9
@@ -371,6 +372,11 @@ def resolve_train_config(model_cfg, flags, base=None):
             raise ValueError(f"not a TrainConfig field: {key}")  # a gluondet bug, not user input
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    # one decay flag given replaces the other's value from the YAML (or the resumed run)
+    if flags.get("lr_step_every") and flags.get("lr_steps") is None:
+        values["lr_steps"] = []
+    if flags.get("lr_steps") and flags.get("lr_step_every") is None:
+        values["lr_step_every"] = 0
     config = TrainConfig(**values)
     validate_train_config(config)
     return config
@@ -386,6 +392,9 @@ def validate_train_config(config):
         (config.epochs >= 1, "--epochs must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
         (0 < config.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
+        (config.lr_step_every >= 0, "--lr-step-every must be 0 (off) or more"),
+        (not (config.lr_step_every and config.lr_steps), "--lr-steps and --lr-step-every contradict each "
+                                                          "other; give one"),
         (config.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
         (config.wd >= 0, "--wd must be 0 or more"),
         (0 <= config.momentum < 1, "--momentum must be in [0, 1)"),

@@ -21,6 +21,7 @@ def _optional(name, type_, help_):
 @_optional("--epochs", int, "Epochs to train (with --resume: the new total) [model YAML].")
 @_optional("--lr", float, "Base learning rate (SGD) [model YAML].")
 @_optional("--lr-steps", str, "Epochs (0-based, comma list such as 60,80) where lr is multiplied by --lr-decay.")
+@_optional("--lr-step-every", int, "Multiply lr by --lr-decay every N epochs (instead of --lr-steps).")
 @_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch [0.1].")
 @_optional("--warmup-epochs", float, "Linear lr warm-up over this many epochs, per iteration.")
 @_optional("--wd", float, "Weight decay.")

@@ -48,14 +48,18 @@ def _floats(rows, key):
     return xs, ys
 
 
-def draw_curves(rows, path, loss_names, map_name="val_map"):
-    """curves.png: training losses and validation mAP against epochs (matplotlib, Agg, no display)."""
+def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
+    """curves.png: training losses, validation mAP and the learning rate against epochs (Agg, no display).
+
+    ``lr_schedule``: the planned lr of every epoch (``schedule.epoch_learning_rates``), drawn as a
+    step line over the whole run, with the lr each finished epoch ended at (metrics.csv) as dots.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_map, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     for name in loss_names:
         xs, ys = _floats(rows, name)
         if xs:
@@ -68,10 +72,25 @@ def draw_curves(rows, path, loss_names, map_name="val_map"):
     ax_map.set_xlabel("epoch")
     ax_map.set_ylabel("validation mAP")
     ax_map.set_ylim(0, 1)
+    _draw_lr(ax_lr, rows, lr_schedule)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
+
+
+def _draw_lr(ax, rows, lr_schedule):
+    if lr_schedule:
+        epochs = list(range(1, len(lr_schedule) + 1))  # epoch k (1-based, as in metrics.csv) runs at [k - 1]
+        ax.step(epochs, lr_schedule, where="mid", color="tab:gray", label="schedule")
+    xs, ys = _floats(rows, "lr")
+    if xs:
+        ax.plot(xs, ys, "o", color="tab:orange", label="end of epoch")
+    if lr_schedule or xs:
+        ax.set_yscale("log")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
 
 
 class TensorBoard:
