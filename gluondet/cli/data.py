@@ -91,17 +91,21 @@ def split(root, val, test, seed, force):
 @dataset_target
 @click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
 @json_flag
-def check(root, dataset, config_dir, split_name, as_json):
+@click.option("--full-decode", is_flag=True,
+              help="Decode every pixel of every image (default: only images whose file does not end whole).")
+def check(root, dataset, config_dir, split_name, as_json, full_decode):
     """Report every problem in a dataset, one line each: FILE: SEVERITY: PROBLEM: DETAIL.
 
-    Reads annotations and image headers (not pixels), through a cache, so it is quick to re-run.
-    Exit status 0 when there are no errors (warnings such as images with no objects are fine),
-    1 when there are errors. --json prints a list of {file, severity, problem, detail}.
+    Reads annotations and image headers, and checks that each image file is whole (a JPEG or PNG
+    cut short is an error; files without their end marker are decoded), in parallel and through a
+    cache, so it is quick to re-run. Exit status 0 when there are no errors (warnings such as
+    images with no objects are fine), 1 when there are errors. --json prints a list of
+    {file, severity, problem, detail}.
     """
     from ..data.check import check_dataset, format_report
 
     cfg = _resolve(root, dataset, config_dir)
-    result = check_dataset(cfg, split_name)
+    result = check_dataset(cfg, split_name, full_decode=full_decode, progress=not as_json)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False, indent=1))
     else:
