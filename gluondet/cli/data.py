@@ -122,19 +122,30 @@ def check(root, dataset, config_dir, split_name, as_json, full_decode):
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Also draw class counts, boxes per image, box sizes and aspect ratios into a PNG.")
 def stats(root, dataset, config_dir, split_name, as_json, plot):
-    """Count images and boxes (per class, per image) and describe box sizes and aspect ratios."""
+    """Count images and boxes (per class, per image) and describe box sizes and aspect ratios.
+
+    Files that cannot be read (an unparseable annotation, a missing image) are left out of the
+    counts and listed on stderr, and the exit status is then 1.
+    """
     from ..data import READERS, ensure_dataset
-    from ..data.stats import dataset_stats, format_stats, plot_stats
+    from ..data.check import format_report
+    from ..data.stats import dataset_stats, format_stats, plot_stats, readable_entries
 
     cfg = _resolve(root, dataset, config_dir)
     ensure_dataset(cfg)
-    entries = READERS[cfg.format](cfg, split_name).entries
+    entries, broken = readable_entries(READERS[cfg.format](cfg, split_name))
     result = dataset_stats(entries)
+    if as_json:
+        result["unreadable"] = [p.to_dict() for p in broken]
     click.echo(json.dumps(result, ensure_ascii=False, indent=1) if as_json else format_stats(result))
     if plot:
         plot_stats(entries, plot, title=f"{cfg.name} ({split_name or 'all'})")
         if not as_json:
             click.echo(f"plot: {plot}")
+    if broken:
+        click.echo(f"gluondet: not counted: {len(broken)} problem(s) in files that cannot be read:\n"
+                   + format_report(broken, limit=30), err=True)
+        sys.exit(1)
 
 
 @data.command()
