@@ -32,6 +32,18 @@ def write_metrics(path, history):
     return rows
 
 
+def validation_columns(scores):
+    """metrics.csv / TensorBoard columns of one validation result (``validate``'s dict).
+
+    ``val_map``, ``ap/<class>`` for each class, and with the COCO metric all 12 COCO numbers as
+    ``coco/AP``, ``coco/AP50``, ... ``coco/ARl`` (pycocotools' order; undefined ones left empty).
+    """
+    columns = {"val_map": scores["map"]}
+    columns.update({f"ap/{name}": ap for name, ap in scores["per_class"].items()})
+    columns.update({f"coco/{name}": value for name, value in (scores.get("coco") or {}).items()})
+    return columns
+
+
 def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"

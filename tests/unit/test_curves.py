@@ -23,3 +23,26 @@ def test_lr_panel_holds_the_schedule_and_the_recorded_lr(tmp_path):
     plt.close(fig)
     draw_curves(rows, tmp_path / "curves.png", ["loss"], lr_schedule=schedule)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_columns_hold_the_12_coco_numbers_of_pycocotools(tmp_path):
+    from gluondet.engine.logging import append_metrics_row, read_metrics, validation_columns
+    from gluondet.eval.coco_metric import COCO_STAT_NAMES, COCOMetric
+    from gluondet.eval.report import metric_result
+
+    metric = COCOMetric(["a", "b"])
+    rng = np.random.RandomState(0)
+    gt = rng.uniform(0, 50, (2, 3, 2))
+    gt = np.concatenate([gt, gt + rng.uniform(5, 40, (2, 3, 2))], axis=2)
+    pred = gt + rng.normal(0, 2, gt.shape)
+    metric.update(pred, np.array([[[0], [1], [0]]] * 2), rng.uniform(0.1, 1, (2, 3, 1)), gt,
+                  np.array([[[0], [1], [0]]] * 2))
+    scores = dict(metric_result(metric), map=0.5)
+    columns = validation_columns(scores)
+    assert [k for k in columns if k.startswith("coco/")] == [f"coco/{n}" for n in COCO_STAT_NAMES]
+    stats = metric.coco_eval.stats  # pycocotools' own 12 numbers
+    for name, value in zip(COCO_STAT_NAMES, stats):
+        assert columns[f"coco/{name}"] == (None if value < 0 else value)
+    rows = append_metrics_row(tmp_path / "metrics.csv", {"epoch": 1, "lr": 0.1, **columns})
+    header = list(read_metrics(tmp_path / "metrics.csv")[0])
+    assert all(f"coco/{n}" in header for n in COCO_STAT_NAMES) and rows
