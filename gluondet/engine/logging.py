@@ -39,7 +39,7 @@ def validation_columns(scores):
     ``coco/AP``, ``coco/AP50``, ... ``coco/ARl`` (pycocotools' order; undefined ones left empty).
     """
     columns = {"val_map": scores["map"]}
-    columns.update({f"ap/{name}": ap for name, ap in scores["per_class"].items()})
+    columns.update({f"ap/{name}": ap for name, ap in (scores.get("per_class") or {}).items()})
     columns.update({f"coco/{name}": value for name, value in (scores.get("coco") or {}).items()})
     return columns
 

@@ -26,7 +26,7 @@ def test_lr_panel_holds_the_schedule_and_the_recorded_lr(tmp_path):
 
 
 def test_validation_columns_hold_the_12_coco_numbers_of_pycocotools(tmp_path):
-    from gluondet.engine.logging import append_metrics_row, read_metrics, validation_columns
+    from gluondet.engine.logging import read_metrics, validation_columns, write_metrics
     from gluondet.eval.coco_metric import COCO_STAT_NAMES, COCOMetric
     from gluondet.eval.report import metric_result
 
@@ -43,6 +43,6 @@ def test_validation_columns_hold_the_12_coco_numbers_of_pycocotools(tmp_path):
     stats = metric.coco_eval.stats  # pycocotools' own 12 numbers
     for name, value in zip(COCO_STAT_NAMES, stats):
         assert columns[f"coco/{name}"] == (None if value < 0 else value)
-    rows = append_metrics_row(tmp_path / "metrics.csv", {"epoch": 1, "lr": 0.1, **columns})
+    rows = write_metrics(tmp_path / "metrics.csv", [{"epoch": 1, "lr": 0.1, **columns}])
     header = list(read_metrics(tmp_path / "metrics.csv")[0])
     assert all(f"coco/{n}" in header for n in COCO_STAT_NAMES) and rows
