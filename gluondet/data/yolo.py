@@ -14,6 +14,7 @@ a folder with ``classes.txt`` (or darknet's ``obj.names``) and the images in ``i
 folder itself. Write: ``images/``, ``labels/``, ``classes.txt``, one ``SPLIT.txt`` image list per
 split and a ``data.yaml`` naming them, which Ultralytics trains from as it is.
 """
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,7 @@ import yaml
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
-from .base import IMAGE_EXTENSIONS, read_image_size
+from .base import IMAGE_EXTENSIONS
 from .convert import (PIXEL_DECIMALS, YOLO_DIGITS, Collection, Sample, Shape, clip_box, count_note, place_image,
                       refuse)
 
@@ -126,17 +127,39 @@ def read_yolo_collection(src):
         raise refuse(str(src), problems)
     if not samples:
         raise GluondetError(f"{src}: no images found")
-    warnings = count_note(counts, "no-label", "images have no label file: taken as negatives (Ultralytics' rule)")
+    warnings = (count_note(counts, "no-label", "images have no label file: taken as negatives (Ultralytics' rule)")
+                + count_note(counts, "upright", "photos with an EXIF rotation written upright (JPEG), as their "
+                                                "YOLO labels see them"))
     return Collection(classes, list(samples.values()), splits, warnings)
+
+
+def _upright(image):
+    """(width, height, bytes or None): a photo with an EXIF rotation comes back upright, re-encoded,
+    since Ultralytics sizes (and so normalizes) images as they are shown; else the stored size."""
+    from PIL import Image, ImageOps
+
+    from .labelme import EXIF_ORIENTATION
+
+    with Image.open(image) as im:
+        if im.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+            return im.size[0], im.size[1], None
+        upright = ImageOps.exif_transpose(im).convert("RGB")
+    buf = io.BytesIO()
+    upright.save(buf, format="JPEG", quality=95)
+    return upright.size[0], upright.size[1], buf.getvalue()
 
 
 def _read_sample(image, classes, problems, counts):
     try:
-        width, height = read_image_size(image)
-    except (OSError, ValueError) as e:
-        problems.append(f"{image}: not a readable image ({e})")
+        width, height, data = _upright(image)
+    except (OSError, ValueError, SyntaxError) as e:  # what Pillow raises for a file it cannot read
+        problems.append(f"{image}: not a readable image ({type(e).__name__}: {e})")
         return None
-    sample = Sample(image.name, width, height, source=image)
+    if data is not None:
+        counts["upright"] += 1
+        sample = Sample(image.stem + ".jpg", width, height, data=data)
+    else:
+        sample = Sample(image.name, width, height, source=image)
     labels = label_path(image)
     if not labels.is_file():
         counts["no-label"] += 1

@@ -215,3 +215,21 @@ def test_cli_convert_lists_formats_and_reports(voc, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "converted 4 images, 5 boxes (dog, cat, bird); splits: train 2, val 2" in result.stdout
     assert "note: 2 difficult objects written as plain boxes" in result.stderr
+
+
+def test_yolo_photo_with_exif_rotation_is_written_upright(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "y"
+    (src / "images").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees: a 20x40 image to the labeller and to Ultralytics
+    Image.new("RGB", (40, 20), (10, 20, 30)).save(src / "images" / "r.jpg", exif=exif)
+    (src / "labels").mkdir()
+    (src / "labels" / "r.txt").write_text("0 0.5 0.5 0.5 0.25\n")
+    (src / "classes.txt").write_text("a\n")
+    summary = convert_dataset("yolo", src, tmp_path / "voc", "voc")
+    assert "1 photos with an EXIF rotation written upright" in summary["warnings"][0]
+    assert voc_objects(tmp_path / "voc")["r"] == [["a", 6, 16, 15, 25, 0]]  # 10x10 centred in 20x40
+    with Image.open(tmp_path / "voc" / "JPEGImages" / "r.jpg") as im:
+        assert im.size == (20, 40)
