@@ -275,6 +275,7 @@ class TrainConfig:
     num_workers: Optional[int] = None
     data_shape: Optional[int] = None
     val_interval: int = 1
+    log_every: int = 0  # iterations between TensorBoard loss/lr points (0: per epoch only)
     save_interval: int = 10
     out: Optional[str] = None
     resume: Optional[str] = None
@@ -399,6 +400,7 @@ def validate_train_config(config):
         (config.wd >= 0, "--wd must be 0 or more"),
         (0 <= config.momentum < 1, "--momentum must be in [0, 1)"),
         (config.val_interval >= 1, "--val-interval must be at least 1"),
+        (config.log_every >= 0, "--log-every must be 0 (off) or more"),
         (config.save_interval >= 0, "--save-interval must be 0 (never) or more"),
         (config.num_workers is None or config.num_workers >= 0, "--num-workers must be 0 or more"),
         (config.data_shape is None or config.data_shape >= 32, "--data-shape must be at least 32"),

@@ -154,13 +154,26 @@ class Checkpointer(HookBase):
 
 class MetricsWriter(HookBase):
     """metrics.csv and curves.png (with ``lr_schedule``, the planned lr of every epoch) rewritten
-    from the committed history; TensorBoard scalars."""
+    from the committed history; TensorBoard scalars every epoch, and with ``log_every`` N the
+    losses (mean over N iterations) and lr every N iterations (logging.IterationLog)."""
 
-    def __init__(self, run, loss_names, lr_schedule=None):
+    def __init__(self, run, loss_names, lr_schedule=None, log_every=0):
         from .logging import TensorBoard
 
         self.run, self.loss_names, self.lr_schedule = run, loss_names, lr_schedule
         self.board = TensorBoard(run.path / "tb")
+        self.log_every = log_every
+        self.iterations = None
+
+    def after_step(self):
+        if not self.log_every:
+            return
+        from .logging import IterationLog
+
+        state = self.trainer.state
+        if self.iterations is None:
+            self.iterations = IterationLog(self.board, self.log_every, self.trainer.iters_per_epoch)
+        self.iterations(state.epoch, state.iteration - 1, state.lr, state.losses)
 
     def before_train(self):
         from .logging import write_metrics

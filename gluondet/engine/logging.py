@@ -127,3 +127,27 @@ class TensorBoard:
     def close(self):
         if self._writer is not None:
             self._writer.close()
+
+
+class IterationLog:
+    """``--log-every N``: every N iterations, the mean of each loss over those N and the lr, into
+    TensorBoard as ``iter/<loss>`` and ``iter/lr`` at the global iteration (epoch * iterations per
+    epoch + iteration + 1), so curves of resumed runs join up. ``every`` 0 writes nothing."""
+
+    def __init__(self, board, every, iters_per_epoch):
+        self.board = board
+        self.every = every
+        self.iters_per_epoch = iters_per_epoch
+        self._sums, self._count = {}, 0
+
+    def __call__(self, epoch, iteration, lr, losses):
+        if not self.every:
+            return
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value
+        self._count += 1
+        step = epoch * self.iters_per_epoch + iteration + 1
+        if step % self.every == 0:
+            values = {name: total / self._count for name, total in self._sums.items()}
+            self.board.scalars(dict(values, lr=lr), step, prefix="iter/")
+            self._sums, self._count = {}, 0

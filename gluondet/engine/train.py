@@ -233,7 +233,8 @@ def make_hooks(s, net, step, val_data, extra=()):
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
                   H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
                   H.MetricsWriter(s.run, step.loss_names, lr_schedule=epoch_learning_rates(
-                      config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every))]
+                      config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every),
+                      log_every=config.log_every)]
     hooks.append(H.Progress(enabled=s.chief and not config.quiet))
     return hooks + list(extra)
 

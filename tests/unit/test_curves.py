@@ -5,6 +5,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from gluondet.engine.logging import _draw_lr, draw_curves  # noqa: E402
 from gluondet.engine.schedule import epoch_learning_rates  # noqa: E402
@@ -46,3 +47,27 @@ def test_validation_columns_hold_the_12_coco_numbers_of_pycocotools(tmp_path):
     rows = write_metrics(tmp_path / "metrics.csv", [{"epoch": 1, "lr": 0.1, **columns}])
     header = list(read_metrics(tmp_path / "metrics.csv")[0])
     assert all(f"coco/{n}" in header for n in COCO_STAT_NAMES) and rows
+
+
+class FakeBoard:
+    def __init__(self):
+        self.written = []
+
+    def scalars(self, values, step, prefix=""):
+        self.written.append((step, {prefix + k: v for k, v in values.items()}))
+
+
+def test_iteration_log_writes_window_means_and_lr_every_n_global_iterations():
+    from gluondet.engine.logging import IterationLog
+
+    board = FakeBoard()
+    log = IterationLog(board, every=3, iters_per_epoch=4)
+    losses = [float(k) for k in range(8)]
+    for k, loss in enumerate(losses):  # two epochs of four iterations
+        log(k // 4, k % 4, lr=0.1 * (k + 1), losses={"cls": loss, "box": 2 * loss})
+    assert [step for step, _ in board.written] == [3, 6]
+    assert board.written[0][1] == pytest.approx({"iter/cls": 1.0, "iter/box": 2.0, "iter/lr": 0.3})
+    assert board.written[1][1] == pytest.approx({"iter/cls": 4.0, "iter/box": 8.0, "iter/lr": 0.6})
+    off = FakeBoard()
+    IterationLog(off, every=0, iters_per_epoch=4)(0, 0, 0.1, {"cls": 1.0})
+    assert off.written == []

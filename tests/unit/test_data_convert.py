@@ -30,7 +30,8 @@ SPLITS = {"train": ["a", "b"], "val": ["c", "d"]}
 
 @pytest.fixture
 def voc(tmp_path):
-    spec = {i: {"size": size, "xml": voc_xml(objs, size=size, difficult=diff)} for i, (size, objs, diff) in IMAGES.items()}
+    spec = {i: {"size": size, "xml": voc_xml(objs, size=size, difficult=diff)}
+            for i, (size, objs, diff) in IMAGES.items()}
     root = write_voc(tmp_path / "voc", spec, splits=SPLITS)
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
     return root
