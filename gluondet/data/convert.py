@@ -127,10 +127,10 @@ def validate(collection, target):
     names = Counter(s.name for s in collection.samples)
     problems += [f"{n}: {c} images have this file name (the target needs unique names)"
                  for n, c in names.items() if c > 1]
-    if target in ("voc", "yolo"):
+    if target in ("voc", "yolo") and not problems:
         stems = Counter(s.stem for s in collection.samples)
         problems += [f"{n}: {c} images share this name stem (a {target} label file per image needs unique stems)"
-                     for n, c in stems.items() if c > 1 and names[n] <= 1]
+                     for n, c in stems.items() if c > 1]
     known = set(collection.classes)
     for s in collection.samples:
         for k, shape in enumerate(s.shapes, 1):
@@ -209,9 +209,9 @@ def convert_dataset(source_format, src, dst, to, copy=False):
 
 def _publish(tmp, dst):
     """Rename the finished temporary folder to ``dst`` (honouring the umask mkdtemp ignores)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    from ..fileio import current_umask
+
+    os.chmod(tmp, 0o777 & ~current_umask())
     if dst.is_dir():
         dst.rmdir()  # empty, checked before
     os.replace(tmp, dst)

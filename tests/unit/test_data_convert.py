@@ -234,3 +234,15 @@ def test_yolo_photo_with_exif_rotation_is_written_upright(tmp_path):
     assert voc_objects(tmp_path / "voc")["r"] == [["a", 6, 16, 15, 25, 0]]  # 10x10 centred in 20x40
     with Image.open(tmp_path / "voc" / "JPEGImages" / "r.jpg") as im:
         assert im.size == (20, 40)
+
+
+def test_two_images_with_one_file_name_are_refused(tmp_path):
+    for sub in ("a", "b"):
+        write_image(tmp_path / "src" / "images" / sub / "x.jpg", 20, 10)
+    doc = {"images": [{"id": 1, "file_name": "a/x.jpg", "width": 20, "height": 10},
+                      {"id": 2, "file_name": "b/x.jpg", "width": 20, "height": 10}],
+           "annotations": [], "categories": [{"id": 1, "name": "c"}]}
+    (tmp_path / "src" / "annotations").mkdir()
+    (tmp_path / "src" / "annotations" / "instances_default.json").write_text(json.dumps(doc))
+    with pytest.raises(GluondetError, match=r"x\.jpg: 2 images have this file name"):
+        convert_dataset("coco", tmp_path / "src", tmp_path / "out", "yolo")
