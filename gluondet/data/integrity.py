@@ -36,8 +36,11 @@ def ends_whole(head, tail):
 
 def decode_problem(source):
     """None when Pillow decodes every pixel of ``source`` (a path or a file object), else why not."""
-    from PIL import Image
+    from PIL import Image, ImageFile
 
+    # GluonCV (gluoncv/data/mhp.py) sets this True for the whole process on import, which makes
+    # Pillow fill cut images silently; gluondet wants to know, and only ever sets it back.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(source) as im:
             im.load()

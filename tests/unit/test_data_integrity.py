@@ -37,6 +37,15 @@ def test_cut_files_are_found_whole_ones_pass(tmp_path, ext):
     assert "truncated" in integrity.file_problem(tmp_path / f"c{ext}")
 
 
+def test_found_even_after_gluoncv_told_pillow_to_accept_cut_images(tmp_path):
+    from PIL import ImageFile
+
+    import gluoncv.data  # noqa: F401  (its mhp module sets LOAD_TRUNCATED_IMAGES = True on import)
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    assert "truncated" in integrity.file_problem(cut(noisy(tmp_path / "c.jpg")))
+
+
 def test_data_after_the_end_marker_is_fine_and_bmp_is_decoded(tmp_path):
     trailer = noisy(tmp_path / "phone.jpg")
     trailer.write_bytes(trailer.read_bytes() + b"SEFT" * 100)  # phones append data after EOI
