@@ -17,7 +17,8 @@ def data():
 
     \b
     A dataset is a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/), a VOCdevkit of such
-    folders, a COCO instances .json, or a config name (configs/datasets/NAME.yaml).
+    folders, a COCO instances .json, a COCO root folder (annotations/instances_*.json and the image
+    folders), or a config name (configs/datasets/NAME.yaml). convert also reads YOLO and labelme.
     """
 
 
