@@ -197,10 +197,12 @@ def read_coco_dataset(cfg, split=None):
             known = ", ".join(cfg.splits) or "none"
             raise GluondetError(f"dataset {cfg.name}: no split '{split}' (known: {known})")
         specs = [spec]
-    entries, problems, names = [], [], None
+    entries, problems, names, seen = [], [], None, set()
     for spec in specs:
         got, found, file_names = read_coco(cfg.root, spec)
-        entries.extend(got)
+        # split files overlap (trainval = train + val): each image once, unless it has its own problems
+        entries.extend(e for e in got if e.problems or e.image_path is None or e.image_path not in seen)
+        seen.update(e.image_path for e in got)
         problems.extend(found)
         if names is None:
             names = file_names
