@@ -193,11 +193,17 @@ def convert_dataset(source_format, src, dst, to, copy=False):
         raise GluondetError(f"{dst}: exists and is not an empty folder; choose a new destination")
     collection = readers()[source_format](Path(src))
     validate(collection, to)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    except OSError as e:
+        raise GluondetError(f"{dst}: cannot write there ({e.strerror or e})") from None
     try:
         output, notes = writers()[to](collection, tmp, copy)
         _publish(tmp, dst)
+    except OSError as e:  # a full disk, or a file system without symbolic links
+        hint = "" if copy else "; on a file system without symbolic links, pass --copy"
+        raise GluondetError(f"{dst}: writing failed, nothing kept ({e.strerror or e}: {e.filename}){hint}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -246,3 +246,15 @@ def test_two_images_with_one_file_name_are_refused(tmp_path):
     (tmp_path / "src" / "annotations" / "instances_default.json").write_text(json.dumps(doc))
     with pytest.raises(GluondetError, match=r"x\.jpg: 2 images have this file name"):
         convert_dataset("coco", tmp_path / "src", tmp_path / "out", "yolo")
+
+
+def test_a_failed_write_leaves_nothing_and_says_so(voc, tmp_path, monkeypatch):
+    import gluondet.data.convert as convert
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setattr(convert.os, "symlink", no_links)
+    with pytest.raises(GluondetError, match=r"out: writing failed, nothing kept .*pass --copy"):
+        convert_dataset("voc", voc, tmp_path / "out", "coco")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["voc"]
