@@ -69,8 +69,16 @@ def make_splits(ids, val=0.2, test=0.1, seed=0, strata=None):
 def write_splits(root, val=0.2, test=0.1, seed=0, force=False):
     """Split a VOC folder (its split lists) or a COCO instances file (split files); returns the id lists."""
     root = Path(root)
-    if root.is_file() and root.suffix == ".json":
-        return write_coco_splits(root, val, test, seed, force)
+    try:
+        if root.is_file() and root.suffix == ".json":
+            return write_coco_splits(root, val, test, seed, force)
+        return write_voc_splits(root, val, test, seed, force)
+    except OSError as e:  # a read-only folder, a full disk
+        raise GluondetError(f"{e.filename or root}: cannot write the split files ({e.strerror or e})") from None
+
+
+def write_voc_splits(root, val=0.2, test=0.1, seed=0, force=False):
+    """Write ``ImageSets/Main/{train,val,test,trainval}.txt`` of VOC folder ``root``, stratified."""
     ann_dir = root / "Annotations"
     if not ann_dir.is_dir():
         raise GluondetError(f"{root}: not a VOC folder (no Annotations/) nor a COCO .json; "
