@@ -40,7 +40,7 @@ setup(
     install_requires=pins["runtime"],
     # the test extra brings onnx too, so the ONNX export is tested wherever the suite runs
     extras_require={"cpu": pins["cpu"], "cu112": pins["cu112"], "onnx": pins["onnx"],
-                    "test": pins["test"] + pins["onnx"]},
+                    "tensorboard": pins["tensorboard"], "test": pins["test"] + pins["onnx"]},
     entry_points={"console_scripts": ["gluondet=gluondet.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -166,12 +166,18 @@ def dataset_config_from_dict(data, source=None, name=None):
             dup = next(c for c in classes if classes.count(c) > 1)
             raise GluondetError(f"{where}: class '{dup}' is listed twice")
     base = Path(source).parent if source else None
+    root = data["root"]
+    if isinstance(root, list):  # alternatives: the first that exists (else the first, for the message)
+        if not root:
+            raise GluondetError(f"{where}: 'root' is an empty list")
+        found = [expand_path(r, base) for r in root]
+        root = next((r for r in found if r.exists()), found[0])
     splits = dict(VOC_DEFAULT_SPLITS) if fmt == "voc" else {}
     splits.update(data.get("splits") or {})
     return DatasetConfig(
-        name=str(data.get("name") or name or Path(str(data["root"])).name),
+        name=str(data.get("name") or name or Path(str(root)).name),
         format=fmt,
-        root=expand_path(data["root"], base),
+        root=expand_path(root, base),
         classes=classes,
         splits=splits,
         synth=data.get("synth"),
@@ -188,17 +194,19 @@ def resolve_dataset(name_or_path, config_dir=None):
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return dataset_config_from_dict(load_yaml(path), source=path)
     if path.is_dir():
+        from .data.coco import coco_roles, find_coco_splits
+
+        coco_splits = {} if (path / "Annotations").is_dir() else find_coco_splits(path)
+        if coco_splits:  # a COCO root: annotations/instances_*.json and image folders
+            return DatasetConfig(name=path.resolve().name, format="coco", root=path.resolve(),
+                                 splits={**coco_splits, **coco_roles(coco_splits)})
         return DatasetConfig(name=path.resolve().name, format="voc", root=path.resolve(),
                              splits=dict(VOC_DEFAULT_SPLITS))
     if path.suffix == ".json" and path.is_file():
-        ann = path.resolve()
-        # COCO layout: <root>/annotations/instances_X.json with images in <root>/X (or beside it).
-        root = ann.parent.parent if ann.parent.name == "annotations" else ann.parent
-        split = ann.stem.replace("instances_", "")
-        # Images in <root>/<split>/ (COCO), <root>/images/ (CVAT, `gluondet data convert`) or <root>.
-        images = next((d for d in (root / split, root / "images") if d.is_dir()), root)
-        spec = {"annotations": str(ann), "images": str(images)}
-        return DatasetConfig(name=ann.stem, format="coco", root=root,
+        from .data.coco import coco_file_spec
+
+        root, spec = coco_file_spec(path)
+        return DatasetConfig(name=path.resolve().stem, format="coco", root=root,
                              splits={"train": spec, "val": spec, "test": spec})
     found = find_config("datasets", text, config_dir)
     if found is None:
@@ -258,6 +266,7 @@ class TrainConfig:
     lr: float = 0.001
     lr_steps: List[int] = field(default_factory=list)
     lr_decay: float = 0.1
+    lr_step_every: int = 0  # decay every N epochs (0: only at lr_steps)
     warmup_epochs: float = 0.0
     wd: float = 0.0005
     momentum: float = 0.9
@@ -266,6 +275,7 @@ class TrainConfig:
     num_workers: Optional[int] = None
     data_shape: Optional[int] = None
     val_interval: int = 1
+    log_every: int = 0  # iterations between TensorBoard loss/lr points (0: per epoch only)
     save_interval: int = 10
     out: Optional[str] = None
     resume: Optional[str] = None
@@ -363,6 +373,11 @@ def resolve_train_config(model_cfg, flags, base=None):
             raise ValueError(f"not a TrainConfig field: {key}")  # a gluondet bug, not user input
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    # one decay flag given replaces the other's value from the YAML (or the resumed run)
+    if flags.get("lr_step_every") and flags.get("lr_steps") is None:
+        values["lr_steps"] = []
+    if flags.get("lr_steps") and flags.get("lr_step_every") is None:
+        values["lr_step_every"] = 0
     config = TrainConfig(**values)
     validate_train_config(config)
     return config
@@ -378,10 +393,14 @@ def validate_train_config(config):
         (config.epochs >= 1, "--epochs must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
         (0 < config.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
+        (config.lr_step_every >= 0, "--lr-step-every must be 0 (off) or more"),
+        (not (config.lr_step_every and config.lr_steps), "--lr-steps and --lr-step-every contradict each "
+                                                          "other; give one"),
         (config.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
         (config.wd >= 0, "--wd must be 0 or more"),
         (0 <= config.momentum < 1, "--momentum must be in [0, 1)"),
         (config.val_interval >= 1, "--val-interval must be at least 1"),
+        (config.log_every >= 0, "--log-every must be 0 (off) or more"),
         (config.save_interval >= 0, "--save-interval must be 0 (never) or more"),
         (config.num_workers is None or config.num_workers >= 0, "--num-workers must be 0 or more"),
         (config.data_shape is None or config.data_shape >= 32, "--data-shape must be at least 32"),

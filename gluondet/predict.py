@@ -52,6 +52,11 @@ def read_image(path):
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if image is None:
         raise GluondetError(f"{path}: not an image or a corrupt one (OpenCV cannot decode it)")
+    from .data.integrity import bytes_problem
+
+    cut = bytes_problem(data)  # OpenCV decodes a cut JPEG without a word (grey rows)
+    if cut:
+        raise GluondetError(f"{path}: {cut}")
     if path.suffix.lower() in (".png", ".tif", ".tiff", ".webp"):
         # Only these formats carry alpha; IMREAD_COLOR drops it (transparent areas turn black).
         full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)

@@ -17,7 +17,8 @@ def data():
 
     \b
     A dataset is a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/), a VOCdevkit of such
-    folders, a COCO instances .json, or a config name (configs/datasets/NAME.yaml).
+    folders, a COCO instances .json, a COCO root folder (annotations/instances_*.json and the image
+    folders), or a config name (configs/datasets/NAME.yaml). convert also reads YOLO and labelme.
     """
 
 
@@ -59,7 +60,7 @@ def synth(out, n_train, n_val, seed, size):
 
 
 @data.command()
-@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.argument("root", type=click.Path(exists=True), metavar="VOC_ROOT|COCO.json")
 @click.option("--val", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of images for validation.")
 @click.option("--test", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -67,29 +68,45 @@ def synth(out, n_train, n_val, seed, size):
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same split.")
 @click.option("--force", is_flag=True, help="Overwrite existing split files.")
 def split(root, val, test, seed, force):
-    """Write train/val/test/trainval.txt under ROOT/ImageSets/Main/ from ROOT/Annotations/*.xml."""
+    """Split a dataset into train/val/test, stratified by class (each class spread over all three).
+
+    \b
+    A VOC folder: writes ROOT/ImageSets/Main/{train,val,test,trainval}.txt from ROOT/Annotations.
+    A COCO instances .json: writes instances_{train,val,test}.json beside it; its folder is then
+    a COCO root whose train/val/test roles are those files.
+    """
+    from pathlib import Path
+
     from ..data.split import write_splits
 
     splits = write_splits(root, val=val, test=test, seed=seed, force=force)
     counts = ", ".join(f"{name} {len(ids)}" for name, ids in splits.items())
-    click.echo(f"wrote {root}/ImageSets/Main/{{train,val,test,trainval}}.txt: {counts}")
+    if Path(root).is_file():
+        where = Path(root).resolve().parent
+        click.echo(f"wrote {where}/instances_{{train,val,test}}.json: {counts}")
+    else:
+        click.echo(f"wrote {root}/ImageSets/Main/{{train,val,test,trainval}}.txt: {counts}")
 
 
 @data.command()
 @dataset_target
 @click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
 @json_flag
-def check(root, dataset, config_dir, split_name, as_json):
+@click.option("--full-decode", is_flag=True,
+              help="Decode every pixel of every image (default: only images whose file does not end whole).")
+def check(root, dataset, config_dir, split_name, as_json, full_decode):
     """Report every problem in a dataset, one line each: FILE: SEVERITY: PROBLEM: DETAIL.
 
-    Reads annotations and image headers (not pixels), through a cache, so it is quick to re-run.
-    Exit status 0 when there are no errors (warnings such as images with no objects are fine),
-    1 when there are errors. --json prints a list of {file, severity, problem, detail}.
+    Reads annotations and image headers, and checks that each image file is whole (a JPEG or PNG
+    cut short is an error; files without their end marker are decoded), in parallel and through a
+    cache, so it is quick to re-run. Exit status 0 when there are no errors (warnings such as
+    images with no objects are fine), 1 when there are errors. --json prints a list of
+    {file, severity, problem, detail}.
     """
     from ..data.check import check_dataset, format_report
 
     cfg = _resolve(root, dataset, config_dir)
-    result = check_dataset(cfg, split_name)
+    result = check_dataset(cfg, split_name, full_decode=full_decode, progress=not as_json)
     if as_json:
         click.echo(json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False, indent=1))
     else:
@@ -106,42 +123,66 @@ def check(root, dataset, config_dir, split_name, as_json):
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Also draw class counts, boxes per image, box sizes and aspect ratios into a PNG.")
 def stats(root, dataset, config_dir, split_name, as_json, plot):
-    """Count images and boxes (per class, per image) and describe box sizes and aspect ratios."""
+    """Count images and boxes (per class, per image) and describe box sizes and aspect ratios.
+
+    Files that cannot be read (an unparseable annotation, a missing image) are left out of the
+    counts and listed on stderr, and the exit status is then 1.
+    """
     from ..data import READERS, ensure_dataset
-    from ..data.stats import dataset_stats, format_stats, plot_stats
+    from ..data.check import format_report
+    from ..data.stats import dataset_stats, format_stats, plot_stats, readable_entries
 
     cfg = _resolve(root, dataset, config_dir)
     ensure_dataset(cfg)
-    entries = READERS[cfg.format](cfg, split_name).entries
+    entries, broken = readable_entries(READERS[cfg.format](cfg, split_name))
     result = dataset_stats(entries)
+    if as_json:
+        result["unreadable"] = [p.to_dict() for p in broken]
     click.echo(json.dumps(result, ensure_ascii=False, indent=1) if as_json else format_stats(result))
     if plot:
         plot_stats(entries, plot, title=f"{cfg.name} ({split_name or 'all'})")
         if not as_json:
             click.echo(f"plot: {plot}")
+    if broken:
+        click.echo(f"gluondet: not counted: {len(broken)} problem(s) in files that cannot be read:\n"
+                   + format_report(broken, limit=30), err=True)
+        sys.exit(1)
 
 
 @data.command()
-@click.argument("source_format", metavar="FORMAT", type=click.Choice(["labelme"]))
-@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("source_format", metavar="FORMAT", type=click.Choice(["voc", "coco", "yolo", "labelme"]))
+@click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
-@click.option("--to", "to_format", type=click.Choice(["voc", "coco"]), default="voc", show_default=True,
-              help="Write a VOC folder (then: gluondet data split DST) or a COCO dataset.")
-def convert(source_format, src_dir, dst, to_format):
-    """Convert annotations: labelme JSON files in SRC_DIR to a VOC folder or COCO dataset at DST.
+@click.option("--to", "to_format", type=click.Choice(["voc", "coco", "yolo"]), default="voc", show_default=True,
+              help="The format to write.")
+@click.option("--copy", is_flag=True, help="Copy the images (default: symbolic links to the source images).")
+def convert(source_format, src, dst, to_format, copy):
+    """Convert a dataset between formats: FORMAT (voc, coco, yolo, labelme) at SRC to --to at DST.
 
     \b
-    Rectangles, polygons, circles and line strips become boxes; polygons are kept as COCO
-    segmentation. VOC: DST/Annotations, DST/JPEGImages. COCO: DST/annotations/instances_default.json,
-    DST/images. Shapes without area are left out with a warning; other problems stop the conversion
-    before anything is written.
-    """
-    from ..data.labelme import convert_labelme
+    voc      a VOC folder: Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt (splits);
+             1-based inclusive whole pixels, read as GluonCV reads them
+    coco     an instances .json, or a COCO root: annotations/instances_*.json + image folders;
+             bbox [x, y, w, h] in 0-based continuous pixels
+    yolo     a folder with data.yaml (or classes.txt): images/, labels/*.txt of
+             'class cx cy w h' normalized to the image size
+    labelme  a folder of labelme .json files (source only)
 
-    summary = convert_labelme(src_dir, dst, to=to_format)
+    \b
+    Boxes are carried exactly (VOC: widened to whole pixels, counted); class names and their order
+    are kept; splits, negatives, difficult/crowd flags and polygons are carried where the target has
+    them, and what it cannot hold is reported. Everything is read and checked before anything is
+    written; DST must be new or empty and appears whole at the end.
+    """
+    from ..data.convert import convert_dataset
+
+    summary = convert_dataset(source_format, src, dst, to_format, copy=copy)
     for line in summary["warnings"]:
         click.echo(f"warning: {line}", err=True)
+    for line in summary["notes"]:
+        click.echo(f"note: {line}", err=True)
+    splits = ", ".join(f"{name} {n}" for name, n in summary["splits"].items())
     click.echo(f"converted {summary['images']} images, {summary['boxes']} boxes "
-               f"({', '.join(summary['classes'])}) to {summary['output']}")
-    if to_format == "voc":
+               f"({', '.join(summary['classes'])}){f'; splits: {splits}' if splits else ''} to {summary['output']}")
+    if to_format == "voc" and not summary["splits"]:
         click.echo(f"next: gluondet data split {dst}")

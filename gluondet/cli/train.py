@@ -21,6 +21,7 @@ def _optional(name, type_, help_):
 @_optional("--epochs", int, "Epochs to train (with --resume: the new total) [model YAML].")
 @_optional("--lr", float, "Base learning rate (SGD) [model YAML].")
 @_optional("--lr-steps", str, "Epochs (0-based, comma list such as 60,80) where lr is multiplied by --lr-decay.")
+@_optional("--lr-step-every", int, "Multiply lr by --lr-decay every N epochs (instead of --lr-steps).")
 @_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch [0.1].")
 @_optional("--warmup-epochs", float, "Linear lr warm-up over this many epochs, per iteration.")
 @_optional("--wd", float, "Weight decay.")
@@ -31,6 +32,8 @@ def _optional(name, type_, help_):
 @_optional("--num-workers", int, "DataLoader worker processes [half the usable CPUs, 1 to 4].")
 @_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
 @_optional("--val-interval", int, "Validate every N epochs (and after the last) [1].")
+@_optional("--log-every", int, "Also write the losses (mean over N iterations) and lr to TensorBoard every N "
+                              "iterations [0: per epoch only].")
 @_optional("--save-interval", int, "Also keep epoch_XXXX.params every N epochs, 0 for never [10].")
 @click.option("--out", default=None, metavar="DIR",
               help="Run folder [runs/<dataset>-<model>, numbered when taken; never overwritten].")

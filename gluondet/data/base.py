@@ -105,6 +105,11 @@ def decode_image(path):
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise GluondetError(f"{path}: not a readable image (corrupt or unsupported format)")
+    from .integrity import bytes_problem
+
+    cut = bytes_problem(data)  # OpenCV decodes a cut JPEG without a word (grey rows)
+    if cut:
+        raise GluondetError(f"{path}: {cut}")
     if img.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the top 8 bits of the full range
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:

@@ -44,20 +44,34 @@ class CheckResult:
         return [e for i, e in enumerate(self.entries) if i not in self.bad]
 
 
-def check_dataset(cfg, split=None, classes=None):
+def check_dataset(cfg, split=None, classes=None, full_decode=False, progress=False):
     """Check a dataset (a DatasetConfig) for a role/split spec, or everything when ``split`` is None.
 
     ``classes`` overrides the config's classes (e.g. a trained run's). Reads annotation files and
-    image headers through the parsed-index cache, so a second check costs a fraction of the first.
+    image headers through the parsed-index cache, so a second check costs a fraction of the first;
+    image files are checked whole (integrity.py: cut or corrupt files; ``full_decode``: every
+    pixel of every image), in parallel and cached too.
     """
     from . import READERS
     from .resolve import ensure_dataset
 
     ensure_dataset(cfg)
     index = READERS[cfg.format](cfg, split)
+    add_pixel_problems(index.entries, cfg.root, full_decode, progress)
     declared = list(classes) if classes is not None else (cfg.classes or index.file_classes)
     where = str(cfg.source or cfg.root)
     return check_index(index, declared, where)
+
+
+def add_pixel_problems(entries, root, full=False, progress=False):
+    """Add an error to each entry whose image file is cut or corrupt (images whose header was read)."""
+    from .integrity import pixel_problems
+
+    readable = [e for e in entries if e.image_path and e.header_size]
+    found = pixel_problems([e.image_path for e in readable], root, full, progress)
+    for e in readable:
+        if e.image_path in found:
+            e.problems.append(error(e.image_path, "corrupt-image", found[e.image_path]))
 
 
 def check_index(index, declared_classes=None, where="classes"):

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import GluondetError
-from .base import FLAG_CROWD, FLAG_NORMAL, DatasetIndex, Entry, error
+from .base import FLAG_CROWD, FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error
 from .cache import FileCache
 from .voc import _header_size
 
@@ -35,6 +35,44 @@ def coco_paths(root, spec):
     return ann, images
 
 
+def coco_file_spec(ann_path):
+    """(dataset root, split spec) of an instances JSON, finding its images the usual ways.
+
+    COCO layout: ``<root>/annotations/instances_X.json`` with images in ``<root>/X/``; CVAT and
+    ``gluondet data convert`` put them in ``<root>/images/``; else the JSON's own folder.
+    """
+    ann = Path(ann_path).resolve()
+    root = ann.parent.parent if ann.parent.name == "annotations" else ann.parent
+    split = ann.stem.replace("instances_", "")
+    images = next((d for d in (root / split, root / "images") if d.is_dir()), root)
+    return root, {"annotations": str(ann), "images": str(images)}
+
+
+def find_coco_splits(root):
+    """{split name: spec} of a COCO root folder's ``annotations/instances_*.json`` (sorted; {} if none).
+
+    The name is what follows ``instances_``: ``train2017``, ``val2017``, ``default``.
+    """
+    ann_dir = Path(root) / "annotations"
+    files = sorted(ann_dir.glob("instances_*.json")) if ann_dir.is_dir() else []
+    return {f.stem[len("instances_"):]: coco_file_spec(f)[1] for f in files}
+
+
+def coco_roles(splits):
+    """train/val/test -> spec for a COCO root's splits: ``train2017`` serves train, ``val2017`` val
+    (and test when there is no test file); a single file (``instances_default.json``) serves all three."""
+    roles = {}
+    for role in ("train", "val", "test"):
+        match = [spec for name, spec in splits.items() if name.startswith(role)]
+        if match:
+            roles[role] = match[0]
+    roles.setdefault("test", roles.get("val"))
+    if len(splits) == 1:
+        only = next(iter(splits.values()))
+        roles = {role: roles.get(role) or only for role in ("train", "val", "test")}
+    return {role: spec for role, spec in roles.items() if spec is not None}
+
+
 def load_coco_api(ann_path):
     """pycocotools' COCO object for a file, quietly; a broken file is a GluondetError."""
     from pycocotools.coco import COCO
@@ -53,13 +91,13 @@ def load_coco_api(ann_path):
     return api
 
 
-def read_coco(root, spec):
+def read_coco(root, spec, api=None):
     """Entries of a COCO split, file-level problems, and the category names in file order.
 
-    Returns ``(entries, problems, category_names)``.
+    Returns ``(entries, problems, category_names)``. ``api``: the file's COCO object, if loaded.
     """
     ann_path, images_dir = coco_paths(root, spec)
-    api = load_coco_api(ann_path)
+    api = api or load_coco_api(ann_path)
     data = api.dataset
     problems = []
     categories = {}
@@ -104,7 +142,8 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
     if img.get("width") and img.get("height"):
         declared = (int(img["width"]), int(img["height"]))
     header = None
-    resolved = image_path.resolve()
+    # lexical, not resolve(): '../' must not leave the folder, a symlinked image (data convert) may
+    resolved = Path(os.path.normpath(base / file_name))
     if not file_name or (resolved != base and base not in resolved.parents):
         problems.append(error(ann_path, "bad-value", f"image {img.get('id')}: file_name {file_name!r} "
                                                      f"is not a file inside {images_dir}"))
@@ -133,7 +172,8 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
                                                          "is not [x, y, w, h]"))
             continue
         x, y, w, h = (float(v) for v in bbox)
-        flag = FLAG_CROWD if ann.get("iscrowd") else FLAG_NORMAL
+        # "difficult" is not COCO's: gluondet's converter keeps VOC's flag in it (pycocotools ignores it)
+        flag = FLAG_CROWD if ann.get("iscrowd") else FLAG_DIFFICULT if ann.get("difficult") else FLAG_NORMAL
         objects.append((categories[cat], x, y, x + w, y + h, flag))
         raw.append((x, y, w, h))
     return Entry(image_id=str(img.get("id")), ann_file=label_file,
@@ -157,10 +197,12 @@ def read_coco_dataset(cfg, split=None):
             known = ", ".join(cfg.splits) or "none"
             raise GluondetError(f"dataset {cfg.name}: no split '{split}' (known: {known})")
         specs = [spec]
-    entries, problems, names = [], [], None
+    entries, problems, names, seen = [], [], None, set()
     for spec in specs:
         got, found, file_names = read_coco(cfg.root, spec)
-        entries.extend(got)
+        # split files overlap (trainval = train + val): each image once, unless it has its own problems
+        entries.extend(e for e in got if e.problems or e.image_path is None or e.image_path not in seen)
+        seen.update(e.image_path for e in got)
         problems.extend(found)
         if names is None:
             names = file_names

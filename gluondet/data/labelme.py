@@ -1,8 +1,9 @@
-"""labelme JSON to a VOC folder or a COCO file (``gluondet data convert labelme SRC DST --to voc|coco``).
+"""labelme JSON reader for ``gluondet data convert labelme SRC DST --to voc|coco|yolo`` (convert.py).
 
 Every shape with points becomes a box: rectangles and masks (two corners), polygons, line strips
 (their extent), circles (centre and a point on the rim). Polygons are kept as COCO segmentation.
-A shape that encloses no area (a point, a straight line) is left out with a warning. The image is
+A shape that encloses no area (a point, a straight line) and a shape of a type labelme does not
+write (``shape_type: banana``) are left out with a warning. The image is
 ``imagePath`` relative to the JSON file, which must stay inside SRC_DIR; when that file is missing
 the embedded ``imageData`` is used. Photos with an EXIF rotation are written upright, since
 labelme draws (and so labels) them upright.
@@ -14,15 +15,15 @@ import base64
 import io
 import json
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 from ..errors import GluondetError
-from ..fileio import atomic_write_bytes, atomic_write_text
 
 EXIF_ORIENTATION = 0x0112
+# labelme's shape types (labelme/shape.py); a mask shape carries its two box corners as points
+SHAPE_TYPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "points", "mask")
 PIL_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
 
 
@@ -127,6 +128,8 @@ def _shape(shape, image):
     if not points or not all(math.isfinite(v) for p in points for v in p):
         return "no points"
     kind = shape.get("shape_type") or "polygon"  # labelme before 3.x wrote polygons only
+    if kind not in SHAPE_TYPES:
+        return f"unknown shape_type {kind!r} (labelme writes {', '.join(SHAPE_TYPES)})"
     polygon = None
     if kind == "circle" and len(points) == 2:
         (cx, cy), (px, py) = points
@@ -170,99 +173,11 @@ def read_labelme_dir(src_dir):
     return images
 
 
-def convert_labelme(src_dir, dst, to="voc"):
-    """Convert a folder of labelme JSON files into a VOC folder or a COCO dataset at ``dst``.
+def convert_labelme(src_dir, dst, to="voc", copy=False):
+    """Convert a folder of labelme JSON files into a VOC folder, COCO or YOLO dataset at ``dst``.
 
-    VOC: ``dst/Annotations/*.xml`` and ``dst/JPEGImages/``. COCO: ``dst/annotations/
-    instances_default.json`` and ``dst/images/``. Returns ``{"images", "boxes", "classes",
-    "warnings", "output"}``.
+    The same as ``convert_dataset("labelme", ...)`` (convert.py); returns its summary.
     """
-    if to not in ("voc", "coco"):
-        raise GluondetError(f"--to {to}: use voc or coco")
-    dst = Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise GluondetError(f"{dst}: exists and is not an empty folder; choose a new destination")
-    images = read_labelme_dir(src_dir)
-    classes = sorted({s.label for im in images for s in im.shapes})
-    if to == "voc":
-        output = _write_voc(images, dst)
-    else:
-        output = _write_coco(images, classes, dst)
-    return {"images": len(images), "boxes": sum(len(im.shapes) for im in images), "classes": classes,
-            "warnings": [w for im in images for w in im.warnings], "output": str(output)}
+    from .convert import convert_dataset
 
-
-def _write_image(image, folder):
-    target = folder / f"{image.stem}{image.ext}"
-    if image.data is not None:
-        atomic_write_bytes(target, image.data)
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(image.source, target)
-    return target
-
-
-def _write_voc(images, dst):
-    for image in images:
-        _write_image(image, dst / "JPEGImages")
-        atomic_write_text(dst / "Annotations" / f"{image.stem}.xml", voc_xml(image))
-    return dst
-
-
-def voc_xml(image):
-    """VOC annotation text for a LabelmeImage: 1-based integer pixel coordinates, like LabelImg."""
-    from xml.etree import ElementTree as ET
-
-    root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = "JPEGImages"
-    ET.SubElement(root, "filename").text = f"{image.stem}{image.ext}"
-    size = ET.SubElement(root, "size")
-    for tag, value in (("width", image.width), ("height", image.height), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(value)
-    ET.SubElement(root, "segmented").text = "0"
-    for shape in image.shapes:
-        x0, y0, x1, y1 = shape.box
-        # continuous [x0, x1] covers pixels floor(x0) .. ceil(x1) - 1 (0-based) = floor(x0)+1 .. ceil(x1) (1-based)
-        xmin, ymin = min(math.floor(x0) + 1, image.width - 1), min(math.floor(y0) + 1, image.height - 1)
-        xmax, ymax = max(math.ceil(x1), xmin + 1), max(math.ceil(y1), ymin + 1)
-        xmax, ymax = min(xmax, image.width), min(ymax, image.height)
-        obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = shape.label
-        ET.SubElement(obj, "pose").text = "Unspecified"
-        ET.SubElement(obj, "truncated").text = "0"
-        ET.SubElement(obj, "difficult").text = "1" if shape.difficult else "0"
-        box = ET.SubElement(obj, "bndbox")
-        for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
-            ET.SubElement(box, tag).text = str(value)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _write_coco(images, classes, dst):
-    cat_ids = {name: i + 1 for i, name in enumerate(classes)}
-    doc = {"info": {"description": "converted from labelme by gluondet"}, "licenses": [],
-           "images": [], "annotations": [], "categories": [{"id": cat_ids[n], "name": n, "supercategory": ""}
-                                                           for n in classes]}
-    ann_id = 0
-    for image_id, image in enumerate(images, 1):
-        target = _write_image(image, dst / "images")
-        doc["images"].append({"id": image_id, "file_name": target.name, "width": image.width,
-                              "height": image.height})
-        for shape in image.shapes:
-            ann_id += 1
-            x0, y0, x1, y1 = shape.box
-            polygon = shape.polygon or [x0, y0, x1, y0, x1, y1, x0, y1]
-            area = _polygon_area(polygon) if shape.polygon else (x1 - x0) * (y1 - y0)
-            doc["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": cat_ids[shape.label],
-                                       "bbox": [x0, y0, x1 - x0, y1 - y0], "area": area,
-                                       "segmentation": [polygon], "iscrowd": 0})
-    ann_path = dst / "annotations" / "instances_default.json"
-    atomic_write_text(ann_path, json.dumps(doc, ensure_ascii=False, indent=1))
-    return ann_path
-
-
-def _polygon_area(flat):
-    xs, ys = flat[0::2], flat[1::2]
-    n = len(xs)
-    return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2.0
-
+    return convert_dataset("labelme", src_dir, dst, to, copy=copy)

@@ -38,6 +38,22 @@ def box_arrays(entries):
             "aspect_ratio": widths / heights if widths.size else widths, "boxes_per_image": np.array(per_image)}
 
 
+def readable_entries(index):
+    """The entries of a reader's DatasetIndex whose files could be read, and the reading errors.
+
+    An unparseable annotation or a missing image is not "an image with no objects": stats must
+    leave such entries out and name them, never count them as negatives.
+    """
+    broken = [p for p in index.problems if p.severity == "error"]
+    good = []
+    for entry in index.entries:
+        errors = [p for p in entry.problems if p.severity == "error"]
+        broken.extend(errors)
+        if not errors:
+            good.append(entry)
+    return good, broken
+
+
 def dataset_stats(entries):
     """A JSON-ready dict: images, boxes, per_class, negatives, difficult, crowd and distributions."""
     per_class = Counter(name for e in entries for name, *_ in e.objects)

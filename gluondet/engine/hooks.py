@@ -62,9 +62,10 @@ class Validation(HookBase):
         state = self.trainer.state
         if not self.due():
             return
+        from .logging import validation_columns
+
         state.scores = self.validate(self.trainer.signals.guard)
-        state.row["val_map"] = state.scores["map"]
-        state.row.update({f"ap/{name}": ap for name, ap in (state.scores.get("per_class") or {}).items()})
+        state.row.update(validation_columns(state.scores))  # val_map, ap/<class>, coco/<12 numbers>
 
 
 class BestCheckpoint(HookBase):
@@ -152,13 +153,27 @@ class Checkpointer(HookBase):
 
 
 class MetricsWriter(HookBase):
-    """metrics.csv and curves.png rewritten from the committed history; TensorBoard scalars."""
+    """metrics.csv and curves.png (with ``lr_schedule``, the planned lr of every epoch) rewritten
+    from the committed history; TensorBoard scalars every epoch, and with ``log_every`` N the
+    losses (mean over N iterations) and lr every N iterations (logging.IterationLog)."""
 
-    def __init__(self, run, loss_names):
+    def __init__(self, run, loss_names, lr_schedule=None, log_every=0):
         from .logging import TensorBoard
 
-        self.run, self.loss_names = run, loss_names
+        self.run, self.loss_names, self.lr_schedule = run, loss_names, lr_schedule
         self.board = TensorBoard(run.path / "tb")
+        self.log_every = log_every
+        self.iterations = None
+
+    def after_step(self):
+        if not self.log_every:
+            return
+        from .logging import IterationLog
+
+        state = self.trainer.state
+        if self.iterations is None:
+            self.iterations = IterationLog(self.board, self.log_every, self.trainer.iters_per_epoch)
+        self.iterations(state.epoch, state.iteration - 1, state.lr, state.losses)
 
     def before_train(self):
         from .logging import write_metrics
@@ -174,7 +189,7 @@ class MetricsWriter(HookBase):
         row = history[-1]
         self.board.scalars({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
         if "val_map" in row:
-            draw_curves(history, self.run.path / "curves.png", self.loss_names)
+            draw_curves(history, self.run.path / "curves.png", self.loss_names, lr_schedule=self.lr_schedule)
 
     def after_train(self):
         self.board.close()

@@ -32,6 +32,18 @@ def write_metrics(path, history):
     return rows
 
 
+def validation_columns(scores):
+    """metrics.csv / TensorBoard columns of one validation result (``validate``'s dict).
+
+    ``val_map``, ``ap/<class>`` for each class, and with the COCO metric all 12 COCO numbers as
+    ``coco/AP``, ``coco/AP50``, ... ``coco/ARl`` (pycocotools' order; undefined ones left empty).
+    """
+    columns = {"val_map": scores["map"]}
+    columns.update({f"ap/{name}": ap for name, ap in (scores.get("per_class") or {}).items()})
+    columns.update({f"coco/{name}": value for name, value in (scores.get("coco") or {}).items()})
+    return columns
+
+
 def _fmt(value):
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -48,14 +60,18 @@ def _floats(rows, key):
     return xs, ys
 
 
-def draw_curves(rows, path, loss_names, map_name="val_map"):
-    """curves.png: training losses and validation mAP against epochs (matplotlib, Agg, no display)."""
+def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
+    """curves.png: training losses, validation mAP and the learning rate against epochs (Agg, no display).
+
+    ``lr_schedule``: the planned lr of every epoch (``schedule.epoch_learning_rates``), drawn as a
+    step line over the whole run, with the lr each finished epoch ended at (metrics.csv) as dots.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_map, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     for name in loss_names:
         xs, ys = _floats(rows, name)
         if xs:
@@ -68,10 +84,25 @@ def draw_curves(rows, path, loss_names, map_name="val_map"):
     ax_map.set_xlabel("epoch")
     ax_map.set_ylabel("validation mAP")
     ax_map.set_ylim(0, 1)
+    _draw_lr(ax_lr, rows, lr_schedule)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
+
+
+def _draw_lr(ax, rows, lr_schedule):
+    if lr_schedule:
+        epochs = list(range(1, len(lr_schedule) + 1))  # epoch k (1-based, as in metrics.csv) runs at [k - 1]
+        ax.step(epochs, lr_schedule, where="mid", color="tab:gray", label="schedule")
+    xs, ys = _floats(rows, "lr")
+    if xs:
+        ax.plot(xs, ys, "o", color="tab:orange", label="end of epoch")
+    if lr_schedule or xs:
+        ax.set_yscale("log")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
 
 
 class TensorBoard:
@@ -96,3 +127,27 @@ class TensorBoard:
     def close(self):
         if self._writer is not None:
             self._writer.close()
+
+
+class IterationLog:
+    """``--log-every N``: every N iterations, the mean of each loss over those N and the lr, into
+    TensorBoard as ``iter/<loss>`` and ``iter/lr`` at the global iteration (epoch * iterations per
+    epoch + iteration + 1), so curves of resumed runs join up. ``every`` 0 writes nothing."""
+
+    def __init__(self, board, every, iters_per_epoch):
+        self.board = board
+        self.every = every
+        self.iters_per_epoch = iters_per_epoch
+        self._sums, self._count = {}, 0
+
+    def __call__(self, epoch, iteration, lr, losses):
+        if not self.every:
+            return
+        for name, value in losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value
+        self._count += 1
+        step = epoch * self.iters_per_epoch + iteration + 1
+        if step % self.every == 0:
+            values = {name: total / self._count for name, total in self._sums.items()}
+            self.board.scalars(dict(values, lr=lr), step, prefix="iter/")
+            self._sums, self._count = {}, 0

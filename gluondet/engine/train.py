@@ -13,7 +13,7 @@ from ..config import TrainConfig, resolve_dataset, resolve_model_config, resolve
 from ..errors import GluondetError
 from ..run_folder import RunFolder
 from . import hooks as H
-from .schedule import learning_rate
+from .schedule import epoch_learning_rates, learning_rate
 from .trainer import LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
 
 say = H.say
@@ -100,6 +100,7 @@ def _check_schedule(config, resumed, saved_patience=0):
 def prepare(config):
     """Contexts, datasets and the run folder (locked). Nothing is written but the lock yet."""
     from ..data import load_dataset
+    from ..data.split import val_overlap_warning
     from ..models import model_family
     from ..runtime import make_contexts
 
@@ -117,6 +118,9 @@ def prepare(config):
     if rank == 0 and dataset_cfg.classes is None and not config.resume:
         say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
     val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad)
+    overlap = val_overlap_warning(train_ds, val_ds) if rank == 0 else None
+    if overlap:
+        say(f"warning: {overlap}")
     run = None
     if rank == 0:
         run = resumed_run.lock() if resumed_run else RunFolder.create(
@@ -228,7 +232,9 @@ def make_hooks(s, net, step, val_data, extra=()):
         hooks += [H.Validation(run_validation, config.val_interval), H.BestCheckpoint(label),
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
                   H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
-                  H.MetricsWriter(s.run, step.loss_names)]
+                  H.MetricsWriter(s.run, step.loss_names, lr_schedule=epoch_learning_rates(
+                      config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every),
+                      log_every=config.log_every)]
     hooks.append(H.Progress(enabled=s.chief and not config.quiet))
     return hooks + list(extra)
 
@@ -278,7 +284,7 @@ def train(config, extra_hooks=()):
 
         def lr_at(epoch, i):
             return learning_rate(epoch, i, iters, config.lr, config.lr_steps, config.lr_decay,
-                                 config.warmup_epochs)
+                                 config.warmup_epochs, config.lr_step_every)
 
         trainer = Trainer(net, train_data, step, optimizer, s.ctx_list,
                           make_hooks(s, net, step, val_data, extra_hooks), lr_at, config.epochs, iters,

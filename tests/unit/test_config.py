@@ -97,3 +97,31 @@ def test_merge_ignores_none_and_recurses():
 def test_unknown_model_lists_known_ones():
     with pytest.raises(GluondetError, match="known models"):
         resolve_model_config("no_such_model")
+
+
+def test_coco_root_folder_roles_and_the_coco2017_config_finds_either_folder(tmp_path, monkeypatch):
+    root = tmp_path / "coco2017"
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir(parents=True)
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text("{}")
+    cfg = resolve_dataset(str(root))
+    assert cfg.format == "coco"
+    assert cfg.split_spec("train")["images"] == str(root / "train2017")
+    assert cfg.split_spec("val") == cfg.split_spec("test") == cfg.split_spec("val2017")
+    assert cfg.split_spec("val")["annotations"] == str(root / "annotations" / "instances_val2017.json")
+    monkeypatch.setenv("GLUONDET_DATA", str(tmp_path))
+    assert resolve_dataset("coco2017").root == root
+    root.rename(tmp_path / "coco")
+    assert resolve_dataset("coco2017").root == tmp_path / "coco"
+    (tmp_path / "coco").rename(tmp_path / "elsewhere")
+    assert resolve_dataset("coco2017").root == root  # neither: the first, for the error message
+
+
+def test_single_coco_file_root_serves_every_role(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations" / "instances_default.json").write_text("{}")
+    cfg = resolve_dataset(str(tmp_path))
+    assert cfg.split_spec("train") == cfg.split_spec("val") == cfg.split_spec("test")
+    assert cfg.split_spec("train")["images"] == str(tmp_path / "images")

@@ -73,3 +73,16 @@ def test_shipped_model_yamls_resolve(name):
     assert config.lr > 0 and config.lr_steps and config.clip_gradient
     # From scratch the SSDs need a warm-up (SSD512 at lr 0.001 went NaN within 10 iterations without).
     assert model_cfg["family"] == "faster_rcnn" or config.warmup_epochs > 0
+
+
+def test_lr_step_every_replaces_the_yaml_steps_and_refuses_both_flags():
+    from gluondet.errors import GluondetError
+
+    model = {"name": "m", "train": {"lr_steps": [10, 20]}}
+    config = resolve_train_config(model, {"lr_step_every": 8})
+    assert config.lr_step_every == 8 and config.lr_steps == []
+    assert resolve_train_config(model, {}).lr_step_every == 0
+    with pytest.raises(GluondetError, match="contradict"):
+        resolve_train_config(model, {"lr_step_every": 8, "lr_steps": "3,5"})
+    with pytest.raises(GluondetError, match="--lr-step-every must be"):
+        resolve_train_config({"name": "m"}, {"lr_step_every": -1})

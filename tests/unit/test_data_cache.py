@@ -59,7 +59,7 @@ def test_added_and_deleted_files_and_changed_splits(tmp_path, parse_count):
     ds = load_dataset(voc_config(tmp_path), "train")
     assert parse_count == ["d.xml"]
     assert [ds.image_id(i) for i in range(len(ds))] == ["a", "d"] and ds.classes == ["cat", "owl"]
-    stored = json.loads(next((tmp_path / ".gluondet_cache").glob("*.json")).read_text())["entries"]
+    stored = json.loads(next((tmp_path / ".gluondet_cache").glob("voc-index-*.json")).read_text())["entries"]
     assert "a:c.xml" not in stored and "a:d.xml" in stored
 
 
@@ -73,7 +73,7 @@ def test_replaced_image_gets_its_new_size(tmp_path):
 def test_corrupt_cache_is_ignored_and_rewritten(tmp_path, parse_count):
     three(tmp_path)
     check_dataset(voc_config(tmp_path))
-    cache_file = next((tmp_path / ".gluondet_cache").glob("*.json"))
+    cache_file = next((tmp_path / ".gluondet_cache").glob("voc-index-*.json"))
     cache_file.write_text("{ not json")
     parse_count.clear()
     assert check_dataset(voc_config(tmp_path)).ok

@@ -90,3 +90,17 @@ def test_broken_json_is_one_clear_error(tmp_path):
     path.write_text("{ broken")
     with pytest.raises(GluondetError, match=r"instances_x\.json: not valid JSON"):
         check_dataset(resolve_dataset(path))
+
+
+def test_whole_coco_root_counts_each_image_once_across_overlapping_split_files(tmp_path):
+    from gluondet.data import READERS
+
+    path = write_coco(tmp_path, [img(1), img(2), img(3)], [ann(1, 1, 3, [4, 5, 10, 20])], CATS)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    for name, ids in (("train", [1, 2]), ("val", [3]), ("trainval", [1, 2, 3])):
+        part = dict(doc, images=[i for i in doc["images"] if i["id"] in ids])
+        (path.parent / f"instances_{name}.json").write_text(json.dumps(part), encoding="utf-8")
+    cfg = resolve_dataset(tmp_path)  # instances_{default,train,trainval,val}.json
+    entries = READERS["coco"](cfg, None).entries
+    assert sorted(e.image_id for e in entries) == ["1", "2", "3"]
+    assert len(READERS["coco"](cfg, "train").entries) == 2

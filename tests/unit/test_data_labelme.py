@@ -86,3 +86,13 @@ def test_non_empty_destination_is_refused(src, tmp_path):
     (tmp_path / "out" / "keep.txt").write_text("x")
     with pytest.raises(GluondetError, match="not an empty folder"):
         convert_labelme(src, tmp_path / "out")
+
+
+def test_unknown_shape_type_is_reported_and_left_out(src, tmp_path):
+    doc = json.loads((src / "hats.json").read_text(encoding="utf-8"))
+    n = len(doc["shapes"])
+    doc["shapes"].append({"label": "hat", "points": [[1, 1], [30, 30]], "shape_type": "banana"})
+    (src / "hats.json").write_text(json.dumps(doc), encoding="utf-8")
+    summary = convert_labelme(src, tmp_path / "voc")
+    assert any(f"shape {n + 1}: unknown shape_type 'banana'" in w and "left out" in w for w in summary["warnings"])
+    assert summary["boxes"] == 4  # as without it

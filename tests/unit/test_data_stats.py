@@ -28,3 +28,21 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "stats.png"
     plot_stats(entries(tmp_path / "d"), out, title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stats_names_unreadable_files_and_exits_non_zero(tmp_path):
+    from click.testing import CliRunner
+
+    from gluondet.cli import main
+
+    root = write_voc(tmp_path, {"a": {"objects": [("cat", 5, 5, 20, 20)]}, "b": {"xml": "<annotation><object>"},
+                                "c": {"objects": []}, "d": {"objects": [("cat", 1, 1, 9, 9)], "ext": None}})
+    runner = CliRunner(mix_stderr=False)
+    result = runner.invoke(main, ["data", "stats", str(root)])
+    assert result.exit_code == 1
+    assert "images: 2 (1 with no objects)" in result.stdout  # a and c; not the broken b, nor d
+    assert "b.xml: error: unparseable-xml" in result.stderr and "d.xml: error: missing-image" in result.stderr
+    result = runner.invoke(main, ["data", "stats", str(root), "--json"])
+    import json
+
+    assert result.exit_code == 1 and len(json.loads(result.stdout)["unreadable"]) == 2

@@ -28,3 +28,17 @@ def test_temp_name_keeps_suffix(tmp_path):
     with atomic_path(tmp_path / "curves.png") as tmp:
         assert tmp.endswith(".png")
         open(tmp, "wb").close()
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    from gluondet.fileio import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o640  # not mkstemp's 0600

@@ -32,3 +32,23 @@ def test_fractional_warmup_epochs_count_iterations():
 
 def test_warmup_scales_the_decayed_lr_when_a_step_comes_first():
     assert learning_rate(1, 0, 10, 1.0, lr_steps=[1], lr_decay=0.5, warmup_epochs=2) == pytest.approx(0.5 * 11 / 20)
+
+
+def test_step_every_n_epochs():
+    lr = lambda epoch: learning_rate(epoch, 0, 10, 1.0, lr_decay=0.5, lr_step_every=3)  # noqa: E731
+    assert [lr(e) for e in range(10)] == pytest.approx([1, 1, 1, .5, .5, .5, .25, .25, .25, .125])
+
+
+def test_step_every_equals_the_explicit_steps_it_stands_for():
+    for every in (1, 2, 8):
+        steps = list(range(every, 50, every))
+        assert all(learning_rate(e, i, 7, 0.3, lr_steps=steps, warmup_epochs=1.5)
+                   == pytest.approx(learning_rate(e, i, 7, 0.3, lr_step_every=every, warmup_epochs=1.5))
+                   for e in range(50) for i in (0, 6))
+
+
+def test_epoch_learning_rates_follow_the_schedule():
+    from gluondet.engine.schedule import epoch_learning_rates
+
+    assert epoch_learning_rates(5, 1.0, lr_steps=[2], lr_decay=0.1) == pytest.approx([1, 1, .1, .1, .1])
+    assert epoch_learning_rates(5, 1.0, lr_step_every=2, lr_decay=0.1) == pytest.approx([1, 1, .1, .1, .01])
