@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from .constants import AUGMENTATIONS, KVSTORES, METRICS
 from .errors import GluondetError
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -296,9 +297,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-TRAIN_METRICS = ("voc", "voc07", "coco")
-AUGMENTATIONS = ("ssd", "flip")  # gluondet.data.loader: GluonCV's SSD augmentation, or resize + flip
-KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async")
+TRAIN_METRICS = METRICS
 
 
 def parse_lr_steps(value, where="--lr-steps"):

@@ -20,7 +20,8 @@ import numpy as np
 from . import __version__
 from .errors import GluondetError
 from .fileio import atomic_write_text
-from .predict import EXPORT_META, EXPORT_PREFIX, Detector, list_images, read_image
+from .image import read_image
+from .predict import EXPORT_META, EXPORT_PREFIX, Detector, list_images
 from .run_folder import CLASSES_FILE, CONFIG_FILE
 
 FORMATS = ("mxnet", "onnx")

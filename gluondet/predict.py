@@ -10,8 +10,8 @@ GluonCV's Faster R-CNN predicts one image at a time. On several devices (``ctx``
 batch is split into one slice per device and Faster R-CNN image i goes to device i mod N; all are
 launched before any result is read, so the devices work at once.
 
-Images are read with ``read_image``: grayscale becomes RGB, an alpha channel is composited over
-white, 16-bit is scaled to 8-bit, and JPEG EXIF orientation is applied (as a photo viewer shows it).
+Images are read with ``gluondet.image.read_image``, the reader training uses, with the EXIF
+orientation applied (no annotation says otherwise): a photo is seen as a viewer shows it.
 """
 import json
 import time
@@ -21,68 +21,14 @@ from typing import List, Optional
 
 import numpy as np
 
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import GluondetError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
-                  ".jp2")
+from .image import IMAGE_SUFFIXES, read_image
 EXPORT_META = "export.json"
 EXPORT_PREFIX = "model"  # model-symbol.json, model-0000.params
 
 
-# ----------------------------------------------------------------------------- reading images
-def read_image(path):
-    """The image at ``path`` as HxWx3 uint8 RGB, as a viewer shows it.
-
-    Grayscale -> RGB; alpha composited over white; 16-bit and float scaled to 8-bit; JPEG EXIF
-    orientation applied. A file that is not a readable image is a GluondetError naming it.
-    """
-    import cv2
-
-    path = Path(path)
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # not cv2.imread: it fails on non-ASCII paths on Windows
-    except OSError as e:
-        raise GluondetError(f"{path}: cannot read ({e.strerror or e})") from None
-    if data.size == 0:
-        raise GluondetError(f"{path}: empty file, not an image")
-    # IMREAD_COLOR applies EXIF orientation and turns grayscale into 3 channels; ANYDEPTH keeps
-    # 16-bit so it can be scaled (OpenCV's own conversion would just drop the low byte).
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if image is None:
-        raise GluondetError(f"{path}: not an image or a corrupt one (OpenCV cannot decode it)")
-    from .data.integrity import bytes_problem
-
-    cut = bytes_problem(data)  # OpenCV decodes a cut JPEG without a word (grey rows)
-    if cut:
-        raise GluondetError(f"{path}: {cut}")
-    if path.suffix.lower() in (".png", ".tif", ".tiff", ".webp"):
-        # Only these formats carry alpha; IMREAD_COLOR drops it (transparent areas turn black).
-        full = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if full is not None and full.ndim == 3 and full.shape[2] == 4:
-            image = _composite_over_white(_to_uint8(full))
-            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    image = _to_uint8(image)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _to_uint8(image):
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return (image.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)  # 65535 -> 255, full range
-    if image.dtype.kind == "f":
-        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    raise GluondetError(f"unsupported pixel type {image.dtype}")
-
-
-def _composite_over_white(bgra):
-    alpha = bgra[:, :, 3:4].astype(np.float32) / 255.0
-    bgr = bgra[:, :, :3].astype(np.float32)
-    return (bgr * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-
-
+# ----------------------------------------------------------------------------- listing images
 def list_images(inputs):
     """Expand files and folders into (image paths, left_out) in a stable order.
 

@@ -5,8 +5,7 @@ from pathlib import Path
 import click
 
 from ..errors import GluondetError
-
-DRAWABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from ..image import DRAWABLE_SUFFIXES
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
 

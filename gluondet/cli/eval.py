@@ -3,6 +3,7 @@ import json
 
 import click
 
+from ..constants import METRICS
 from .options import config_dir_option, skip_bad_option
 
 
@@ -11,7 +12,7 @@ from .options import config_dir_option, skip_bad_option
 @click.option("--dataset", "-d", default=None, metavar="NAME|PATH",
               help="Dataset to evaluate on [the one the run trained on].")
 @click.option("--split", default="test", show_default=True, help="Split (role or spec) to evaluate.")
-@click.option("--metric", default=None, type=click.Choice(["voc", "voc07", "coco"]),
+@click.option("--metric", default=None, type=click.Choice(METRICS),
               help="VOC area mAP, VOC2007 11-point, or COCO [the run's validation metric].")
 @click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
               help="Which weights of the run folder (ignored for a .params path).")

@@ -3,6 +3,7 @@ import sys
 
 import click
 
+from ..constants import AUGMENTATIONS, KVSTORES, METRICS
 from .options import config_dir_option, dataset_option, skip_bad_option
 
 
@@ -27,7 +28,7 @@ def _optional(name, type_, help_):
 @_optional("--wd", float, "Weight decay.")
 @_optional("--momentum", float, "SGD momentum.")
 @_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
-@click.option("--augment", default=None, type=click.Choice(["ssd", "flip"]),
+@click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
               help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
 @_optional("--num-workers", int, "DataLoader worker processes [half the usable CPUs, 1 to 4].")
 @_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
@@ -45,10 +46,9 @@ def _optional(name, type_, help_):
 @_optional("--train-split", str, "Split (role or spec) to train on [train].")
 @_optional("--val-split", str, "Split to validate on [val].")
 @_optional("--max-iters", int, "At most N iterations per epoch (short smoke runs).")
-@click.option("--kvstore", default=None, type=click.Choice(["device", "local", "dist_sync", "dist_device_sync",
-                                                             "dist_async"]),
+@click.option("--kvstore", default=None, type=click.Choice(KVSTORES),
               help="Gradient aggregation [device]; dist_* for multi-machine jobs (gluondet launch).")
-@click.option("--metric", default=None, type=click.Choice(["voc", "voc07", "coco"]),
+@click.option("--metric", default=None, type=click.Choice(METRICS),
               help="Validation metric: VOC area mAP, VOC2007 11-point, or COCO [voc].")
 @click.option("--pretrained-base", default=None, metavar="PATH",
               help="The backbone's ImageNet weights as a local .params file (instead of downloading).")

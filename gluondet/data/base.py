@@ -1,7 +1,7 @@
 """The types every reader shares: a problem found in the data, an index entry, the dataset itself.
 
 Readers (voc.py, coco.py) turn annotation files into ``Entry`` records without decoding images
-(sizes come from image headers); ``check.py`` finds problems in them; ``DetectionDataset`` serves
+(sizes and EXIF orientation come from image headers, see gluondet.image); ``check.py`` finds problems in them; ``DetectionDataset`` serves
 the clean entries as ``(image, label)`` pairs in the layout GluonCV's transforms expect.
 """
 from dataclasses import dataclass, field
@@ -10,10 +10,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import GluondetError
+from ..image import read_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-
+# The flag column of a label row: a normal object, a VOC "difficult" one, a COCO crowd region.
 FLAG_NORMAL, FLAG_DIFFICULT, FLAG_CROWD = 0, 1, 2
 
 
@@ -54,11 +53,13 @@ class Entry:
     ann_file: str  # the file problems are reported against
     image_path: Optional[str]
     declared_size: Optional[Tuple[int, int]]  # (w, h) written in the annotation
-    header_size: Optional[Tuple[int, int]]  # (w, h) read from the image header
+    header_size: Optional[Tuple[int, int]]  # (w, h) of the pixels as read (see apply_orientation)
     objects: list = field(default_factory=list)
     problems: List[Problem] = field(default_factory=list)  # found while reading
     max_offset: int = 1
     raw_boxes: list = field(default_factory=list)  # boxes as written in the file, for messages
+    orientation: int = 1  # the image file's EXIF orientation (1: none)
+    apply_orientation: bool = False  # whether it is applied when reading (gluondet.image.choose_orientation)
 
     @property
     def size(self):
@@ -80,49 +81,6 @@ class DatasetIndex:
     file_classes: Optional[List[str]] = None
 
 
-# ----------------------------------------------------------------------------- images
-def read_image_size(path):
-    """(w, h) from the image header without decoding the pixels; raises OSError/ValueError if unreadable."""
-    from PIL import Image
-
-    with Image.open(path) as im:  # lazy: reads the header only
-        return tuple(int(v) for v in im.size)
-
-
-def decode_image(path):
-    """HxWx3 uint8 RGB numpy array; grey, 16-bit and alpha images become 8-bit RGB.
-
-    EXIF orientation is ignored on purpose: annotation tools and the size check see the stored
-    pixel grid, and boxes refer to it.
-    """
-    import cv2
-
-    try:
-        with open(path, "rb") as f:
-            data = np.frombuffer(f.read(), dtype=np.uint8)
-    except OSError as e:
-        raise GluondetError(f"{path}: cannot read image ({e.strerror or e})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise GluondetError(f"{path}: not a readable image (corrupt or unsupported format)")
-    from .integrity import bytes_problem
-
-    cut = bytes_problem(data)  # OpenCV decodes a cut JPEG without a word (grey rows)
-    if cut:
-        raise GluondetError(f"{path}: {cut}")
-    if img.dtype == np.uint16:  # 16-bit PNG/TIFF: keep the top 8 bits of the full range
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    if img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 # ----------------------------------------------------------------------------- the dataset
 class DetectionDataset:
     """Images and (N, 6) float32 labels: xmin, ymin, xmax, ymax, class id, flag (0, 1 difficult, 2 crowd).
@@ -132,7 +90,7 @@ class DetectionDataset:
     """
 
     def __init__(self, classes, image_paths, image_ids, image_sizes, labels, name="", problems=None,
-                 skipped=0):
+                 skipped=0, turned=None):
         if not (len(image_paths) == len(image_ids) == len(image_sizes) == len(labels)):
             raise ValueError("image_paths, image_ids, image_sizes and labels differ in length")
         self.classes = list(classes)
@@ -141,6 +99,8 @@ class DetectionDataset:
         self._ids = [str(i) for i in image_ids]
         self._sizes = [tuple(s) for s in image_sizes]
         self._labels = [np.asarray(lb, dtype=np.float32).reshape(-1, 6) for lb in labels]
+        # per image: apply its EXIF orientation when decoding (the annotation was drawn on the turned picture)
+        self._turned = [bool(t) for t in turned] if turned is not None else [False] * len(self._paths)
         self.problems = list(problems or [])  # warnings (and, with skip_bad, the errors left out)
         self.skipped = skipped  # images left out by skip_bad
 
@@ -157,7 +117,7 @@ class DetectionDataset:
                     for name, x0, y0, x1, y1, flag in e.objects]
             labels.append(np.array(rows, dtype=np.float32).reshape(-1, 6))
         return cls(classes, [e.image_path for e in entries], [e.image_id for e in entries],
-                   [e.size for e in entries], labels, **kwargs)
+                   [e.size for e in entries], labels, turned=[e.apply_orientation for e in entries], **kwargs)
 
     def __len__(self):
         return len(self._paths)
@@ -165,7 +125,7 @@ class DetectionDataset:
     def __getitem__(self, i):
         import mxnet as mx
 
-        img = decode_image(self._paths[i])
+        img = read_image(self._paths[i], apply_orientation=self._turned[i])
         return mx.nd.array(img, dtype=np.uint8), self._labels[i].copy()
 
     def __repr__(self):

@@ -4,7 +4,9 @@ Problems come from three places: the reader (unparseable or hostile XML, missing
 images, split files naming ids with no annotation, duplicate ids, empty files), the per-image
 checks here (size in the annotation vs the image header, boxes outside the image, zero-area or
 inverted boxes, unknown classes, images with no objects), and the class list as a whole (names
-that differ only by case). Errors stop training; warnings do not.
+that differ only by case). Errors stop training; warnings do not. Image sizes are read as
+gluondet.image's EXIF orientation policy reads the pixels, and a photo whose orientation and
+annotation disagree gets a warning saying which reading was chosen.
 
 Boxes may poke out of the image by up to ``BOX_TOLERANCE`` pixels (rounding in exporters, and
 COCO's float boxes); such boxes are clipped to the image when the dataset is built.
@@ -126,10 +128,12 @@ def entry_problems(entry, known, folded, renamed):
     problems = []
     if entry.declared_size and entry.header_size and entry.declared_size != entry.header_size:
         (dw, dh), (iw, ih) = entry.declared_size, entry.header_size
+        turned = (f" as displayed (EXIF orientation {entry.orientation}; stored {ih}x{iw})"
+                  if entry.apply_orientation and entry.orientation in (5, 6, 7, 8) else "")
         problems.append(error(file, "size-mismatch", f"the annotation says {dw}x{dh} but the image "
-                                                     f"{_name(entry.image_path)} is {iw}x{ih}"))
+                                                     f"{_name(entry.image_path)} is {iw}x{ih}{turned}"))
     size = entry.size
-    if not entry.objects and not entry.problems:
+    if not entry.objects and not any(p.severity == "error" for p in entry.problems):
         problems.append(warning(file, "no-objects", "used as a negative (background only) image"))
     for k, (name, x0, y0, x1, y1, _flag) in enumerate(entry.objects):
         if name in known and x0 < x1 and y0 < y1 and size and min(x0, y0) >= 0 \

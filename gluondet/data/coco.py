@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import GluondetError
 from .base import FLAG_CROWD, FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error
 from .cache import FileCache
-from .voc import _header_size
+from .voc import image_header, settle_image
 
 
 def coco_paths(root, spec):
@@ -141,7 +141,7 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
     declared = None
     if img.get("width") and img.get("height"):
         declared = (int(img["width"]), int(img["height"]))
-    header = None
+    header = None  # an ImageHeader, or a string saying why the image cannot be read
     # lexical, not resolve(): '../' must not leave the folder, a symlinked image (data convert) may
     resolved = Path(os.path.normpath(base / file_name))
     if not file_name or (resolved != base and base not in resolved.parents):
@@ -153,10 +153,7 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
                                                            f"{ann_path.name} but the file is not there"))
         image_path = None
     elif cache is not None:
-        header = _header_size(str(image_path), file_name, cache)
-        if isinstance(header, str):
-            problems.append(error(label_file, "unreadable-image", header))
-            header = None
+        header = image_header(str(image_path), file_name, cache)
 
     objects, raw = [], []
     for ann in anns:
@@ -176,9 +173,12 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
         flag = FLAG_CROWD if ann.get("iscrowd") else FLAG_DIFFICULT if ann.get("difficult") else FLAG_NORMAL
         objects.append((categories[cat], x, y, x + w, y + h, flag))
         raw.append((x, y, w, h))
-    return Entry(image_id=str(img.get("id")), ann_file=label_file,
-                 image_path=str(image_path) if image_path else None, declared_size=declared,
-                 header_size=header, objects=objects, problems=problems, max_offset=0, raw_boxes=raw)
+    entry = Entry(image_id=str(img.get("id")), ann_file=label_file,
+                  image_path=str(image_path) if image_path else None, declared_size=declared,
+                  header_size=None, objects=objects, problems=problems, max_offset=0, raw_boxes=raw)
+    if header is not None:
+        settle_image(entry, header)
+    return entry
 
 
 def read_coco_dataset(cfg, split=None):

@@ -5,8 +5,8 @@ Every shape with points becomes a box: rectangles and masks (two corners), polyg
 A shape that encloses no area (a point, a straight line) and a shape of a type labelme does not
 write (``shape_type: banana``) are left out with a warning. The image is
 ``imagePath`` relative to the JSON file, which must stay inside SRC_DIR; when that file is missing
-the embedded ``imageData`` is used. Photos with an EXIF rotation are written upright, since
-labelme draws (and so labels) them upright.
+the embedded ``imageData`` is used. Photos with an EXIF rotation are copied as they are, with the
+size labelme showed them at (turned), so gluondet.image reads them turned, as they were labelled.
 
 Everything is read and checked before anything is written: a problem in any file stops the
 conversion with a list of them, and nothing is half-written.
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import GluondetError
+from ..image import IMAGE_SUFFIXES, ImageReadError, read_header, read_image
 
-EXIF_ORIENTATION = 0x0112
 # labelme's shape types (labelme/shape.py); a mask shape carries its two box corners as points
 SHAPE_TYPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "points", "mask")
-PIL_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}
+FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}  # embedded imageData kept as is
 
 
 @dataclass
@@ -43,7 +43,7 @@ class LabelmeImage:
     height: int
     ext: str
     source: Optional[Path] = None  # the image file to copy, or
-    data: Optional[bytes] = None  # encoded image bytes to write (imageData, or re-encoded upright)
+    data: Optional[bytes] = None  # encoded image bytes to write (imageData, or re-encoded as PNG)
     shapes: List[LabelmeShape] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
@@ -70,50 +70,46 @@ def read_labelme_json(json_path, src_dir):
 
 
 def _load_image(json_path, src_dir, doc):
-    from PIL import Image, ImageOps
-
     stem = json_path.stem
     rel = str(doc.get("imagePath") or "").replace("\\", "/")  # labelme on Windows writes backslashes
     source = (json_path.parent / rel).resolve() if rel else None
     if source is not None and source != src_dir and src_dir not in source.parents:
         raise GluondetError(f"{json_path}: imagePath {rel!r} points outside {src_dir}; refused")
     if source is not None and source.is_file():
-        data, ext = None, source.suffix.lower()
-        opener = lambda: Image.open(source)  # noqa: E731
+        data = None
     elif doc.get("imageData"):
         try:
             data = base64.b64decode(doc["imageData"], validate=False)
         except ValueError as e:
             raise GluondetError(f"{json_path}: imageData is not base64 ({e})") from None
-        source, ext = None, None
-        opener = lambda: Image.open(io.BytesIO(data))  # noqa: E731
+        source = None
     else:
         raise GluondetError(f"{json_path}: image {rel or '(no imagePath)'} not found and no imageData embedded")
     try:
-        with opener() as im:
-            ext = ext or PIL_FORMAT_EXT.get(im.format, ".png")
-            width, height = im.size
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-            if orientation not in (1, None):  # labelme shows (and the user labelled) the upright image
-                upright = ImageOps.exif_transpose(im)
-                buf = io.BytesIO()
-                upright.convert("RGB").save(buf, format="JPEG", quality=95)
-                data, source, ext = buf.getvalue(), None, ".jpg"
-                width, height = upright.size
-            elif data is not None and ext not in (".jpg", ".jpeg", ".png", ".bmp"):
-                buf = io.BytesIO()
-                im.convert("RGB").save(buf, format="PNG")
-                data, ext = buf.getvalue(), ".png"
-    except GluondetError:
-        raise
-    except Exception as e:  # PIL raises many types for a bad file
-        raise GluondetError(f"{json_path}: its image cannot be read ({type(e).__name__}: {e})") from None
+        header = read_header(source or json_path, data=data)
+        ext = source.suffix.lower() if source else FORMAT_SUFFIXES.get(header.format, "")
+        if ext not in IMAGE_SUFFIXES:  # a format gluondet does not read: store the pixels as PNG
+            data, source, ext = _png(read_image(source or json_path, data=data)), None, ".png"
+    except ImageReadError as e:
+        raise GluondetError(f"{json_path}: its image cannot be read ({e.reason})") from None
+    # The file is kept as it is, EXIF orientation included. labelme shows (and the user labelled)
+    # the turned picture, so its size is what the annotation declares, and gluondet.image's
+    # orientation policy reads the pixels turned, as labelme did.
+    width, height = header.displayed_size
     image = LabelmeImage(stem, json_path, width, height, ext, source=source, data=data)
     declared = (doc.get("imageWidth"), doc.get("imageHeight"))
     if all(declared) and tuple(declared) != (width, height):
         image.warnings.append(f"{json_path}: imageWidth/imageHeight say {declared[0]}x{declared[1]} but the "
                               f"image is {width}x{height}; using the image's size")
     return image
+
+
+def _png(pixels):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _shape(shape, image):

@@ -11,7 +11,9 @@ import re
 
 import numpy as np
 
-FLAG_CROWD = 2
+from ..constants import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD
+from .base import FLAG_CROWD
+
 SSD_BOX_NORM = (0.1, 0.1, 0.2, 0.2)
 SSD_IOU_THRESH = 0.5
 # MXNet's shape checks when an input is smaller than a kernel: Convolution ("kernel size exceed
@@ -112,13 +114,12 @@ class EpochLoader:
 
 
 # ----------------------------------------------------------------------------- SSD
-AUGMENTATIONS = ("ssd", "flip")
 
 
 class ResizeFlip:
     """Light augmentation: resize to the input size and flip half the images horizontally."""
 
-    def __init__(self, width, height, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    def __init__(self, width, height, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self._width, self._height, self._mean, self._std = width, height, mean, std
 
     def __call__(self, img, label):

@@ -1,12 +1,14 @@
 """Dataset statistics from the annotations alone (no image decoding): counts and distributions.
 
-Sizes are in pixels of the stored image: box width/height, ``relative_size`` = sqrt(box area /
+Sizes are in pixels of the image as read (gluondet.image's EXIF policy): box width/height, ``relative_size`` = sqrt(box area /
 image area) (what anchor scales are compared with), ``aspect_ratio`` = width / height.
 """
 import warnings
 from collections import Counter
 
 import numpy as np
+
+from .base import FLAG_CROWD, FLAG_DIFFICULT
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 
@@ -66,8 +68,8 @@ def dataset_stats(entries):
         "boxes": int(sum(per_class.values())),
         "per_class": dict(sorted(per_class.items())),
         "negatives": int((per_image == 0).sum()) if per_image.size else 0,
-        "difficult": flags.get(1, 0),
-        "crowd": flags.get(2, 0),
+        "difficult": flags.get(FLAG_DIFFICULT, 0),
+        "crowd": flags.get(FLAG_CROWD, 0),
         "boxes_per_image": {**(_summary(per_image) or {}),
                             "histogram": {str(k): int(v) for k, v in sorted(Counter(per_image.tolist()).items())}},
         "box_width": _summary(arrays["width"]),

@@ -1,6 +1,6 @@
 """Pascal VOC reader: a VOC folder (or a VOCdevkit of several) to index entries.
 
-Layout: ``Annotations/ID.xml``, ``JPEGImages/ID.{jpg,jpeg,png,bmp}``, ``ImageSets/Main/SPLIT.txt``.
+Layout: ``Annotations/ID.xml``, ``JPEGImages/ID.jpg`` (or another suffix of gluondet.image.IMAGE_SUFFIXES), ``ImageSets/Main/SPLIT.txt``.
 A VOCdevkit holds several such folders (``VOC2007/``, ``VOC2012/`` or ``2007/``, ``2012/``); split
 specs then name them: ``2007/trainval+2012/trainval``. A single folder takes a bare ``trainval``.
 
@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 from ..errors import GluondetError
-from .base import (IMAGE_EXTENSIONS, FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error, read_image_size,
-                   warning)
+from ..image import IMAGE_SUFFIXES, ImageHeader, ImageReadError, choose_orientation, read_header
+from .base import FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error, warning
 from .cache import FileCache, file_signature
 
 SPLIT_DIR = Path("ImageSets") / "Main"
@@ -183,10 +183,10 @@ def _list_images(img_dir):
     for e in listing:
         names.add(e.name)
         stem, ext = os.path.splitext(e.name)
-        if ext.lower() in IMAGE_EXTENSIONS:
+        if ext.lower() in IMAGE_SUFFIXES:
             by_stem.setdefault(stem, []).append(e.name)
     for stem, found in by_stem.items():
-        found.sort(key=lambda n: (IMAGE_EXTENSIONS.index(os.path.splitext(n)[1].lower()), n))
+        found.sort(key=lambda n: (IMAGE_SUFFIXES.index(os.path.splitext(n)[1].lower()), n))
     return by_stem, names
 
 
@@ -203,39 +203,56 @@ def _make_entry(image_id, ann_file, parsed, img_dir, images_by_stem, image_names
         if not problems:  # an unparseable file has no image to miss
             hint = f" or {xml_name}" if xml_name and xml_name != image_id else ""
             problems.append(error(ann_file, "missing-image",
-                                  f"no image JPEGImages/{image_id}.{{jpg,jpeg,png,bmp}}{hint}"))
+                                  f"no image JPEGImages/{image_id}.{{jpg,png,...}}{hint}"))
     else:
         if len(candidates) > 1:
             problems.append(warning(ann_file, "ambiguous-image",
                                     f"several images for this id ({', '.join(candidates)}); using {candidates[0]}"))
         image_path = os.path.join(img_dir, candidates[0])
-        header = _header_size(image_path, candidates[0], cache)
-        if isinstance(header, str):
-            problems.append(error(image_path, "unreadable-image", header))
-            header = None
     objects = []
     for name, x0, y0, x1, y1, difficult in parsed["objects"]:
         objects.append((name, *voc_to_label_coords(x0, y0, x1, y1), FLAG_DIFFICULT if difficult else FLAG_NORMAL))
-    return Entry(image_id=image_id, ann_file=ann_file, image_path=image_path,
-                 declared_size=declared, header_size=header, objects=objects, problems=problems, max_offset=1,
-                 raw_boxes=[tuple(o[1:5]) for o in parsed["objects"]])
+    entry = Entry(image_id=image_id, ann_file=ann_file, image_path=image_path,
+                  declared_size=declared, header_size=None, objects=objects, problems=problems, max_offset=1,
+                  raw_boxes=[tuple(o[1:5]) for o in parsed["objects"]])
+    if image_path:
+        settle_image(entry, image_header(image_path, candidates[0], cache))
+    return entry
 
 
-def _header_size(image_path, key, cache):
-    """(w, h) of an image from its header (cached under ``key``), or a string saying why it cannot be read."""
+def image_header(image_path, key, cache):
+    """ImageHeader of an image (cached under ``key``), or a string saying why it cannot be read."""
     try:
         signature = file_signature(os.stat(image_path))
     except OSError as e:
         return f"cannot read ({e.strerror or e})"
-    key = "i:" + key
+    key = "h:" + key
     hit = cache.get(key, signature)
-    if hit is None:
+    if not (isinstance(hit, str) or (isinstance(hit, list) and len(hit) == 3)):  # a miss, or an old entry
         try:
-            hit = list(read_image_size(image_path))
-        except Exception as e:  # PIL raises many types for a bad file; all mean "unreadable"
-            hit = f"not a readable image ({type(e).__name__}: {e})"
+            header = read_header(image_path)
+            hit = [header.width, header.height, header.orientation]
+        except ImageReadError as e:
+            hit = e.reason
         cache.put(key, signature, hit)
-    return tuple(hit) if isinstance(hit, list) else hit
+    return ImageHeader(*hit) if isinstance(hit, list) else hit
+
+
+def settle_image(entry, header):
+    """Fill ``entry``'s image size and orientation from its header (or a string: why it is unreadable)."""
+    if isinstance(header, str):
+        entry.problems.append(error(entry.image_path, "unreadable-image", header))
+        return
+    reading = choose_orientation(header, entry.declared_size)
+    entry.header_size = reading.size
+    entry.orientation = header.orientation
+    entry.apply_orientation = reading.apply_orientation
+    if reading.note:
+        entry.problems.append(warning(entry.ann_file, "exif-orientation", f"{_name(entry.image_path)}: {reading.note}"))
+
+
+def _name(path):
+    return os.path.basename(path)
 
 
 def _problem(file, severity, code, detail):

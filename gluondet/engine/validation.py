@@ -1,8 +1,8 @@
 """Validation during training: switch to the predict graph, score with gluondet.eval, switch back."""
+from ..constants import METRIC_LABELS as METRIC_NAMES
 from .steps import hybridize_for_prediction, hybridize_for_training
 
 DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
-METRIC_NAMES = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]"}
 
 
 def validate(net, family, loader, ctx_list, metric_name, classes, progress=True):

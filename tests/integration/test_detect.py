@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from gluondet.cli import main
 from gluondet.data.synth import SHAPES_CLASSES
-from gluondet.predict import read_image
+from gluondet.image import read_image
 
 pytestmark = pytest.mark.slow
 

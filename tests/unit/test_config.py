@@ -125,3 +125,18 @@ def test_single_coco_file_root_serves_every_role(tmp_path):
     cfg = resolve_dataset(str(tmp_path))
     assert cfg.split_spec("train") == cfg.split_spec("val") == cfg.split_spec("test")
     assert cfg.split_spec("train")["images"] == str(tmp_path / "images")
+
+
+def test_shared_names_are_the_ones_the_implementations_cover():
+    import click
+
+    from gluondet import constants
+    from gluondet.cli import main
+    from gluondet.eval import METRICS
+
+    assert tuple(METRICS) == constants.METRICS
+    train = {p.name: p for p in main.commands["train"].params}
+    assert tuple(train["metric"].type.choices) == constants.METRICS
+    assert tuple(train["kvstore"].type.choices) == constants.KVSTORES
+    assert tuple(train["augment"].type.choices) == constants.AUGMENTATIONS
+    assert isinstance(train["augment"].type, click.Choice)

@@ -64,7 +64,7 @@ def test_missing_image_without_image_data(src, tmp_path):
         convert_labelme(src, tmp_path / "out")
 
 
-def test_exif_rotated_photo_is_written_upright(tmp_path):
+def test_exif_rotated_photo_is_kept_and_read_turned_as_labelme_showed_it(tmp_path):
     from PIL import Image
 
     src = tmp_path / "src"
@@ -77,8 +77,9 @@ def test_exif_rotated_photo_is_written_upright(tmp_path):
                                             "imageWidth": 20, "imageHeight": 40}))
     summary = convert_labelme(src, tmp_path / "voc")
     assert summary["warnings"] == []
+    assert (tmp_path / "voc" / "JPEGImages" / "r.jpg").read_bytes() == (src / "r.jpg").read_bytes()
     ds = load_dataset(voc_config(tmp_path / "voc"), None)
-    assert ds.image_size(0) == (20, 40)
+    assert ds.image_size(0) == (20, 40) and ds[0][0].shape == (40, 20, 3)
 
 
 def test_non_empty_destination_is_refused(src, tmp_path):

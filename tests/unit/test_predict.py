@@ -1,4 +1,4 @@
-"""The Detector: image reading, preprocessing as in training, boxes in original pixels, batching."""
+"""The Detector: listing images, preprocessing as in training, boxes in original pixels, batching."""
 import os
 import time
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gluondet.errors import GluondetError
-from gluondet.predict import Detector, ModelInfo, _postprocess, list_images, read_image
+from gluondet.predict import Detector, ModelInfo, _postprocess, list_images
 from gluondet.run_folder import RunFolder
 
 CLASSES = ["circle", "square", "triangle"]
@@ -27,59 +27,7 @@ def detector():
     return Detector(net, ModelInfo(classes=CLASSES, family="ssd", data_shape=DATA_SHAPE))
 
 
-# ----------------------------------------------------------------------------- reading images
-def test_grayscale_becomes_three_equal_channels(tmp_path):
-    gray = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (20, 1))
-    cv2.imwrite(str(tmp_path / "g.png"), gray)
-    img = read_image(tmp_path / "g.png")
-    assert img.shape == (20, 25, 3) and img.dtype == np.uint8
-    for c in range(3):
-        np.testing.assert_array_equal(img[:, :, c], gray)
-
-
-def test_png_alpha_is_composited_over_white(tmp_path):
-    bgra = np.zeros((10, 10, 4), np.uint8)
-    bgra[:, :5] = (255, 0, 0, 255)   # opaque blue (BGR order on disk)
-    bgra[:, 5:] = (255, 0, 0, 0)     # fully transparent
-    cv2.imwrite(str(tmp_path / "a.png"), bgra)
-    img = read_image(tmp_path / "a.png")
-    assert tuple(img[0, 0]) == (0, 0, 255)        # RGB blue
-    assert tuple(img[0, 9]) == (255, 255, 255)    # transparent -> white, not black
-
-
-def test_16_bit_is_scaled_to_8_bit(tmp_path):
-    img16 = np.zeros((4, 4, 3), np.uint16)
-    img16[0, 0] = 65535
-    img16[1, 1] = 32896  # 128 * 257
-    cv2.imwrite(str(tmp_path / "deep.png"), img16)
-    img = read_image(tmp_path / "deep.png")
-    assert img.dtype == np.uint8
-    assert tuple(img[0, 0]) == (255, 255, 255) and tuple(img[1, 1]) == (128, 128, 128)
-
-
-def test_exif_orientation_is_applied(tmp_path):
-    from PIL import Image
-
-    # Stored 40 wide x 20 tall, red on the left half; EXIF 6 = "rotate 90 clockwise to view".
-    stored = np.zeros((20, 40, 3), np.uint8)
-    stored[:, :20] = (255, 0, 0)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(stored).save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
-    img = read_image(tmp_path / "rot.jpg")
-    assert img.shape[:2] == (40, 20)  # viewed upright: 20 wide, 40 tall
-    # rotating clockwise moves the left half to the top
-    assert img[5, 10, 0] > 200 and img[35, 10, 0] < 60
-
-
-@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\xff\xd8\xff\xe0garbage"])
-def test_unreadable_file_is_an_error_naming_it(tmp_path, content):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(content)
-    with pytest.raises(GluondetError, match="broken.jpg"):
-        read_image(bad)
-
-
+# ----------------------------------------------------------------------------- listing images
 def test_list_images_keeps_images_and_reports_the_rest(tmp_path):
     for name in ("b.jpg", "a.PNG", "notes.txt", ".hidden.jpg.swp"):
         (tmp_path / name).write_bytes(b"x")

@@ -1,0 +1,21 @@
+"""Names and numbers several modules share, kept once (importing this costs nothing: no MXNet).
+
+The CLI builds its ``click.Choice`` lists from these; config.py validates against them; the
+modules that implement each name (gluondet.eval.METRICS, gluondet.data.loader) are tested to
+cover exactly these names. Facts with one obvious owner live in it instead: image suffixes and
+the reading policy in gluondet.image, label flags in gluondet.data.base.
+"""
+
+# Validation metrics (--metric) and how reports name them.
+METRIC_LABELS = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]"}
+METRICS = tuple(METRIC_LABELS)
+
+# SSD training augmentation (--augment): GluonCV's (colour, expand, crop, flip), or resize + flip.
+AUGMENTATIONS = ("ssd", "flip")
+
+# Gradient aggregation (--kvstore): one machine, or dist_* across the processes of gluondet launch.
+KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async")
+
+# ImageNet normalisation every zoo backbone was trained with (RGB, on [0, 1] pixels).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
