@@ -7,6 +7,7 @@ and the result is written into the run folder (``config.yaml``), so a run folder
 to evaluate or deploy it. All YAML goes through ``yaml.safe_load``.
 """
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -60,6 +61,21 @@ def load_yaml(path):
     if not isinstance(data, dict):
         raise GluondetError(f"{path}: expected a YAML mapping (key: value), found {type(data).__name__}")
     return data
+
+
+def nearest(word, candidates):
+    """"; did you mean X?" for the closest of ``candidates`` to a mistyped ``word``, or ""."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def refuse_unknown_keys(data, known, where):
+    """A GluondetError naming ``where`` (the file) for the first key of ``data`` not in ``known``."""
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        key = unknown[0]
+        raise GluondetError(f"{where}: unknown key '{key}'{nearest(key, known)} "
+                            f"(known: {', '.join(sorted(known))})")
 
 
 def dump_yaml(data, path):
@@ -126,6 +142,7 @@ class DatasetConfig:
 
 
 DATASET_FORMATS = ("voc", "coco")
+DATASET_KEYS = ("name", "format", "root", "classes", "splits", "synth", "source")  # source: in run folders
 VOC_DEFAULT_SPLITS = {"train": "train", "val": "val", "test": "test"}
 
 
@@ -148,6 +165,7 @@ def available_configs(kind, config_dir=None):
 def dataset_config_from_dict(data, source=None, name=None):
     """Validate a dataset YAML mapping and build its DatasetConfig."""
     where = source or name or "dataset config"
+    refuse_unknown_keys(data, DATASET_KEYS, where)
     fmt = str(data.get("format", "voc")).lower()
     if fmt not in DATASET_FORMATS:
         raise GluondetError(f"{where}: format '{fmt}' is not one of {', '.join(DATASET_FORMATS)}")
@@ -209,17 +227,27 @@ def resolve_dataset(name_or_path, config_dir=None):
         root, spec = coco_file_spec(path)
         return DatasetConfig(name=path.resolve().stem, format="coco", root=root,
                              splits={"train": spec, "val": spec, "test": spec})
+    if _looks_like_path(text):
+        raise GluondetError(f"{text}: no such folder or file (--dataset takes a VOC folder, a COCO .json, "
+                            "a dataset .yaml or a config name)")
     found = find_config("datasets", text, config_dir)
     if found is None:
-        known = ", ".join(available_configs("datasets", config_dir)) or "none"
-        raise GluondetError(
-            f"dataset '{text}' is neither a folder, a COCO .json file, nor a config "
-            f"(configs/datasets/{text}.yaml); known configs: {known}"
-        )
+        names = available_configs("datasets", config_dir)
+        raise GluondetError(f"dataset '{text}' is not a folder, a file or a known config{nearest(text, names)} "
+                            f"(known configs: {', '.join(names) or 'none'})")
     return dataset_config_from_dict(load_yaml(found), source=found, name=text)
 
 
+def _looks_like_path(text):
+    """A value written as a path (a separator, ~, a leading dot, a file suffix), not a config name."""
+    return ("/" in text or os.sep in text or text.startswith(("~", "."))
+            or Path(text).suffix.lower() in (".yaml", ".yml", ".json"))
+
+
 # ----------------------------------------------------------------------------- models
+# What a model YAML may say (configs/models/*.yaml); a run folder's config.yaml repeats it.
+MODEL_KEYS = ("name", "family", "builder", "data_shape", "kwargs", "train", "mean", "std", "short", "max_size")
+
 def resolve_model_config(name_or_path, config_dir=None):
     """The model YAML mapping for a model name (configs/models/NAME.yaml) or a YAML file path."""
     path = Path(str(name_or_path)).expanduser()
@@ -230,9 +258,17 @@ def resolve_model_config(name_or_path, config_dir=None):
     else:
         found = find_config("models", str(name_or_path), config_dir)
         if found is None:
-            known = ", ".join(available_configs("models", config_dir))
-            raise GluondetError(f"model '{name_or_path}' has no config; known models: {known}")
+            names = available_configs("models", config_dir)
+            raise GluondetError(f"model '{name_or_path}' has no config{nearest(name_or_path, names)} "
+                                f"(known models: {', '.join(names)})")
+        path = found
         data = load_yaml(found)
+        # the name as given: Path.stem would cut "ssd_512_mobilenet1.0" at its dot
+        data.setdefault("name", str(name_or_path))
+    refuse_unknown_keys(data, MODEL_KEYS, path)
+    train = data.get("train")
+    if isinstance(train, dict):
+        refuse_unknown_keys(train, TrainConfig.__dataclass_fields__, f"{path}: train")
     data.setdefault("name", path.stem)
     return data
 

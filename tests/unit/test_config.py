@@ -140,3 +140,42 @@ def test_shared_names_are_the_ones_the_implementations_cover():
     assert tuple(train["kvstore"].type.choices) == constants.KVSTORES
     assert tuple(train["augment"].type.choices) == constants.AUGMENTATIONS
     assert isinstance(train["augment"].type, click.Choice)
+
+
+def test_dotted_model_name_keeps_its_dot():
+    # Path("ssd_512_mobilenet1.0").stem is "ssd_512_mobilenet1": the run would carry the wrong name
+    assert resolve_model_config("ssd_512_mobilenet1.0")["name"] == "ssd_512_mobilenet1.0"
+    from gluondet.config import resolve_train_config
+
+    config = resolve_train_config(resolve_model_config("ssd_512_mobilenet1.0"), {"model": "ssd_512_mobilenet1.0"})
+    assert config.model == "ssd_512_mobilenet1.0"
+
+
+def test_mistyped_dataset_name_gets_the_nearest_config():
+    with pytest.raises(GluondetError, match=r"dataset 'helmet_vco' .*did you mean helmet_voc\?"):
+        resolve_dataset("helmet_vco")
+
+
+@pytest.mark.parametrize("value", ["/some/missing/path", "./data/mine", "~/nothere_voc", "mine.yaml", "x.json"])
+def test_missing_path_is_no_such_folder_or_file(value):
+    with pytest.raises(GluondetError) as e:
+        resolve_dataset(value)
+    assert str(e.value).startswith(f"{value}: no such folder or file") and "configs/datasets" not in str(e.value)
+
+
+def test_unknown_key_in_a_dataset_yaml_is_refused_with_the_file_and_nearest_key(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("root: data\nclases: [hat, person]\n")
+    with pytest.raises(GluondetError, match=rf"{path}: unknown key 'clases'; did you mean classes\?"):
+        resolve_dataset(str(path))
+
+
+def test_unknown_key_in_a_model_yaml_names_the_file(tmp_path):
+    path = tmp_path / "models" / "mine.yaml"
+    path.parent.mkdir()
+    path.write_text("family: ssd\nbuilder: tiny_ssd\ndata_shape: 64\ntrain: {batch_sise: 4}\n")
+    with pytest.raises(GluondetError, match=rf"{path}: train: unknown key 'batch_sise'; did you mean batch_size\?"):
+        resolve_model_config("mine", config_dir=tmp_path)
+    path.write_text("family: ssd\nbuilder: tiny_ssd\ndata_shap: 64\n")
+    with pytest.raises(GluondetError, match=rf"{path}: unknown key 'data_shap'; did you mean data_shape\?"):
+        resolve_model_config(str(path))

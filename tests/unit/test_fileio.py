@@ -42,3 +42,19 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o640  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_respect_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "split.txt", "a\n")
+        with atomic_path(tmp_path / "w.params") as tmp:
+            open(tmp, "wb").close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "split.txt").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "w.params").stat().st_mode) == mode

@@ -59,3 +59,12 @@ def test_configure_threads_sizes_pool_to_usable_cpus():
 def test_configure_threads_keeps_user_choice():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     assert _omp_threads_seen_by_child(env) == "1"
+
+
+def test_configure_threads_leaves_cudnn_autotuning_on():
+    # MXNET_CUDNN_AUTOTUNE_DEFAULT=0 slows every GPU convolution; gluondet must not set it
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_CUDNN_AUTOTUNE_DEFAULT")}
+    code = ("from gluondet.runtime import configure_threads; configure_threads(); "
+            "import os; print(os.environ.get('MXNET_CUDNN_AUTOTUNE_DEFAULT', 'unset'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "unset"
