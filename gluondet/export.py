@@ -41,6 +41,8 @@ def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_im
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise GluondetError(f"--out {out_dir}: choose a folder other than the run folder itself")
+    if fmt == "onnx":
+        require_onnx()  # before anything is written: never a half-filled export folder
     detector = Detector.load(run_dir, which=which, ctx=make_contexts(ctx))
     if int8:
         calib = calibration_images(detector, run_dir, calib_images, calib_source, config_dir)
@@ -112,10 +114,7 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
 # ----------------------------------------------------------------------------- ONNX
 def write_onnx(out_dir, detector, log=print):
     """Convert the symbol export in ``out_dir`` to ``model.onnx`` with MXNet's mx2onnx."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:  # mx2onnx needs it; say so before any work
-        raise GluondetError("ONNX export needs the onnx package: pip install 'gluondet[onnx]'")
+    require_onnx()
     import mxnet as mx
 
     symbol = out_dir / f"{EXPORT_PREFIX}-symbol.json"
@@ -146,6 +145,14 @@ def write_onnx(out_dir, detector, log=print):
         log("note: in the ONNX model, non-maximum suppression ignores classes (ONNX's operator has "
             "no class id), so overlapping boxes of different classes can suppress each other")
     return path
+
+
+def require_onnx():
+    """A GluondetError unless the onnx package (which mx2onnx needs) is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise GluondetError("ONNX export needs the onnx package: pip install 'gluondet[onnx]'")
 
 
 def symbol_operators(symbol_file):

@@ -6,6 +6,7 @@ import click
 
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
+from .options import config_dir_option
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
 
@@ -61,8 +62,9 @@ def _anchor_pos(value):
                    "(default), 0.25,0.25 the upper-left quarter. Put it on an object to compare. "
                    "Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+@config_dir_option
 def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json_file, coco_file,
-           dataset, ctx, batch_size, no_draw, show_anchors, anchor_layers, anchor_pos, quiet):
+           dataset, ctx, batch_size, no_draw, show_anchors, anchor_layers, anchor_pos, quiet, config_dir):
     """Detect objects in images and folders of images with a trained run.
 
     \b
@@ -114,6 +116,8 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     out_dir = Path(out_dir) if out_dir else model_dir / "detections"
     _note_missing_glyphs(detector.classes, no_draw)
 
+    from .. import viz
+
     outputs = _output_names(images, out_dir)
     records, failed, rows = [], [], []
     anchor_cache = {}
@@ -131,15 +135,16 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
                         "boxes": dets.records(detector.classes)})
         rows.append((result.path.name, dets.counts(detector.classes), result.seconds))
         if not no_draw:
-            _write_drawings(result, detector, outputs[result.path], show_anchors, anchor_layers,
-                            positions, anchor_cache)
+            _write_image(outputs[result.path], viz.draw_detections(result.image, dets, detector.classes))
+        if show_anchors:  # asked for by name, so drawn with --no-draw too
+            _write_anchors(result, detector, outputs[result.path], anchor_layers, positions, anchor_cache)
 
     if json_file:
         _write_json(json_file, detector, records, failed, thresh)
     if coco_file:
-        _write_coco_results(coco_file, dataset, detector.classes, records)
+        _write_coco_results(coco_file, dataset, detector.classes, records, config_dir)
     if not quiet:
-        _print_summary(rows, len(failed), out_dir if not no_draw else None, detector)
+        _print_summary(rows, len(failed), out_dir if not no_draw or show_anchors else None, detector)
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) failed", err=True)
         sys.exit(1)
@@ -187,25 +192,22 @@ def _write_image(path, image_rgb):
     atomic_write_bytes(path, encoded.tobytes())
 
 
-def _write_drawings(result, detector, out_path, show_anchors, anchor_layers, positions, cache):
+def _write_anchors(result, detector, out_path, anchor_layers, positions, cache):
     from .. import viz
 
-    drawn = viz.draw_detections(result.image, result.detections, detector.classes)
-    _write_image(out_path, drawn)
-    if show_anchors:
-        h, w = result.image.shape[:2]
-        if (w, h) not in cache:
-            layers = detector.anchor_layers(w, h)
-            if anchor_layers:
-                bad = [n for n in anchor_layers if not 0 <= n < len(layers)]
-                if bad:
-                    raise GluondetError(f"--anchor-layer {bad[0]}: this network has layers 0..{len(layers) - 1}")
-                layers = [layers[n] for n in anchor_layers]
-            cache[(w, h)] = layers
-            for layer in layers:
-                click.echo(viz.anchor_legend(layer), err=True)
-        anchors_path = out_path.with_name(out_path.name.replace(".det", ".anchors", 1))
-        _write_image(anchors_path, viz.draw_anchors(result.image, cache[(w, h)], positions))
+    h, w = result.image.shape[:2]
+    if (w, h) not in cache:
+        layers = detector.anchor_layers(w, h)
+        if anchor_layers:
+            bad = [n for n in anchor_layers if not 0 <= n < len(layers)]
+            if bad:
+                raise GluondetError(f"--anchor-layer {bad[0]}: this network has layers 0..{len(layers) - 1}")
+            layers = [layers[n] for n in anchor_layers]
+        cache[(w, h)] = layers
+        for layer in layers:
+            click.echo(viz.anchor_legend(layer), err=True)
+    anchors_path = out_path.with_name(out_path.name.replace(".det", ".anchors", 1))
+    _write_image(anchors_path, viz.draw_anchors(result.image, cache[(w, h)], positions))
 
 
 def _write_json(json_file, detector, records, failed, thresh):
@@ -218,19 +220,21 @@ def _write_json(json_file, detector, records, failed, thresh):
     atomic_write_text(json_file, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
-def _write_coco_results(coco_file, dataset, classes, records):
+def _write_coco_results(coco_file, dataset, classes, records, config_dir=None):
     """COCO results list for the images that belong to the COCO dataset ``dataset``."""
     import json
 
     from ..config import resolve_dataset
+    from ..data.coco import coco_paths, load_coco_api
     from ..fileio import atomic_write_text
 
-    cfg = resolve_dataset(dataset)
+    cfg = resolve_dataset(dataset, config_dir)
     if cfg.format != "coco":
         raise GluondetError(f"--dataset {dataset}: --coco-results needs a COCO dataset, this is {cfg.format}")
     image_ids, category_ids = {}, {}
-    for spec in {str(s): s for s in cfg.splits.values() if isinstance(s, dict)}.values():
-        ann = json.loads(Path(spec["annotations"]).read_text(encoding="utf-8"))
+    for spec in {str(s): s for s in cfg.splits.values()}.values():
+        ann_path, _ = coco_paths(cfg.root, spec)  # a relative path is taken from the dataset root
+        ann = load_coco_api(ann_path).dataset
         for img in ann.get("images", []):
             image_ids[Path(img["file_name"]).name] = img["id"]
         for cat in ann.get("categories", []):

@@ -150,6 +150,13 @@ def test_show_anchors_writes_an_anchor_image(trained_tiny_run, held_back, tmp_pa
     assert bad.exit_code == 2 and "--anchor-layer 9" in bad.stderr
 
 
+def test_show_anchors_with_no_draw_writes_only_the_anchor_image(trained_tiny_run, held_back, tmp_path):
+    result = _detect([held_back[0], "--run", trained_tiny_run, "--out", tmp_path / "out", "--show-anchors",
+                      "--no-draw"])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["held_back.anchors.png"]
+
+
 def test_params_file_needs_its_run_folder(trained_tiny_run, held_back, tmp_path):
     lonely = tmp_path / "weights.params"
     shutil.copy(trained_tiny_run / "best.params", lonely)

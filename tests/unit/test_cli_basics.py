@@ -40,3 +40,21 @@ def test_help_does_not_import_mxnet():
             "print('mxnet' in sys.modules, 'gluoncv' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_python_dash_m_gluondet_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "gluondet", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and f"gluondet, version {__version__}" in out.stdout
+
+
+def test_onnx_export_without_onnx_writes_nothing(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
+    run = tmp_path / "run"
+    run.mkdir()
+    result = CliRunner(mix_stderr=False).invoke(main, ["export", str(run), "--format", "onnx",
+                                                       "--out", str(tmp_path / "exp")])
+    assert result.exit_code == 2 and "needs the onnx package" in result.stderr
+    assert not (tmp_path / "exp").exists()

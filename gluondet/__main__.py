@@ -1,0 +1,5 @@
+"""``python -m gluondet``: the same command as ``gluondet``."""
+from .cli import main
+
+if __name__ == "__main__":
+    main(prog_name="gluondet")
