@@ -343,18 +343,17 @@ def split_file(voc_root, split):
 def read_voc_dataset(cfg, split=None):
     """DatasetIndex of a VOC dataset config for a role (train/val/test) or a split spec.
 
-    ``split`` None selects every annotation, and the split files of the config's roles that exist
-    are still checked for ids with no annotation and duplicates.
+    ``split`` None selects every annotation, and every split file under ImageSets/Main (of every
+    folder of a VOCdevkit) is still checked for ids with no annotation and duplicates.
     """
     if split is not None:
         return read_voc(cfg.root, cfg.split_spec(split))
     index = read_voc(cfg.root, None)
-    for spec in dict.fromkeys(str(s) for s in cfg.splits.values()):
-        try:
-            parts = resolve_split_parts(cfg.root, spec)
-        except GluondetError:
-            continue  # a role this folder does not have (e.g. a single folder and a devkit spec)
-        if all(split_file(r, s).is_file() for r, s in parts):
+    for name, voc_root in voc_roots_under(cfg.root).items():
+        for path in sorted((voc_root / SPLIT_DIR).glob("*.txt")):
+            if "_" in path.stem:  # VOC's per-class lists (cat_train.txt) hold every id with a flag
+                continue
+            spec = f"{name}/{path.stem}" if name else path.stem
             index.problems.extend(read_voc(cfg.root, spec, index).problems)
     return index
 

@@ -122,6 +122,21 @@ def test_split_ids_without_annotation_and_duplicates(tmp_path):
     assert found(tmp_path) == found(tmp_path, split="train")
 
 
+def test_check_without_split_covers_every_split_file_of_every_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from gluondet.cli import main
+
+    write_voc(tmp_path / "VOC2007", {"a": GOOD}, {"train": ["a"], "trainval": ["a", "ghost7"]})
+    write_voc(tmp_path / "VOC2012", {"b": GOOD}, {"train": ["b", "ghost12"], "cat_train": ["b 1"]})
+    assert found(tmp_path) == [("train.txt", "error", "missing-annotation"),
+                               ("trainval.txt", "error", "missing-annotation")]
+    result = CliRunner(mix_stderr=False).invoke(main, ["data", "check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "VOC2007/ImageSets/Main/trainval.txt: error: missing-annotation: id 'ghost7'" in result.output
+    assert "VOC2012/ImageSets/Main/train.txt: error: missing-annotation: id 'ghost12'" in result.output
+
+
 def test_image_without_objects_is_only_a_warning(tmp_path):
     write_voc(tmp_path, {"a": GOOD, "neg": {"objects": []}})
     result = check_dataset(voc_config(tmp_path))
