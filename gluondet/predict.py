@@ -313,10 +313,10 @@ class Detector:
 
         Pipelined: the next batch is read and preprocessed while the network works on this one.
         """
-        from tqdm import tqdm
+        from .progress import Progress
 
         paths = list(paths)
-        bar = tqdm(total=len(paths), unit="img", desc="detect", disable=not progress, leave=False)
+        bar = Progress(total=len(paths), unit="img", desc="detect", enabled=progress)
         pending = None
         self._last_done = 0.0
         try:

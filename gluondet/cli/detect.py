@@ -6,7 +6,7 @@ import click
 
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
-from .options import config_dir_option
+from .options import set_quiet, config_dir_option
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
 
@@ -61,7 +61,8 @@ def _anchor_pos(value):
               help="Where to show anchors, as fractions of width,height: 0.5,0.5 is the centre "
                    "(default), 0.25,0.25 the upper-left quarter. Put it on an object to compare. "
                    "Repeatable.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+@click.option("--quiet", "-q", is_flag=True, callback=set_quiet,
+              help="No progress bar or progress line, and no summary table.")
 @config_dir_option
 def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json_file, coco_file,
            dataset, ctx, batch_size, no_draw, show_anchors, anchor_layers, anchor_pos, quiet, config_dir):
@@ -117,6 +118,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     _note_missing_glyphs(detector.classes, no_draw)
 
     from .. import viz
+    from ..progress import say
 
     outputs = _output_names(images, out_dir)
     records, failed, rows = [], [], []
@@ -124,9 +126,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     for result in detector.detect_files(images, thresh=thresh, max_boxes=max_boxes,
                                         batch_size=batch_size, progress=not quiet):
         if result.error:
-            from tqdm import tqdm
-
-            tqdm.write(f"gluondet: error: {result.error}", file=sys.stderr)  # above the progress bar
+            say(f"gluondet: error: {result.error}")  # above the progress bar
             failed.append({"file": str(result.path), "error": result.error})
             continue
         h, w = result.image.shape[:2]

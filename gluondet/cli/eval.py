@@ -4,7 +4,7 @@ import json
 import click
 
 from ..constants import METRICS
-from .options import config_dir_option, skip_bad_option
+from .options import config_dir_option, quiet_option, skip_bad_option
 
 
 @click.command(name="eval")
@@ -23,8 +23,9 @@ from .options import config_dir_option, skip_bad_option
               help="Also write the result as JSON: {\"map\": ..., \"per_class\": {...}, ...}.")
 @skip_bad_option
 @config_dir_option
+@quiet_option
 def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, json_file, skip_bad,
-             config_dir):
+             config_dir, quiet):
     """Evaluate a run folder (or a .params file inside one) and print AP per class and the mean.
 
     \b
@@ -38,7 +39,7 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
 
     result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
                           batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
-                          skip_bad=skip_bad)
+                          skip_bad=skip_bad, progress=not quiet)
     click.echo(f"{result['params']} on {result['dataset']} ({result['split']}, {result['images']} images)")
     click.echo(format_ap_table(result))
     if json_file:

@@ -21,6 +21,18 @@ ctx_option = click.option(
     help="Devices: cpu, cpuN, gpuN or a comma list such as gpu0,gpu1 (batches are split across them).",
 )
 
+def set_quiet(ctx, param, value):
+    from ..progress import configure
+
+    configure(quiet=value)
+    return value
+
+
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, callback=set_quiet,
+    help="No progress bars or progress lines (on a terminal: bars; in a log: one line per phase).",
+)
+
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 skip_bad_option = click.option(

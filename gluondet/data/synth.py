@@ -199,7 +199,7 @@ def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress
     Writes ``JPEGImages/*.jpg``, ``Annotations/*.xml`` and ``ImageSets/Main/{train,val,trainval,
     test}.txt`` (test is the same list as val). The folder appears whole or not at all: it is
     built beside ``out_dir`` and renamed into place. An existing non-empty ``out_dir`` is refused.
-    ``progress`` shows a tqdm bar.
+    ``progress`` shows progress as gluondet.progress does (a bar on a terminal, one line otherwise).
     """
     out_dir = Path(out_dir).expanduser()
     if n_train < 0 or n_val < 0 or n_train + n_val == 0:
@@ -222,13 +222,13 @@ def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress
 
 
 def _write_into(root, n_train, n_val, seed, size, progress):
-    from tqdm import tqdm
+    from ..progress import Progress
 
     (root / "JPEGImages").mkdir()
     (root / "Annotations").mkdir()
     (root / "ImageSets" / "Main").mkdir(parents=True)
     ids = [f"shape_{i:06d}" for i in range(n_train + n_val)]
-    bar = tqdm(ids, desc="shapes_voc", unit="img", disable=not progress, leave=False)
+    bar = Progress(ids, desc="shapes_voc", unit="img", enabled=progress)
     for index, image_id in enumerate(bar):
         rng = np.random.default_rng([seed, index])
         shapes = render_shapes_image(rng, size)

@@ -21,7 +21,6 @@ XML goes through defusedxml: entity declarations and external references are ref
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 from ..errors import GluondetError
@@ -260,11 +259,9 @@ def _problem(file, severity, code, detail):
 
 
 def _progress(items, desc):
-    from tqdm import tqdm
+    from ..progress import Progress
 
-    # A bar only when there is real work and a terminal to show it on.
-    return tqdm(items, desc=desc, unit="file", file=sys.stderr, leave=False,
-                disable=None if len(items) > 2000 else True)
+    return Progress(items, desc=desc, unit="file", enabled=len(items) > 2000)  # only for real work
 
 
 # ----------------------------------------------------------------------------- splits

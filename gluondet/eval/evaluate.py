@@ -24,7 +24,7 @@ def evaluate(net, loader, ctx_list, metric, progress=True):
     """Score ``net`` (in predict mode, hybridized or not as the caller set it) on ``loader`` with
     ``metric`` (reset first); returns ``metric_result(metric)``: {"map", "per_class", ...}.
     """
-    from tqdm import tqdm
+    from ..progress import Progress
 
     ctx_list = list(ctx_list) if isinstance(ctx_list, (list, tuple)) else [ctx_list]
     metric.reset()
@@ -32,8 +32,7 @@ def evaluate(net, loader, ctx_list, metric, progress=True):
         total = len(loader)
     except TypeError:
         total = None
-    with tqdm(loader, total=total, desc="eval", unit="batch", disable=not progress,
-              dynamic_ncols=True, leave=False) as bar:
+    with Progress(loader, total=total, desc="eval", unit="batch", enabled=progress) as bar:
         for batch in bar:
             parts = list(_per_device(batch, ctx_list))
             with autograd.predict_mode(), warnings.catch_warnings():
