@@ -1,11 +1,10 @@
 """gluondet data: make, split, check, describe and convert datasets (no MXNet import here)."""
-import json
 import sys
 
 import click
 
 from ..errors import GluondetError
-from .options import config_dir_option, dataset_option, json_flag
+from .options import config_dir_option, dataset_option, deprecated, emit_json, json_option
 
 SPLIT_HELP = ("A role of the dataset config (train, val, test) or a split spec: 'trainval' for a VOC "
               "folder, '2007/trainval+2012/trainval' for a VOCdevkit. Default: every annotation.")
@@ -20,6 +19,15 @@ def data():
     folders, a COCO instances .json, a COCO root folder (annotations/instances_*.json and the image
     folders), or a config name (configs/datasets/NAME.yaml). convert also reads YOLO and labelme.
     """
+
+
+def _json_and_root(json_file, root, dataset):
+    """(json_file, root), reading the old ``--json ROOT`` (when --json was a flag) as it was meant."""
+    if json_file not in (None, "-") and not (root or dataset):
+        deprecated(f"'--json {json_file}' (--json as a flag before ROOT)",
+                   f"'{json_file} --json' (--json FILE now writes to FILE, as in eval and detect)")
+        return "-", json_file
+    return json_file, root
 
 
 def _resolve(root, dataset, config_dir):
@@ -91,25 +99,25 @@ def split(root, val, test, seed, force):
 @data.command()
 @dataset_target
 @click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
-@json_flag
+@json_option("the problems (a list of {file, severity, problem, detail})")
 @click.option("--full-decode", is_flag=True,
               help="Decode every pixel of every image (default: only images whose file does not end whole).")
-def check(root, dataset, config_dir, split_name, as_json, full_decode):
+def check(root, dataset, config_dir, split_name, json_file, full_decode):
     """Report every problem in a dataset, one line each: FILE: SEVERITY: PROBLEM: DETAIL.
 
     Reads annotations and image headers, and checks that each image file is whole (a JPEG or PNG
     cut short is an error; files without their end marker are decoded), in parallel and through a
     cache, so it is quick to re-run. Exit status 0 when there are no errors (warnings such as
-    images with no objects are fine), 1 when there are errors. --json prints a list of
-    {file, severity, problem, detail}.
+    images with no objects are fine), 1 when there are errors.
     """
     from ..data.check import check_dataset, format_report
 
+    json_file, root = _json_and_root(json_file, root, dataset)
     cfg = _resolve(root, dataset, config_dir)
-    result = check_dataset(cfg, split_name, full_decode=full_decode, progress=not as_json)
-    if as_json:
-        click.echo(json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False, indent=1))
-    else:
+    result = check_dataset(cfg, split_name, full_decode=full_decode, progress=json_file != "-")
+    if json_file:
+        emit_json(json_file, [p.to_dict() for p in result.problems])
+    if json_file != "-":
         source = "from the config" if (cfg.classes or cfg.format == "coco") else "discovered, sorted"
         click.echo(f"{cfg.name}: {len(result.entries)} images, classes ({source}): {', '.join(result.classes)}")
         click.echo(format_report(result.problems))
@@ -119,10 +127,10 @@ def check(root, dataset, config_dir, split_name, as_json, full_decode):
 @data.command()
 @dataset_target
 @click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
-@json_flag
+@json_option("the statistics")
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
               help="Also draw class counts, boxes per image, box sizes and aspect ratios into a PNG.")
-def stats(root, dataset, config_dir, split_name, as_json, plot):
+def stats(root, dataset, config_dir, split_name, json_file, plot):
     """Count images and boxes (per class, per image) and describe box sizes and aspect ratios.
 
     Files that cannot be read (an unparseable annotation, a missing image) are left out of the
@@ -132,16 +140,18 @@ def stats(root, dataset, config_dir, split_name, as_json, plot):
     from ..data.check import format_report
     from ..data.stats import dataset_stats, format_stats, plot_stats, readable_entries
 
+    json_file, root = _json_and_root(json_file, root, dataset)
     cfg = _resolve(root, dataset, config_dir)
     ensure_dataset(cfg)
     entries, broken = readable_entries(READERS[cfg.format](cfg, split_name))
     result = dataset_stats(entries)
-    if as_json:
-        result["unreadable"] = [p.to_dict() for p in broken]
-    click.echo(json.dumps(result, ensure_ascii=False, indent=1) if as_json else format_stats(result))
+    if json_file:
+        emit_json(json_file, dict(result, unreadable=[p.to_dict() for p in broken]))
+    if json_file != "-":
+        click.echo(format_stats(result))
     if plot:
         plot_stats(entries, plot, title=f"{cfg.name} ({split_name or 'all'})")
-        if not as_json:
+        if json_file != "-":
             click.echo(f"plot: {plot}")
     if broken:
         click.echo(f"gluondet: not counted: {len(broken)} problem(s) in files that cannot be read:\n"

@@ -6,7 +6,7 @@ import click
 
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
-from .options import set_quiet, config_dir_option
+from .options import config_dir_option, emit_json, json_option, set_quiet
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
 
@@ -33,10 +33,9 @@ def _anchor_pos(value):
               help="Keep boxes scoring at least this.")
 @click.option("--max-boxes", default=100, show_default=True, type=click.IntRange(1),
               help="At most this many boxes per image (highest scores).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Folder for the drawn images (<name>.det.<ext>). Default: RUN/detections/.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False),
-              help="Write every image's boxes (original pixels) to this JSON file.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder to write into: the drawn images (<name>.det.<ext>) [RUN/detections/].")
+@json_option("every image's boxes (original pixels)")
 @click.option("--coco-results", "coco_file", type=click.Path(dir_okay=False),
               help="Also write COCO results format (image_id, category_id, bbox [x,y,w,h], score); "
                    "needs --dataset, the COCO dataset the images come from.")
@@ -143,7 +142,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
         _write_json(json_file, detector, records, failed, thresh)
     if coco_file:
         _write_coco_results(coco_file, dataset, detector.classes, records, config_dir)
-    if not quiet:
+    if not quiet and json_file != "-":  # with --json -, stdout holds the JSON alone
         _print_summary(rows, len(failed), out_dir if not no_draw or show_anchors else None, detector)
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) failed", err=True)
@@ -211,13 +210,9 @@ def _write_anchors(result, detector, out_path, anchor_layers, positions, cache):
 
 
 def _write_json(json_file, detector, records, failed, thresh):
-    import json
-
-    from ..fileio import atomic_write_text
-
     doc = {"model": detector.info.source, "classes": detector.classes, "thresh": thresh,
            "images": records, "failed": failed}
-    atomic_write_text(json_file, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    emit_json(json_file, doc)
 
 
 def _write_coco_results(coco_file, dataset, classes, records, config_dir=None):

@@ -1,10 +1,8 @@
 """gluondet eval: score a trained run on a dataset split and print AP per class."""
-import json
-
 import click
 
 from ..constants import METRICS
-from .options import config_dir_option, quiet_option, skip_bad_option
+from .options import config_dir_option, emit_json, json_option, quiet_option, skip_bad_option
 
 
 @click.command(name="eval")
@@ -18,9 +16,8 @@ from .options import config_dir_option, quiet_option, skip_bad_option
               help="Which weights of the run folder (ignored for a .params path).")
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES", help="Devices, e.g. cpu or gpu0,gpu1.")
 @click.option("--batch-size", type=int, default=None, help="Images per batch [8; Faster R-CNN: one per device].")
-@click.option("--num-workers", type=int, default=None, help="DataLoader worker processes.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
-              help="Also write the result as JSON: {\"map\": ..., \"per_class\": {...}, ...}.")
+@click.option("--num-workers", type=int, default=None, help="DataLoader processes [half the usable CPUs, 1 to 4].")
+@json_option("the result ({\"map\": ..., \"per_class\": {...}, ...})")
 @skip_bad_option
 @config_dir_option
 @quiet_option
@@ -35,13 +32,15 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
     """
     from ..engine.validation import evaluate_run
     from ..eval.report import format_ap_table
-    from ..fileio import atomic_write_text
 
     result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
                           batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
                           skip_bad=skip_bad, progress=not quiet)
+    if json_file == "-":
+        emit_json(json_file, result)
+        return
     click.echo(f"{result['params']} on {result['dataset']} ({result['split']}, {result['images']} images)")
     click.echo(format_ap_table(result))
     if json_file:
-        atomic_write_text(json_file, json.dumps(result, indent=2) + "\n")
+        emit_json(json_file, result)
         click.echo(f"wrote {json_file}")

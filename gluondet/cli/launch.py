@@ -4,6 +4,7 @@ import sys
 import click
 
 from ..errors import GluondetError
+from .options import deprecated
 
 
 def _parse_env(pairs):
@@ -17,10 +18,13 @@ def _parse_env(pairs):
 
 
 @click.command(name="launch", context_settings={"ignore_unknown_options": True})
-@click.option("-n", "--num-workers", type=click.IntRange(min=1), required=True,
-              help="Worker processes (each trains on its shard of the training set).")
-@click.option("-s", "--num-servers", type=click.IntRange(min=1), default=None,
+@click.option("-n", "--workers", "num_workers", type=click.IntRange(min=1), default=None,
+              help="Distributed worker processes (each trains on its shard of the training set). "
+                   "Not --num-workers, which in train and eval means DataLoader processes.")
+@click.option("--num-workers", "old_num_workers", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("-s", "--servers", "num_servers", type=click.IntRange(min=1), default=None,
               help="Parameter-server processes [default: as many as workers].")
+@click.option("--num-servers", "old_num_servers", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--launcher", type=click.Choice(["local", "ssh"]), default="local", show_default=True,
               help="local: every process on this machine, on 127.0.0.1 only. "
                    "ssh: servers and workers on the hosts of -H, the scheduler here.")
@@ -34,7 +38,8 @@ def _parse_env(pairs):
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
               help="Stop the whole job after this long (exit status 124).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def launch(num_workers, num_servers, launcher, hostfile, scheduler_host, env_pairs, timeout, command):
+def launch(num_workers, old_num_workers, num_servers, old_num_servers, launcher, hostfile, scheduler_host,
+           env_pairs, timeout, command):
     """Run COMMAND as distributed workers, e.g. to train on two machines' worth of processes:
 
     \b
@@ -45,6 +50,15 @@ def launch(num_workers, num_servers, launcher, hostfile, scheduler_host, env_pai
     the first failing process's (the others are stopped); Ctrl-C stops every process.
     """
     from ..engine.distributed import launch as run_launch
+
+    if old_num_workers is not None:
+        deprecated("launch --num-workers", "-n/--workers (--num-workers means DataLoader processes elsewhere)")
+        num_workers = num_workers or old_num_workers
+    if old_num_servers is not None:
+        deprecated("launch --num-servers", "-s/--servers")
+        num_servers = num_servers or old_num_servers
+    if num_workers is None:
+        raise GluondetError("launch needs -n/--workers N, the number of worker processes")
 
     status = run_launch(list(command), num_workers, num_servers, launcher=launcher, hostfile=hostfile,
                         scheduler_host=scheduler_host, extra_env=_parse_env(env_pairs), timeout=timeout)

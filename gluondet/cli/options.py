@@ -33,7 +33,31 @@ quiet_option = click.option(
     help="No progress bars or progress lines (on a terminal: bars; in a log: one line per phase).",
 )
 
-json_flag = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def json_option(what):
+    """``--json [FILE]``, the same in every command: write ``what`` as JSON to FILE; ``-`` or no
+    FILE prints it on stdout in place of the text output."""
+    return click.option(
+        "--json", "json_file", metavar="FILE", is_flag=False, flag_value="-", default=None,
+        help=f"Write {what} as JSON to FILE; '--json' alone or '--json -' prints it on stdout instead "
+             "of the text output.")
+
+
+def emit_json(json_file, doc):
+    """Write ``doc`` to ``json_file`` (atomically) or, for ``-``, print it on stdout."""
+    import json
+
+    from ..fileio import atomic_write_text
+
+    text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    if json_file == "-":
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(json_file, text)
+
+
+def deprecated(old, new):
+    """One line on stderr: an old option spelling still works, and what to write instead."""
+    click.echo(f"note: {old} is deprecated; use {new}", err=True)
 
 skip_bad_option = click.option(
     "--skip-bad", is_flag=True,

@@ -30,14 +30,15 @@ def _optional(name, type_, help_):
 @_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
 @click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
               help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
-@_optional("--num-workers", int, "DataLoader worker processes [half the usable CPUs, 1 to 4].")
+@_optional("--num-workers", int, "DataLoader processes [half the usable CPUs, 1 to 4].")
 @_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
 @_optional("--val-interval", int, "Validate every N epochs (and after the last) [1].")
 @_optional("--log-every", int, "Also write the losses (mean over N iterations) and lr to TensorBoard every N "
                               "iterations [0: per epoch only].")
 @_optional("--save-interval", int, "Also keep epoch_XXXX.params every N epochs, 0 for never [10].")
 @click.option("--out", default=None, metavar="DIR",
-              help="Run folder [runs/<dataset>-<model>, numbered when taken; never overwritten].")
+              help="Folder to write into: the new run folder [runs/<dataset>-<model>, numbered when "
+                   "taken; never overwritten].")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue a run at its next epoch with its lr, optimizer state and best mAP.")
 @_optional("--seed", int, "Random seed [233]; the same seed gives the same run, resumed or not.")
