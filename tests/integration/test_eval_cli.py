@@ -35,12 +35,21 @@ def test_eval_reproduces_the_validation_map_of_best_params(trained_tiny_run, tmp
 
 
 def test_eval_of_a_params_file_and_another_metric(trained_tiny_run, tmp_path):
-    result = _eval([trained_tiny_run / "last.params", "--split", "val", "--metric", "voc07", "--json",
+    from gluondet.engine.logging import read_metrics
+
+    best = json.loads((trained_tiny_run / "best.json").read_text())
+    result = _eval([trained_tiny_run / "last.params", "--split", "val", "--metric", best["metric"], "--json",
                     tmp_path / "ap.json", "--num-workers", 0])
     assert result.exit_code == 0, result.stderr
     doc = json.loads((tmp_path / "ap.json").read_text())
-    assert doc["params"].endswith("last.params") and 0 <= doc["map"] <= 1
-    assert "voc07" in json.dumps(doc["metric"]).lower() or "VOC07" in doc["metric"]
+    # last.params holds the weights of the last epoch, validated at the end: the last row of metrics.csv
+    last_row = read_metrics(trained_tiny_run / "metrics.csv")[-1]
+    assert doc["params"].endswith("last.params")
+    assert doc["map"] == pytest.approx(float(last_row["val_map"]), abs=1e-6)
+    result = _eval([trained_tiny_run / "last.params", "--split", "val", "--metric", "voc07", "--json", "-",
+                    "--num-workers", 0])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metric"] == "voc07"
 
 
 def test_eval_refuses_weights_without_their_classes(trained_tiny_run, tmp_path):

