@@ -120,8 +120,11 @@ def read_image(path, apply_orientation=True, data=None):
     ``choose_orientation``). A file that cannot be decoded, truncated ones included, raises
     ImageReadError naming it.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageFile, ImageOps
 
+    # Importing gluoncv.data sets this Pillow-wide switch to True (gluoncv/data/mhp.py), after which
+    # a truncated JPEG decodes without a word, its missing rows grey: restore Pillow's default.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     im = _open(path, data)
     try:
         im.load()

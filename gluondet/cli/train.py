@@ -4,7 +4,7 @@ import sys
 import click
 
 from ..constants import AUGMENTATIONS, KVSTORES, METRICS
-from .options import config_dir_option, dataset_option, quiet_option, skip_bad_option
+from .options import config_dir_option, dataset_option, skip_bad_option
 
 
 def _optional(name, type_, help_):
@@ -59,8 +59,7 @@ def _optional(name, type_, help_):
                    ".params), keeping the weights of shared class names.")
 @skip_bad_option
 @config_dir_option
-@quiet_option
-def train(dataset, model, resume, pretrained_base, no_pretrained_base, quiet, **flags):
+def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
     """Train a detector on a dataset and write a run folder (weights, classes, config, metrics).
 
     \b

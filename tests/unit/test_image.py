@@ -92,6 +92,8 @@ def test_unreadable_file_is_an_error_naming_it(tmp_path, content):
 
 
 def test_truncated_jpeg_is_an_error_naming_it_not_grey_pixels(tmp_path):
+    import gluoncv.data  # noqa: F401  (it switches Pillow to accept truncated files, process-wide)
+
     rng = np.random.default_rng(0)
     full = _save_jpeg(tmp_path / "full.jpg", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     data = full.read_bytes()
