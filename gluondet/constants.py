@@ -16,6 +16,10 @@ AUGMENTATIONS = ("ssd", "flip")
 # Gradient aggregation (--kvstore): one machine, or dist_* across the processes of gluondet launch.
 KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async")
 
+# Export formats (gluondet export --format) and how launch starts processes (--launcher).
+EXPORT_FORMATS = ("mxnet", "onnx")
+LAUNCHERS = ("local", "ssh")
+
 # ImageNet normalisation every zoo backbone was trained with (RGB, on [0, 1] pixels).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

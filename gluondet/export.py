@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .constants import EXPORT_FORMATS
 from .errors import GluondetError
 from .fileio import atomic_write_text
 from .image import read_image
 from .predict import EXPORT_META, EXPORT_PREFIX, Detector, list_images
 from .run_folder import CLASSES_FILE, CONFIG_FILE
 
-FORMATS = ("mxnet", "onnx")
+FORMATS = EXPORT_FORMATS
 
 
 def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_images=32,

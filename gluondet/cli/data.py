@@ -3,6 +3,7 @@ import sys
 
 import click
 
+from ..data.convert import SOURCE_FORMATS, TARGET_FORMATS
 from ..errors import GluondetError
 from .options import config_dir_option, dataset_option, deprecated, emit_json, json_option
 
@@ -160,10 +161,10 @@ def stats(root, dataset, config_dir, split_name, json_file, plot):
 
 
 @data.command()
-@click.argument("source_format", metavar="FORMAT", type=click.Choice(["voc", "coco", "yolo", "labelme"]))
+@click.argument("source_format", metavar="FORMAT", type=click.Choice(SOURCE_FORMATS))
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
-@click.option("--to", "to_format", type=click.Choice(["voc", "coco", "yolo"]), default="voc", show_default=True,
+@click.option("--to", "to_format", type=click.Choice(TARGET_FORMATS), default="voc", show_default=True,
               help="The format to write.")
 @click.option("--copy", is_flag=True, help="Copy the images (default: symbolic links to the source images).")
 def convert(source_format, src, dst, to_format, copy):

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import click
 
+from ..constants import EXPORT_FORMATS
 from .options import config_dir_option
 
 
@@ -10,7 +11,7 @@ from .options import config_dir_option
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder to write into: the export [RUN_DIR/export, RUN_DIR/export-int8 with --int8].")
-@click.option("--format", "fmt", type=click.Choice(["mxnet", "onnx"]), default="mxnet", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="mxnet", show_default=True,
               help="mxnet: symbol JSON + params (SymbolBlock.imports, model servers); "
                    "onnx: also model.onnx (needs pip install 'gluondet[onnx]').")
 @click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",

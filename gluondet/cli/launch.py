@@ -3,6 +3,7 @@ import sys
 
 import click
 
+from ..constants import LAUNCHERS
 from ..errors import GluondetError
 from .options import deprecated
 
@@ -25,7 +26,7 @@ def _parse_env(pairs):
 @click.option("-s", "--servers", "num_servers", type=click.IntRange(min=1), default=None,
               help="Parameter-server processes [default: as many as workers].")
 @click.option("--num-servers", "old_num_servers", type=click.IntRange(min=1), default=None, hidden=True)
-@click.option("--launcher", type=click.Choice(["local", "ssh"]), default="local", show_default=True,
+@click.option("--launcher", type=click.Choice(LAUNCHERS), default="local", show_default=True,
               help="local: every process on this machine, on 127.0.0.1 only. "
                    "ssh: servers and workers on the hosts of -H, the scheduler here.")
 @click.option("-H", "--hostfile", type=click.Path(dir_okay=False),
