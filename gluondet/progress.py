@@ -34,7 +34,9 @@ def say(message, stream=None):
     """Print a line on stderr without breaking a bar that is showing."""
     from tqdm import tqdm
 
-    tqdm.write(str(message), file=stream if stream is not None else sys.stderr)
+    stream = stream if stream is not None else sys.stderr
+    tqdm.write(str(message), file=stream)
+    stream.flush()
 
 
 class Progress:

@@ -76,42 +76,19 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     Writes <name>.det.<ext> into --out (never over the input). A file that cannot be read is
     reported by name and the others go on; the exit status is 1 if any failed.
     """
-    from ..run_folder import RunFolder
-
     if run_dir and params_file:
         raise GluondetError("give --run or --params, not both")
     if coco_file and not dataset:
         raise GluondetError("--coco-results needs --dataset (the COCO dataset the images come from)")
     positions = [_anchor_pos(p) for p in anchor_pos] or [(0.5, 0.5)]
-    if params_file:
-        source = Path(params_file)
-        from ..predict import EXPORT_META
-
-        if not (source.parent / EXPORT_META).is_file():
-            RunFolder.open(source)  # the run folder around the weights: config and classes beside them
-    elif run_dir:
-        source = Path(run_dir)
-    else:
-        source = RunFolder.latest("runs").path
-        click.echo(f"using the most recent run: {source} (choose another with --run)", err=True)
+    source = _weights_source(run_dir, params_file)
     model_dir = source.parent if source.is_file() else source
 
-    from ..predict import Detector, list_images
+    from ..predict import Detector
     from ..runtime import make_contexts
 
     contexts = make_contexts(ctx)
-    images, left_out = list_images(inputs)
-    earlier = [p for p in images if p.stem.endswith((".det", ".anchors"))]
-    if earlier:  # drawings of an earlier detect into the same folder are not new inputs
-        images = [p for p in images if p not in earlier]
-        click.echo(f"note: left out {len(earlier)} drawing(s) of an earlier gluondet detect "
-                   f"(e.g. {earlier[0].name})", err=True)
-    if left_out:
-        examples = ", ".join(p.name for p in left_out[:3])
-        click.echo(f"note: left out {len(left_out)} file(s) without an image suffix ({examples}"
-                   f"{', ...' if len(left_out) > 3 else ''})", err=True)
-    if not images:
-        raise GluondetError(f"no images in {', '.join(inputs)}")
+    images = _input_images(inputs)
     detector = Detector.load(source, ctx=contexts, which=which, max_boxes=max_boxes)
     out_dir = Path(out_dir) if out_dir else model_dir / "detections"
     _note_missing_glyphs(detector.classes, no_draw)
@@ -147,6 +124,43 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) failed", err=True)
         sys.exit(1)
+
+
+def _weights_source(run_dir, params_file):
+    """The run folder, export folder or .params file to load (default: the newest run under runs/)."""
+    from ..run_folder import RunFolder
+
+    if params_file:
+        source = Path(params_file)
+        from ..predict import EXPORT_META
+
+        if not (source.parent / EXPORT_META).is_file():
+            RunFolder.open(source)  # the run folder around the weights: config and classes beside them
+        return source
+    if run_dir:
+        return Path(run_dir)
+    source = RunFolder.latest("runs").path
+    click.echo(f"using the most recent run: {source} (choose another with --run)", err=True)
+    return source
+
+
+def _input_images(inputs):
+    """The image files of the inputs, leaving out (and noting) earlier drawings and non-images."""
+    from ..predict import list_images
+
+    images, left_out = list_images(inputs)
+    earlier = [p for p in images if p.stem.endswith((".det", ".anchors"))]
+    if earlier:  # drawings of an earlier detect into the same folder are not new inputs
+        images = [p for p in images if p not in earlier]
+        click.echo(f"note: left out {len(earlier)} drawing(s) of an earlier gluondet detect "
+                   f"(e.g. {earlier[0].name})", err=True)
+    if left_out:
+        examples = ", ".join(p.name for p in left_out[:3])
+        click.echo(f"note: left out {len(left_out)} file(s) without an image suffix ({examples}"
+                   f"{', ...' if len(left_out) > 3 else ''})", err=True)
+    if not images:
+        raise GluondetError(f"no images in {', '.join(inputs)}")
+    return images
 
 
 def _note_missing_glyphs(classes, no_draw):

@@ -16,6 +16,7 @@ def say(message):
     from tqdm import tqdm
 
     tqdm.write(str(message), file=sys.stderr)
+    sys.stderr.flush()  # a line for a log now, not when a buffer fills (a captured stderr may never flush)
 
 
 def epoch_seed(seed, epoch, rank=0):
