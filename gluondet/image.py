@@ -33,6 +33,7 @@ BACKGROUND = (255, 255, 255)  # what transparent pixels become
 EXIF_ORIENTATION_TAG = 0x0112
 _TURNS_SIDEWAYS = (5, 6, 7, 8)  # orientations that swap width and height
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_EXIF_IN_HEADER = ("JPEG", "MPO", "TIFF")  # formats whose EXIF Pillow reads without decoding pixels
 
 
 class ImageReadError(GluondetError):
@@ -94,10 +95,18 @@ def _open(path, data):
     except Image.DecompressionBombError as e:
         raise ImageReadError(path, f"refused: {e}") from None
     except _DECODE_ERRORS:
-        raise ImageReadError(path, "not a readable image (not an image file, or a format Pillow cannot read)") from None
+        reason = "not a readable image (not an image file, or a format Pillow cannot read)"
+        raise ImageReadError(path, reason) from None
 
 
 def _orientation(im):
+    """The EXIF orientation an opened (not yet decoded) image declares, 1 when none.
+
+    Only what the header holds: Pillow's getexif() on a PNG whose eXIf chunk has not been seen
+    decodes every pixel to look further, which would make reading headers as slow as decoding.
+    """
+    if im.format not in _EXIF_IN_HEADER and "exif" not in im.info:
+        return 1
     value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
     return value if value in range(1, 9) else 1
 
@@ -127,8 +136,9 @@ def read_image(path, apply_orientation=True, data=None):
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     im = _open(path, data)
     try:
+        turn = apply_orientation and _orientation(im) != 1  # decided as read_header decides it
         im.load()
-        if apply_orientation:
+        if turn:
             ImageOps.exif_transpose(im, in_place=True)
         return _to_rgb(im)
     except Image.DecompressionBombError as e:

@@ -1,8 +1,9 @@
 """The types every reader shares: a problem found in the data, an index entry, the dataset itself.
 
 Readers (voc.py, coco.py) turn annotation files into ``Entry`` records without decoding images
-(sizes and EXIF orientation come from image headers, see gluondet.image); ``check.py`` finds problems in them; ``DetectionDataset`` serves
-the clean entries as ``(image, label)`` pairs in the layout GluonCV's transforms expect.
+(sizes and EXIF orientation come from image headers, see gluondet.image); ``check.py`` finds
+problems in them; ``DetectionDataset`` serves the clean entries as ``(image, label)`` pairs in the
+layout GluonCV's transforms expect.
 """
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Dataset statistics from the annotations alone (no image decoding): counts and distributions.
 
-Sizes are in pixels of the image as read (gluondet.image's EXIF policy): box width/height, ``relative_size`` = sqrt(box area /
-image area) (what anchor scales are compared with), ``aspect_ratio`` = width / height.
+Sizes are in pixels of the image as read (gluondet.image's EXIF policy): box width/height,
+``relative_size`` = sqrt(box area / image area) (what anchor scales are compared with),
+``aspect_ratio`` = width / height.
 """
 import warnings
 from collections import Counter

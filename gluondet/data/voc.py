@@ -1,6 +1,7 @@
 """Pascal VOC reader: a VOC folder (or a VOCdevkit of several) to index entries.
 
-Layout: ``Annotations/ID.xml``, ``JPEGImages/ID.jpg`` (or another suffix of gluondet.image.IMAGE_SUFFIXES), ``ImageSets/Main/SPLIT.txt``.
+Layout: ``Annotations/ID.xml``, ``JPEGImages/ID.jpg`` (or another of gluondet.image.IMAGE_SUFFIXES),
+``ImageSets/Main/SPLIT.txt``.
 A VOCdevkit holds several such folders (``VOC2007/``, ``VOC2012/`` or ``2007/``, ``2012/``); split
 specs then name them: ``2007/trainval+2012/trainval``. A single folder takes a bare ``trainval``.
 
@@ -247,7 +248,8 @@ def settle_image(entry, header):
     entry.orientation = header.orientation
     entry.apply_orientation = reading.apply_orientation
     if reading.note:
-        entry.problems.append(warning(entry.ann_file, "exif-orientation", f"{_name(entry.image_path)}: {reading.note}"))
+        detail = f"{_name(entry.image_path)}: {reading.note}"
+        entry.problems.append(warning(entry.ann_file, "exif-orientation", detail))
 
 
 def _name(path):

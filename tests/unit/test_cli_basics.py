@@ -51,7 +51,8 @@ def test_onnx_export_without_onnx_writes_nothing(tmp_path, monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
     run = tmp_path / "run"
     run.mkdir()
     result = CliRunner(mix_stderr=False).invoke(main, ["export", str(run), "--format", "onnx",

@@ -17,7 +17,8 @@ def _commands(group=main, prefix=()):
 
 
 def _options(name):
-    return [(path, p) for path, cmd in _commands() for p in cmd.params if name in p.opts and not getattr(p, "hidden", False)]
+    return [(path, p) for path, cmd in _commands() for p in cmd.params
+            if name in p.opts and not getattr(p, "hidden", False)]
 
 
 def test_json_is_an_optional_file_everywhere():

@@ -104,6 +104,24 @@ def test_truncated_jpeg_is_an_error_naming_it_not_grey_pixels(tmp_path):
         read_image(cut)
 
 
+def test_headers_are_read_without_decoding_pixels(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # header intact, pixels cut short
+    assert read_header(tmp_path / "cut.png") == ImageHeader(80, 64, 1, "PNG")
+    with pytest.raises(ImageReadError, match=r"cut\.png"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_png_exif_orientation_before_the_pixels_is_honoured(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_stored_pixels()).save(tmp_path / "o.png", exif=exif.tobytes())
+    assert read_header(tmp_path / "o.png").orientation == 6
+    np.testing.assert_array_equal(read_image(tmp_path / "o.png"), np.rot90(_stored_pixels(), k=-1))
+
+
 def test_missing_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(ImageReadError, match=r"gone\.png: cannot read"):
         read_image(tmp_path / "gone.png")
