@@ -11,6 +11,7 @@ import click
 
 from .. import __version__
 from ..errors import GluondetError
+from ..progress import configure as configure_progress
 from ..runtime import configure_threads
 
 
@@ -37,6 +38,7 @@ def main():
       gluondet detect photo.jpg
     """
     configure_threads()
+    configure_progress(quiet=False)  # each invocation starts from the default; -q sets it per command
 
 
 def _register():

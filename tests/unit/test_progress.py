@@ -64,3 +64,14 @@ def test_quiet_is_spelled_the_same_on_every_long_command(command):
 
     options = {opt for p in main.commands[command].params for opt in p.opts}
     assert {"-q", "--quiet"} <= options
+
+
+def test_quiet_does_not_outlive_its_command(tmp_path):
+    from gluondet.cli import main
+
+    runner = CliRunner(mix_stderr=False)
+    runner.invoke(main, ["eval", str(tmp_path / "no_run"), "-q"])  # fails, but -q was taken
+    assert progress.is_quiet()
+    result = runner.invoke(main, ["data", "synth", str(tmp_path / "s"), "--train", "2", "--val", "1",
+                                  "--size", "32"])
+    assert result.exit_code == 0 and "shapes_voc: 3 img in" in result.stderr
