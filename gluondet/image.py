@@ -144,7 +144,7 @@ def read_image(path, apply_orientation=True, data=None):
     except Image.DecompressionBombError as e:
         raise ImageReadError(path, f"refused: {e}") from None
     except _DECODE_ERRORS as e:
-        raise ImageReadError(path, f"not a readable image: truncated or corrupt ({e})") from None
+        raise ImageReadError(path, f"truncated or corrupt: the pixels cannot be decoded ({e})") from None
     finally:
         im.close()
 

@@ -23,7 +23,7 @@ import yaml
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
-from .base import IMAGE_EXTENSIONS
+from ..image import IMAGE_SUFFIXES, ImageReadError, read_header, read_image
 from .convert import (PIXEL_DECIMALS, YOLO_DIGITS, Collection, Sample, Shape, clip_box, count_note, place_image,
                       refuse)
 
@@ -43,7 +43,7 @@ def label_path(image_path):
 
 
 def _list_images(folder):
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def _read_names(value, where):
@@ -136,24 +136,22 @@ def read_yolo_collection(src):
 def _upright(image):
     """(width, height, bytes or None): a photo with an EXIF rotation comes back upright, re-encoded,
     since Ultralytics sizes (and so normalizes) images as they are shown; else the stored size."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    from .labelme import EXIF_ORIENTATION
-
-    with Image.open(image) as im:
-        if im.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
-            return im.size[0], im.size[1], None
-        upright = ImageOps.exif_transpose(im).convert("RGB")
+    header = read_header(image)
+    if header.orientation == 1:
+        return header.width, header.height, None
+    upright = read_image(image)  # gluondet.image turns it as a viewer (and Ultralytics) shows it
     buf = io.BytesIO()
-    upright.save(buf, format="JPEG", quality=95)
-    return upright.size[0], upright.size[1], buf.getvalue()
+    Image.fromarray(upright).save(buf, format="JPEG", quality=95)
+    return upright.shape[1], upright.shape[0], buf.getvalue()
 
 
 def _read_sample(image, classes, problems, counts):
     try:
         width, height, data = _upright(image)
-    except (OSError, ValueError, SyntaxError) as e:  # what Pillow raises for a file it cannot read
-        problems.append(f"{image}: not a readable image ({type(e).__name__}: {e})")
+    except ImageReadError as e:
+        problems.append(str(e))
         return None
     if data is not None:
         counts["upright"] += 1

@@ -31,7 +31,7 @@ def make_images(folder, n, size):
 
 
 def main():
-    from gluondet.data.base import read_image_size
+    from gluondet.image import read_header
     from gluondet.data.integrity import file_problem
     from gluondet.runtime import usable_cpus
 
@@ -42,7 +42,7 @@ def main():
     args = parser.parse_args()
     workers = usable_cpus()
     legs = {
-        "header": lambda paths: [read_image_size(p) for p in paths],
+        "header": lambda paths: [read_header(p) for p in paths],
         "quick": lambda paths: [file_problem(p) for p in paths],
         "full-serial": lambda paths: [file_problem(p, True) for p in paths],
         "full-threads": lambda paths: list(ThreadPoolExecutor(workers).map(file_problem, paths,

@@ -5,10 +5,9 @@ import pytest
 
 from data_helpers import voc_config, write_voc
 from gluondet.data import integrity, load_dataset
-from gluondet.data.base import decode_image
 from gluondet.data.check import check_dataset
 from gluondet.errors import GluondetError
-from gluondet.predict import read_image
+from gluondet.image import read_image
 
 GOOD = {"objects": [("cat", 5, 5, 40, 30)], "size": (64, 48)}
 
@@ -56,10 +55,10 @@ def test_data_after_the_end_marker_is_fine_and_bmp_is_decoded(tmp_path):
 
 def test_decoders_refuse_a_cut_jpeg_naming_it(tmp_path):
     path = cut(noisy(tmp_path / "x.jpg"))
-    for read in (decode_image, read_image):
+    for stored in (True, False):  # the reader of training (as stored or turned) and of detect
         with pytest.raises(GluondetError, match=r"x\.jpg: truncated"):
-            read(path)
-    assert decode_image(noisy(tmp_path / "y.jpg")).shape == (48, 64, 3)
+            read_image(path, apply_orientation=stored)
+    assert read_image(noisy(tmp_path / "y.jpg")).shape == (48, 64, 3)
 
 
 def test_check_finds_cut_images_in_parallel_and_caches_the_answers(tmp_path, monkeypatch):
