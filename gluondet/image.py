@@ -129,11 +129,9 @@ def read_image(path, apply_orientation=True, data=None):
     ``choose_orientation``). A file that cannot be decoded, truncated ones included, raises
     ImageReadError naming it.
     """
-    from PIL import Image, ImageFile, ImageOps
+    from PIL import Image, ImageOps
 
-    # Importing gluoncv.data sets this Pillow-wide switch to True (gluoncv/data/mhp.py), after which
-    # a truncated JPEG decodes without a word, its missing rows grey: restore Pillow's default.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    refuse_truncated()
     im = _open(path, data)
     try:
         turn = apply_orientation and _orientation(im) != 1  # decided as read_header decides it
@@ -147,6 +145,17 @@ def read_image(path, apply_orientation=True, data=None):
         raise ImageReadError(path, f"truncated or corrupt: the pixels cannot be decoded ({e})") from None
     finally:
         im.close()
+
+
+def refuse_truncated():
+    """Make Pillow refuse cut files again, before any decode.
+
+    Importing gluoncv.data sets Pillow's process-wide LOAD_TRUNCATED_IMAGES to True
+    (gluoncv/data/mhp.py); from then on a truncated JPEG decodes without a word, its missing rows grey.
+    """
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def _to_rgb(im):

@@ -36,11 +36,11 @@ def ends_whole(head, tail):
 
 def decode_problem(source):
     """None when Pillow decodes every pixel of ``source`` (a path or a file object), else why not."""
-    from PIL import Image, ImageFile
+    from PIL import Image
 
-    # GluonCV (gluoncv/data/mhp.py) sets this True for the whole process on import, which makes
-    # Pillow fill cut images silently; gluondet wants to know, and only ever sets it back.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    from ..image import refuse_truncated
+
+    refuse_truncated()
     try:
         with Image.open(source) as im:
             im.load()
