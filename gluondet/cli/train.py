@@ -96,7 +96,9 @@ def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
     from ..engine.distributed import exit_on_failure
     from ..engine.train import TrainingStopped
     from ..engine.train import train as run_training
+    from ..progress import configure as configure_progress
 
+    configure_progress(quiet=bool(config.quiet))  # a resumed run keeps the --quiet it was started with
     # A failing dist worker must exit at once: at shutdown MXNet would wait for its peers forever.
     guard = exit_on_failure() if config.kvstore.startswith("dist") else nullcontext()
     try:

@@ -12,10 +12,10 @@ from .trainer import FORCED_STOP, HookBase, check_finite
 
 
 def say(message):
-    """A line for the user that does not break a progress bar."""
-    from tqdm import tqdm
+    """A line for the user that does not break a progress bar (gluondet.progress.say)."""
+    from ..progress import say as progress_say
 
-    tqdm.write(str(message), file=sys.stderr)
+    progress_say(message)
     sys.stderr.flush()  # a line for a log now, not when a buffer fills (a captured stderr may never flush)
 
 
@@ -197,36 +197,32 @@ class MetricsWriter(HookBase):
 
 
 class Progress(HookBase):
-    """A progress bar per epoch on a terminal; one plain line per epoch otherwise."""
+    """Training progress by gluondet.progress's policy: a bar per epoch on a terminal, one plain
+    line per epoch in a log (with the epoch's synchronized img/s), nothing with --quiet."""
 
-    def __init__(self, enabled=True, stream=None):
-        self.enabled, self.stream = enabled, stream or sys.stderr
+    def __init__(self, enabled=True):
+        self.enabled = enabled
         self.bar = None
 
     def before_epoch(self):
-        from tqdm import tqdm
+        from ..progress import Progress as Bar
 
         t, state = self.trainer, self.trainer.state
-        interactive = self.enabled and self.stream.isatty()
-        self.bar = tqdm(total=t.iters_per_epoch, initial=state.start_iteration, unit="it",
-                        desc=f"epoch {state.epoch + 1}/{t.epochs}", disable=not interactive,
-                        file=self.stream, dynamic_ncols=True, leave=True)
+        self.bar = Bar(total=t.iters_per_epoch, desc=f"epoch {state.epoch + 1}/{t.epochs}", unit="it",
+                       enabled=self.enabled)
+        self.bar.update(state.start_iteration)
+
+    def _postfix(self, **extra):
+        state = self.trainer.state
+        self.bar.set_postfix(**extra, lr=state.lr, **state.mean_losses())
 
     def after_step(self):
-        state = self.trainer.state
         self.bar.update(1)
-        if not self.bar.disable:
-            losses = " ".join(f"{n} {v:.3f}" for n, v in state.mean_losses().items())
-            self.bar.set_postfix_str(f"lr {state.lr:.2g} {losses}")
+        self._postfix()
 
     def after_epoch(self):
-        state = self.trainer.state
-        if self.bar is not None:
-            self.bar.close()
-        if self.enabled and self.bar is not None and self.bar.disable:  # the bar said it already
-            losses = " ".join(f"{n} {v:.3f}" for n, v in state.mean_losses().items())
-            say(f"epoch {state.epoch + 1}/{self.trainer.epochs}: {state.images_per_sec:.2f} img/s "
-                f"lr {state.lr:.2g} {losses}")
+        self._postfix(img_per_s=round(self.trainer.state.images_per_sec, 2))
+        self.bar.close()
 
     def on_stop(self):
         if self.bar is not None:

@@ -221,7 +221,8 @@ def make_hooks(s, net, step, val_data, extra=()):
     from .validation import METRIC_NAMES, validate
 
     config = s.config
-    hooks = [H.EpochSeed(config.seed, s.rank), H.NanGuard()]
+    # Progress first: its epoch line (and clock) closes before validation and checkpoints run.
+    hooks = [H.EpochSeed(config.seed, s.rank), H.NanGuard(), H.Progress(enabled=s.chief and not config.quiet)]
     if s.chief:
         label = METRIC_NAMES[config.metric]
 
@@ -235,7 +236,6 @@ def make_hooks(s, net, step, val_data, extra=()):
                   H.MetricsWriter(s.run, step.loss_names, lr_schedule=epoch_learning_rates(
                       config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every),
                       log_every=config.log_every)]
-    hooks.append(H.Progress(enabled=s.chief and not config.quiet))
     return hooks + list(extra)
 
 
