@@ -59,6 +59,7 @@ class Entry:
     problems: List[Problem] = field(default_factory=list)  # found while reading
     max_offset: int = 1
     raw_boxes: list = field(default_factory=list)  # boxes as written in the file, for messages
+    masks: list = field(default_factory=list)  # mask specs parallel to objects (data/masks.py), or empty
 
     @property
     def size(self):
