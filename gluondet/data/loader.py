@@ -276,3 +276,123 @@ def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
         batchify = Tuple(Append(), Append(), Append())
     return DataLoader(MappedDataset(dataset, transform), batch_size, shuffle=False,
                       batchify_fn=batchify, last_batch="keep", num_workers=num_workers)
+
+
+# ----------------------------------------------------------------------------- Mask R-CNN
+class MaskRCNNTrainTransform:
+    """Resize (shorter side to ``net.short``, longer at most ``net.max_size``), flip half the images,
+    normalize; then RPN targets over the network's anchors, all FPN levels concatenated in the
+    order the RPN outputs them.
+
+    Masks arrive as (N, H, W) uint8 arrays at the image's size (from any layout: polygons, RLE,
+    PNG), so they are resized as pixels rather than as polygons like GluonCV's
+    ``MaskRCNNDefaultTrainTransform``, whose anchors and RPN target generator are reused here.
+    Returns ``(img (3, h, w), label (N, 6), masks (N, h, w) float32, rpn_cls_targets (A,),
+    rpn_box_targets (A, 4), rpn_box_masks (A, 4))``.
+    """
+
+    def __init__(self, net):
+        from gluoncv.data.transforms.presets.rcnn import MaskRCNNDefaultTrainTransform
+
+        self._short, self._max_size = net.short, net.max_size
+        self._multi_stage = getattr(net, "num_stages", 1) > 1
+        self._gluoncv = MaskRCNNDefaultTrainTransform(net.short, net.max_size, net, multi_stage=self._multi_stage)
+
+    def __call__(self, img, label, masks):
+        import cv2
+        import mxnet as mx
+        from gluoncv.data.transforms import bbox as tbbox
+        from gluoncv.data.transforms import image as timage
+
+        label = np.asarray(label, dtype=np.float32)
+        keep = label[:, 5] != FLAG_CROWD
+        label, masks = label[keep], np.asarray(masks)[keep]
+        h, w = img.shape[:2]
+        img = timage.resize_short_within(img, self._short, self._max_size, interp=1)
+        new_h, new_w = img.shape[:2]
+        label = tbbox.resize(label, (w, h), (new_w, new_h))
+        # uint8 0/1 pixels through bilinear resizing round back to 0/1: a threshold at one half
+        masks = np.stack([cv2.resize(m, (new_w, new_h), interpolation=cv2.INTER_LINEAR) for m in masks])
+        img, flips = timage.random_flip(img, px=0.5)
+        if flips[0]:
+            label = tbbox.flip(label, (new_w, new_h), flip_x=True)
+            masks = masks[:, :, ::-1]
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225))
+        cls_targets, box_targets, box_masks = self._rpn_targets(img, label)
+        return (img, mx.nd.array(label), mx.nd.array(np.ascontiguousarray(masks), dtype="float32"),
+                cls_targets, box_targets, box_masks)
+
+    def _rpn_targets(self, img, label):
+        """RPN targets of every anchor, levels concatenated (each level's (H, W, anchors) flattened)."""
+        import mxnet as mx
+
+        base = self._gluoncv
+        height, width = img.shape[1], img.shape[2]
+        levels = base._anchors if self._multi_stage else [base._anchors]
+        shapes = base._feat_sym if self._multi_stage else [base._feat_sym]
+        anchors = []
+        for anchor, feat in zip(levels, shapes):
+            out_shape = feat.infer_shape(data=(1, 3, height, width))[1][0]
+            anchors.append(anchor[:, :, :out_shape[2], :out_shape[3], :].reshape((-1, 4)))
+        return base._target_generator(mx.nd.array(label[:, :4]), mx.nd.concat(*anchors, dim=0), width, height)
+
+
+class MaskRCNNValTransform:
+    """Resize and normalize; the label stays at the image's own size, with its scale and index.
+
+    Returns ``(img (3, h, w), label (N, 6) at the original size, scale (original / input), index)``:
+    validation pastes masks at the original size and reads ground-truth masks by ``index``.
+    """
+
+    def __init__(self, net):
+        self._short, self._max_size = net.short, net.max_size
+
+    def __call__(self, img, label, index):
+        import mxnet as mx
+        from gluoncv.data.transforms import image as timage
+
+        h = img.shape[0]
+        img = timage.resize_short_within(img, self._short, self._max_size, interp=1)
+        scale = h / float(img.shape[0])
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225))
+        return img, mx.nd.array(with_placeholder_row(label)), mx.nd.array([scale]), mx.nd.array([index])
+
+
+class _ImageLabelIndex:
+    """``dataset[i]`` as (image, label, i), without decoding masks (validation reads them by index)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        from mxnet import nd
+
+        from .base import decode_image
+
+        return nd.array(decode_image(str(self.dataset.image_path(i))), dtype=np.uint8), self.dataset.label(i), i
+
+
+def mask_train_loader(net, dataset, batch_size, num_workers, indices=None):
+    """Mask R-CNN training batches: lists of one image per device (``Append``), shuffled."""
+    from gluoncv.data.batchify import Append, Tuple
+    from mxnet.gluon.data import DataLoader
+
+    mapped = MappedDataset(dataset, MaskRCNNTrainTransform(net), indices)
+    last_batch = "rollover" if len(mapped) >= batch_size else "keep"
+    return DataLoader(mapped, batch_size, shuffle=True, batchify_fn=Tuple(*[Append() for _ in range(6)]),
+                      last_batch=last_batch, num_workers=num_workers)
+
+
+def mask_val_loader(net, dataset, batch_size, num_workers):
+    """Mask R-CNN validation batches: (images, labels, scales, indices), lists of one image each."""
+    from gluoncv.data.batchify import Append, Tuple
+    from mxnet.gluon.data import DataLoader
+
+    mapped = MappedDataset(_ImageLabelIndex(dataset), MaskRCNNValTransform(net))
+    return DataLoader(mapped, batch_size, shuffle=False, batchify_fn=Tuple(*[Append() for _ in range(4)]),
+                      last_batch="keep", num_workers=num_workers)
