@@ -100,6 +100,17 @@ def encode_masks(masks):
     return [rle_to_json(r) for r in mask_utils.encode(masks)] if masks.shape[2] else []
 
 
+def paste_masks(probs, boxes, size):
+    """(K, h, w) uint8 masks of K per-box mask probabilities (K, M, M) pasted into their boxes (in
+    the image's pixels) on a ``size`` (w, h) image, thresholded at 0.5 (GluonCV's ``fill``)."""
+    from gluoncv.data.transforms.mask import fill
+
+    width, height = size
+    if not len(boxes):
+        return np.zeros((0, height, width), np.uint8)
+    return fill(np.asarray(probs, np.float32), np.asarray(boxes, np.float32), (width, height))
+
+
 # ----------------------------------------------------------------------------- VOC instance layout
 def attach_voc_masks(entry, voc_root, png_names, header_size):
     """Give a VOC entry the masks of ``SegmentationObject/<id>.png`` when that file exists.

@@ -92,15 +92,14 @@ def instances_from_output(ids, scores, boxes, masks, scale, size, threshold=0.0)
     with a class (id >= 0) and a score above ``threshold``: boxes scaled by ``scale`` (original /
     input) and clipped to the image, masks pasted into their boxes.
     """
-    from gluoncv.data.transforms.mask import fill
+    from ..data.masks import paste_masks
 
     ids, scores = ids[0].asnumpy().reshape(-1), scores[0].asnumpy().reshape(-1)
     keep = (ids >= 0) & (scores > threshold)
     width, height = size
     boxes = boxes[0].asnumpy()[keep] * scale
     boxes = np.clip(boxes, 0, [width, height, width, height])
-    probs = masks[0].asnumpy()[keep]
-    full = fill(probs, boxes, (width, height)) if len(boxes) else np.zeros((0, height, width), np.uint8)
+    full = paste_masks(masks[0].asnumpy()[keep], boxes, (width, height))
     return ids[keep].astype(int), scores[keep], boxes, full
 
 
