@@ -296,7 +296,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-TRAIN_METRICS = ("voc", "voc07", "coco")
+TRAIN_METRICS = ("voc", "voc07", "coco", "coco_segm", "coco_bbox")  # the last two: mask models
 AUGMENTATIONS = ("ssd", "flip")  # gluondet.data.loader: GluonCV's SSD augmentation, or resize + flip
 KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async")
 

@@ -242,7 +242,7 @@ def images_with_objects(dataset):
 # ----------------------------------------------------------------------------- loaders
 def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indices=None,
                  augment="ssd", seed=0):
-    """The training loader for ``family`` ('ssd' or 'faster_rcnn'): an EpochLoader whose order and
+    """The training loader for ``family`` ('ssd', 'faster_rcnn', 'mask_rcnn'): an EpochLoader whose order and
     augmentation follow (seed, epoch), so a resumed run sees the same batches.
 
     ``indices`` restricts the dataset (a distributed worker's shard, or images with objects);
@@ -251,6 +251,8 @@ def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indi
     from gluoncv.data.batchify import Append, Stack, Tuple
     from mxnet.gluon.data import DataLoader
 
+    if family == "mask_rcnn":
+        return mask_train_loader(net, dataset, batch_size, num_workers, indices, seed)
     if family == "ssd":
         transform = SSDTrainTransform(data_shape, data_shape, ssd_anchors(net, data_shape), augment)
         batchify = Tuple(Stack(), Stack(), Stack())
@@ -268,6 +270,8 @@ def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
     from gluoncv.data.batchify import Append, Pad, Stack, Tuple
     from mxnet.gluon.data import DataLoader
 
+    if family == "mask_rcnn":
+        return mask_val_loader(net, dataset, batch_size, num_workers)
     if family == "ssd":
         transform = SSDValTransform(data_shape, data_shape)
         batchify = Tuple(Stack(), Pad(pad_val=-1))
@@ -377,15 +381,17 @@ class _ImageLabelIndex:
         return nd.array(decode_image(str(self.dataset.image_path(i))), dtype=np.uint8), self.dataset.label(i), i
 
 
-def mask_train_loader(net, dataset, batch_size, num_workers, indices=None):
-    """Mask R-CNN training batches: lists of one image per device (``Append``), shuffled."""
+def mask_train_loader(net, dataset, batch_size, num_workers, indices=None, seed=0):
+    """Mask R-CNN training batches: lists of one image per device (``Append``), in an order and
+    with flips drawn from (seed, epoch), as ``train_loader``'s."""
     from gluoncv.data.batchify import Append, Tuple
     from mxnet.gluon.data import DataLoader
 
     mapped = MappedDataset(dataset, MaskRCNNTrainTransform(net), indices)
-    last_batch = "rollover" if len(mapped) >= batch_size else "keep"
-    return DataLoader(mapped, batch_size, shuffle=True, batchify_fn=Tuple(*[Append() for _ in range(6)]),
-                      last_batch=last_batch, num_workers=num_workers)
+    sampler = EpochBatchSampler(len(mapped), batch_size, seed)
+    loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=Tuple(*[Append() for _ in range(6)]),
+                        num_workers=num_workers)
+    return EpochLoader(loader, sampler)
 
 
 def mask_val_loader(net, dataset, batch_size, num_workers):
@@ -394,5 +400,7 @@ def mask_val_loader(net, dataset, batch_size, num_workers):
     from mxnet.gluon.data import DataLoader
 
     mapped = MappedDataset(_ImageLabelIndex(dataset), MaskRCNNValTransform(net))
-    return DataLoader(mapped, batch_size, shuffle=False, batchify_fn=Tuple(*[Append() for _ in range(4)]),
-                      last_batch="keep", num_workers=num_workers)
+    loader = DataLoader(mapped, batch_size, shuffle=False, batchify_fn=Tuple(*[Append() for _ in range(4)]),
+                        last_batch="keep", num_workers=num_workers)
+    loader.instances = dataset  # validation reads ground-truth masks from it by index
+    return loader

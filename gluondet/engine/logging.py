@@ -41,6 +41,7 @@ def validation_columns(scores):
     columns = {"val_map": scores["map"]}
     columns.update({f"ap/{name}": ap for name, ap in (scores.get("per_class") or {}).items()})
     columns.update({f"coco/{name}": value for name, value in (scores.get("coco") or {}).items()})
+    columns.update(scores.get("row") or {})  # a family's own columns (mask models: bbox/..., segm/...)
     return columns
 
 

@@ -2,7 +2,8 @@
 from .steps import hybridize_for_prediction, hybridize_for_training
 
 DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
-METRIC_NAMES = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]"}
+METRIC_NAMES = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]",
+                "coco_segm": "COCO mask AP@[.5:.95]", "coco_bbox": "COCO box AP@[.5:.95]"}
 
 
 def validate(net, family, loader, ctx_list, metric_name, classes, progress=True):
@@ -13,7 +14,12 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
 
     hybridize_for_prediction(net, family)
     try:
-        result = evaluate(net, loader, ctx_list, make_metric(metric_name, classes), progress=progress)
+        if family == "mask_rcnn":
+            from ..eval.instance import validate_instances
+
+            result = validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress)
+        else:
+            result = evaluate(net, loader, ctx_list, make_metric(metric_name, classes), progress=progress)
     finally:
         hybridize_for_training(net, family)
     result["map"] = float(result["map"] or 0.0)

@@ -139,3 +139,22 @@ def coco_results(image_id, labels, scores, boxes, rles):
     return [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s),
              "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "segmentation": r}
             for c, s, b, r in zip(labels, scores, boxes, rles)]
+
+
+def validate_instances(net, loader, ctx_list, metric_name, class_names, progress=True):
+    """``evaluate_instances`` on a ``mask_val_loader`` as validation wants it: the result dict of
+    ``metric_name`` (coco_segm or coco_bbox, which picks the best checkpoint) with ``row``, every
+    number of both metrics for metrics.csv (``segm/AP``, ``bbox/AP50``, ..., ``segm_ap/<class>``)."""
+    from ..errors import GluondetError
+
+    if metric_name not in INSTANCE_METRICS:
+        raise GluondetError(f"--metric {metric_name}: a mask model is validated with "
+                            f"{' or '.join(INSTANCE_METRICS)}")
+    results = evaluate_instances(net, loader, loader.instances, ctx_list, class_names, progress=progress)
+    result = dict(results[metric_name])
+    row = {}
+    for name, short in (("coco_segm", "segm"), ("coco_bbox", "bbox")):
+        row.update({f"{short}/{k}": v for k, v in (results[name].get(name) or {}).items()})
+        row.update({f"{short}_ap/{c}": v for c, v in results[name]["per_class"].items()})
+    result.update(row=row, coco_bbox=results["coco_bbox"]["coco_bbox"], coco_segm=results["coco_segm"]["coco_segm"])
+    return result

@@ -5,6 +5,9 @@ but take every detector setting as a keyword; the values below are those of Gluo
 models (``mask_rcnn_fpn_resnet50_v1b_coco``, ``faster_rcnn_fpn_resnet50_v1b_coco``). A model YAML's
 ``kwargs`` override any of them (the small demo model shrinks proposals and channels there).
 
+Every network built here pools its RoIs with ``pyramid_roi_features`` (see there): GluonCV's own
+FPN pooling reads uninitialized memory on the CPU.
+
 ``norm: batchnorm`` in kwargs trains the BatchNorm layers instead of freezing them (GluonCV freezes
 them, right for an ImageNet backbone; a backbone trained from scratch needs them to learn).
 """
@@ -48,13 +51,62 @@ def mask_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):
     """Mask R-CNN with an FPN over ``base_network`` (resnet18_v1b, resnet50_v1b, resnet101_v1d)."""
     from gluoncv.model_zoo.rcnn.mask_rcnn import custom_mask_rcnn_fpn
 
-    return custom_mask_rcnn_fpn(list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
-                                **_kwargs({**FPN_DEFAULTS, **MASK_DEFAULTS}, kwargs))
+    return use_zeroed_roi_pooling(custom_mask_rcnn_fpn(
+        list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
+        **_kwargs({**FPN_DEFAULTS, **MASK_DEFAULTS}, kwargs)))
 
 
 def faster_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):
     """Faster R-CNN with an FPN over ``base_network``."""
     from gluoncv.model_zoo.rcnn.faster_rcnn import custom_faster_rcnn_fpn
 
-    return custom_faster_rcnn_fpn(list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
-                                  **_kwargs({**FPN_DEFAULTS, **FASTER_DEFAULTS}, kwargs))
+    return use_zeroed_roi_pooling(custom_faster_rcnn_fpn(
+        list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
+        **_kwargs({**FPN_DEFAULTS, **FASTER_DEFAULTS}, kwargs)))
+
+
+def use_zeroed_roi_pooling(net):
+    """Make an FPN R-CNN (GluonCV's FasterRCNN or MaskRCNN, also a zoo detector) pool with
+    ``pyramid_roi_features``; a network without FPN levels is returned as it is."""
+    import types
+
+    if getattr(net, "num_stages", 1) > 1:
+        net._pyramid_roi_feats = types.MethodType(pyramid_roi_features, net)
+    return _zero_fpn_biases(net)
+
+
+def _zero_fpn_biases(net):
+    """Zeros for the FPN's biases when nothing loaded them (no pretrained base): they live in a
+    SymbolBlock whose deferred initialization hands a bias to a weight initializer (Xavier then
+    refuses a vector), so ``models.initialize_missing`` could not start such a network."""
+    import mxnet as mx
+
+    for name, param in net.collect_params().items():
+        if name.endswith("_bias") and param._data is None and getattr(param, "_deferred_init", ()) == ():
+            param.initialize(init=mx.init.Zero())
+    return net
+
+
+def pyramid_roi_features(net, F, features, rois, roi_size, strides, roi_mode="align",
+                         roi_canonical_scale=224.0, sampling_ratio=2, eps=1e-6):
+    """RoI features from the FPN level each RoI belongs to (FPN paper's rule: level
+    floor(4 + log2(sqrt(area) / 224)), clipped to the network's levels, P6 left out).
+
+    GluonCV (MXNet >= 1.6) hides each level's other RoIs by giving them batch index -1 before
+    ROIAlign; MXNet's CPU ROIAlign skips such rows without writing them, so they hold whatever was
+    in memory (measured: 1e30 values, mask losses of 1e28 on the first iterations). Here every
+    level pools every RoI and the rows of other levels are zeroed afterwards, as GluonCV does for
+    older MXNet versions; the result is the same wherever the CPU kernel writes zeros.
+    """
+    max_stage = net._max_stage - 1 if net._max_stage > 5 else net._max_stage
+    _, x1, y1, x2, y2 = F.split(rois, axis=-1, num_outputs=5)
+    level = F.floor(4 + F.log2(F.sqrt((x2 - x1 + 1) * (y2 - y1 + 1)) / roi_canonical_scale + eps))
+    level = F.squeeze(F.clip(level, net._min_stage, max_stage))
+    pooled = []
+    for i, stage in enumerate(range(net._min_stage, max_stage + 1)):
+        if roi_mode == "align":
+            feature = F.contrib.ROIAlign(features[i], rois, roi_size, 1. / strides[i], sample_ratio=sampling_ratio)
+        else:
+            feature = F.ROIPooling(features[i], rois, roi_size, 1. / strides[i])
+        pooled.append(F.where(level == stage, feature, F.zeros_like(feature)))
+    return F.ElementWiseSum(*pooled)
