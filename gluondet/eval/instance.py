@@ -158,3 +158,38 @@ def validate_instances(net, loader, ctx_list, metric_name, class_names, progress
         row.update({f"{short}_ap/{c}": v for c, v in results[name]["per_class"].items()})
     result.update(row=row, coco_bbox=results["coco_bbox"]["coco_bbox"], coco_segm=results["coco_segm"]["coco_segm"])
     return result
+
+
+def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, dataset_cfg, split,
+                           coco_results=None, progress=True):
+    """``gluondet eval`` of a mask model: the result dict of ``metric_name`` (coco_segm unless
+    coco_bbox) with ``box`` and ``mask``, each a full result dict with AP per class. ``coco_results``
+    (a path) receives every scored detection in COCO's segm result format, with the dataset's
+    image and category ids when it is a COCO dataset."""
+    import json
+
+    from ..fileio import atomic_write_text
+
+    metric_name = metric_name if metric_name in INSTANCE_METRICS else "coco_segm"
+    entries = [] if coco_results else None
+    results = evaluate_instances(net, loader, loader.instances, ctx_list, class_names, progress=progress,
+                                 results=entries)
+    result = dict(results[metric_name])
+    result.update(box=results["coco_bbox"], mask=results["coco_segm"])
+    if coco_results:
+        ids = _category_ids(dataset_cfg, split, class_names)
+        for entry in entries:
+            entry["category_id"] = ids[entry["category_id"] - 1]
+        atomic_write_text(coco_results, json.dumps(entries) + "\n")
+    return result
+
+
+def _category_ids(dataset_cfg, split, class_names):
+    """The COCO category id of each class (by name) in a COCO dataset's file; class index + 1 else."""
+    if dataset_cfg.format != "coco":
+        return list(range(1, len(class_names) + 1))
+    from ..data.coco import coco_paths, load_coco_api
+
+    ann_path, _ = coco_paths(dataset_cfg.root, dataset_cfg.split_spec(split))
+    by_name = {str(c.get("name", "")).strip(): c["id"] for c in load_coco_api(ann_path).dataset["categories"]}
+    return [by_name[name] for name in class_names]

@@ -118,8 +118,10 @@ def init_from(spec, model_cfg, classes, source_classes=None):
         if str(spec) not in _models:
             raise GluondetError(f"--init-from {spec}: neither a .params file nor a GluonCV model-zoo name "
                                 f"(for example ssd_512_vgg16_atrous_voc)")
+        from .rcnn_fpn import use_zeroed_roi_pooling
+
         with model_store(what="pretrained detector"):
-            net = get_model(str(spec), pretrained=True)
+            net = use_zeroed_roi_pooling(get_model(str(spec), pretrained=True))
         net, shared = reset_classes(net, classes)
     initialize_missing(net)
     from tqdm import tqdm

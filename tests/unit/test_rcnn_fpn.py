@@ -30,9 +30,42 @@ def test_mask_models_build_for_any_classes_with_zeroed_pooling(name):
 
     cfg = resolve_model_config(name)
     cfg["data_shape"] = 128
+    cfg["kwargs"].update(rpn_test_pre_nms=200, rpn_test_post_nms=20, rcnn_max_dets=20)  # a quick forward
     net = build_model(cfg, ["a", "b"], pretrained_base=False)
     assert model_family(cfg) == "mask_rcnn" and net.classes == ["a", "b"] and net.short == 128
     assert net._pyramid_roi_feats.__func__ is pyramid_roi_features
     with mx.autograd.predict_mode():
         ids, scores, boxes, masks = net(mx.nd.zeros((1, 3, 128, 160)))
     assert masks.shape[:2] == ids.shape[:2] and np.isfinite(masks.asnumpy()).all()
+
+
+def test_init_from_a_mask_run_keeps_the_weights_of_shared_classes(tmp_path):
+    from gluondet.config import resolve_model_config
+    from gluondet.models import build_model
+    from gluondet.models.pretrained import init_from
+
+    cfg = resolve_model_config("mask_rcnn_tiny")
+    source = build_model(cfg, ["circle", "square", "triangle"], pretrained_base=False)
+    with mx.autograd.predict_mode():
+        source(mx.nd.zeros((1, 3, 128, 128)))  # finish deferred initialization
+    source.save_parameters(str(tmp_path / "best.params"))
+    (tmp_path / "classes.txt").write_text("circle\nsquare\ntriangle\n")
+    net = init_from(str(tmp_path / "best.params"), cfg, ["hexagon", "square"])
+    assert net.classes == ["hexagon", "square"]
+    assert net._pyramid_roi_feats.__func__ is pyramid_roi_features
+    old = source.mask.mask.weight.data().asnumpy()  # one output channel per class
+    new = net.mask.mask.weight.data().asnumpy()
+    np.testing.assert_array_equal(new[1], old[1])  # square kept its mask predictor
+    old_cls = source.class_predictor.weight.data().asnumpy()  # row 0: background
+    np.testing.assert_array_equal(net.class_predictor.weight.data().asnumpy()[2], old_cls[2])
+
+
+def test_init_from_the_coco_mask_detector_offline_is_one_clear_error(tmp_path, monkeypatch):
+    from gluondet.config import resolve_model_config
+    from gluondet.errors import GluondetError
+    from gluondet.models.pretrained import init_from
+
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path))
+    with pytest.raises(GluondetError, match=r"cannot fetch the pretrained detector "
+                                            r"'mask_rcnn_fpn_resnet50_v1b_coco'.*place the file"):
+        init_from("mask_rcnn_fpn_resnet50_v1b_coco", resolve_model_config("mask_rcnn_fpn_resnet50_v1b"), ["a"])
