@@ -343,42 +343,28 @@ class MaskRCNNTrainTransform:
 
 
 class MaskRCNNValTransform:
-    """Resize and normalize; the label stays at the image's own size, with its scale and index.
+    """Resize and normalize; the label and masks stay at the image's own size.
 
-    Returns ``(img (3, h, w), label (N, 6) at the original size, scale (original / input), index)``:
-    validation pastes masks at the original size and reads ground-truth masks by ``index``.
+    Returns ``(img (3, h, w), label (N, 6) at the original size, scale (original / input),
+    masks (N, H, W) uint8)``: validation pastes predicted masks at the original size and compares
+    them with these. An image without objects gets one placeholder row (class -1) and one empty mask.
     """
 
     def __init__(self, net):
         self._short, self._max_size = net.short, net.max_size
 
-    def __call__(self, img, label, index):
+    def __call__(self, img, label, masks):
         import mxnet as mx
         from gluoncv.data.transforms import image as timage
 
-        h = img.shape[0]
+        h, w = img.shape[:2]
         img = timage.resize_short_within(img, self._short, self._max_size, interp=1)
         scale = h / float(img.shape[0])
         img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=(0.485, 0.456, 0.406),
                                     std=(0.229, 0.224, 0.225))
-        return img, mx.nd.array(with_placeholder_row(label)), mx.nd.array([scale]), mx.nd.array([index])
-
-
-class _ImageLabelIndex:
-    """``dataset[i]`` as (image, label, i), without decoding masks (validation reads them by index)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        from mxnet import nd
-
-        from .base import decode_image
-
-        return nd.array(decode_image(str(self.dataset.image_path(i))), dtype=np.uint8), self.dataset.label(i), i
+        if not len(masks):
+            masks = np.zeros((1, h, w), np.uint8)
+        return img, mx.nd.array(with_placeholder_row(label)), mx.nd.array([scale]), mx.nd.array(masks, dtype=np.uint8)
 
 
 def mask_train_loader(net, dataset, batch_size, num_workers, indices=None, seed=0):
@@ -395,12 +381,10 @@ def mask_train_loader(net, dataset, batch_size, num_workers, indices=None, seed=
 
 
 def mask_val_loader(net, dataset, batch_size, num_workers):
-    """Mask R-CNN validation batches: (images, labels, scales, indices), lists of one image each."""
+    """Mask R-CNN validation batches: (images, labels, scales, masks), lists of one image each, in
+    dataset order."""
     from gluoncv.data.batchify import Append, Tuple
     from mxnet.gluon.data import DataLoader
 
-    mapped = MappedDataset(_ImageLabelIndex(dataset), MaskRCNNValTransform(net))
-    loader = DataLoader(mapped, batch_size, shuffle=False, batchify_fn=Tuple(*[Append() for _ in range(4)]),
-                        last_batch="keep", num_workers=num_workers)
-    loader.instances = dataset  # validation reads ground-truth masks from it by index
-    return loader
+    return DataLoader(MappedDataset(dataset, MaskRCNNValTransform(net)), batch_size, shuffle=False,
+                      batchify_fn=Tuple(*[Append() for _ in range(4)]), last_batch="keep", num_workers=num_workers)

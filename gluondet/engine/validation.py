@@ -58,7 +58,7 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     if info.family == "mask_rcnn":
         from ..eval.instance import evaluate_run_instances
 
-        result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, dataset_cfg, split,
+        result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
                                         coco_results, progress=progress)
     else:
         result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)

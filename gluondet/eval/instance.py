@@ -6,7 +6,7 @@ also carries a COCO RLE mask (and its pixel area, which decides small / medium /
 segm metric, so both see the same detections. ``evaluate_instances`` runs a network over a
 ``data.loader.mask_val_loader`` and scores it; predicted masks (the network's per-RoI 28x28 or 14x14
 probabilities) are pasted at the image's own size with GluonCV's ``fill``, ground-truth masks are
-rasterized from the dataset's mask specs by pycocotools.
+rasterized by pycocotools from the dataset's mask specs (in the loader's workers).
 """
 import numpy as np
 
@@ -103,33 +103,34 @@ def instances_from_output(ids, scores, boxes, masks, scale, size, threshold=0.0)
     return ids[keep].astype(int), scores[keep], boxes, full
 
 
-def evaluate_instances(net, loader, dataset, ctx_list, class_names, progress=True, results=None):
-    """COCO bbox and segm results of ``net`` (predict mode) on a ``mask_val_loader`` over ``dataset``
-    (an InstanceDataset). ``results``, a list, receives COCO result entries (segm format, with
-    ``bbox``) using the dataset's image ids, for ``--coco-results``.
+def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_ids=None, results=None):
+    """COCO bbox and segm results of ``net`` (predict mode) on a ``mask_val_loader`` (images in
+    dataset order). ``results``, a list, receives COCO result entries (segm format, with ``bbox``)
+    for ``--coco-results``, with image ids from ``image_ids`` (dataset order; default 1, 2, ...).
     """
     from mxnet import autograd
     from tqdm import tqdm
 
-    from ..data.masks import encode_masks, spec_to_rle
+    from ..data.masks import encode_masks
 
     metric = InstanceMetric(class_names)
     ctx_list = list(ctx_list) if isinstance(ctx_list, (list, tuple)) else [ctx_list]
+    seen = 0
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
-        for k, (data, label, scale, index) in enumerate(zip(*batch)):
-            ctx = ctx_list[k % len(ctx_list)]
-            i = int(index.asscalar())
-            width, height = dataset.image_size(i)
+        for k, (data, label, scale, gt_masks) in enumerate(zip(*batch)):
+            gt_masks = gt_masks.asnumpy()[0]
+            height, width = gt_masks.shape[1:]
             with autograd.predict_mode():
-                out = net(data.as_in_context(ctx))
+                out = net(data.as_in_context(ctx_list[k % len(ctx_list)]))
             labels, scores, boxes, masks = instances_from_output(*out, float(scale.asscalar()), (width, height))
             pred_rles = encode_masks(masks)
             gt = label.asnumpy()[0]
-            gt_rles = [spec_to_rle(s, height, width) for s in dataset.mask_specs(i)]
-            gt_rles += [None] * (len(gt) - len(gt_rles))  # the placeholder row of an image without objects
-            metric.update_image(boxes, labels, scores, pred_rles, gt[:, :4], gt[:, 4], gt[:, 5], gt_rles)
+            metric.update_image(boxes, labels, scores, pred_rles, gt[:, :4], gt[:, 4], gt[:, 5],
+                                encode_masks(gt_masks))
             if results is not None:
-                results.extend(coco_results(dataset.image_id(i), labels, scores, boxes, pred_rles))
+                image_id = image_ids[seen] if image_ids is not None else seen + 1
+                results.extend(coco_results(image_id, labels, scores, boxes, pred_rles))
+            seen += 1
     return metric.results()
 
 
@@ -150,7 +151,7 @@ def validate_instances(net, loader, ctx_list, metric_name, class_names, progress
     if metric_name not in INSTANCE_METRICS:
         raise GluondetError(f"--metric {metric_name}: a mask model is validated with "
                             f"{' or '.join(INSTANCE_METRICS)}")
-    results = evaluate_instances(net, loader, loader.instances, ctx_list, class_names, progress=progress)
+    results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress)
     result = dict(results[metric_name])
     row = {}
     for name, short in (("coco_segm", "segm"), ("coco_bbox", "bbox")):
@@ -160,7 +161,7 @@ def validate_instances(net, loader, ctx_list, metric_name, class_names, progress
     return result
 
 
-def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, dataset_cfg, split,
+def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, dataset, dataset_cfg, split,
                            coco_results=None, progress=True):
     """``gluondet eval`` of a mask model: the result dict of ``metric_name`` (coco_segm unless
     coco_bbox) with ``box`` and ``mask``, each a full result dict with AP per class. ``coco_results``
@@ -172,7 +173,8 @@ def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, data
 
     metric_name = metric_name if metric_name in INSTANCE_METRICS else "coco_segm"
     entries = [] if coco_results else None
-    results = evaluate_instances(net, loader, loader.instances, ctx_list, class_names, progress=progress,
+    image_ids = [dataset.image_id(i) for i in range(len(dataset))]
+    results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress, image_ids=image_ids,
                                  results=entries)
     result = dict(results[metric_name])
     result.update(box=results["coco_bbox"], mask=results["coco_segm"])
