@@ -49,8 +49,8 @@ def test_init_from_a_mask_run_keeps_the_weights_of_shared_classes(tmp_path):
     with mx.autograd.predict_mode():
         source(mx.nd.zeros((1, 3, 128, 128)))  # finish deferred initialization
     source.save_parameters(str(tmp_path / "best.params"))
-    (tmp_path / "classes.txt").write_text("circle\nsquare\ntriangle\n")
-    net = init_from(str(tmp_path / "best.params"), cfg, ["hexagon", "square"])
+    net = init_from(str(tmp_path / "best.params"), cfg, ["hexagon", "square"],
+                    source_classes=["circle", "square", "triangle"])
     assert net.classes == ["hexagon", "square"]
     assert net._pyramid_roi_feats.__func__ is pyramid_roi_features
     old = source.mask.mask.weight.data().asnumpy()  # one output channel per class
