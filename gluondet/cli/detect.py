@@ -38,8 +38,8 @@ def _anchor_pos(value):
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write every image's boxes (original pixels) to this JSON file.")
 @click.option("--coco-results", "coco_file", type=click.Path(dir_okay=False),
-              help="Also write COCO results format (image_id, category_id, bbox [x,y,w,h], score, and "
-                   "segmentation as COCO RLE for mask models); "
+              help="Also write COCO results format (image_id, category_id, bbox [x,y,w,h], score; mask "
+                   "models: segmentation as COCO RLE instead of bbox, COCO's segm format); "
                    "needs --dataset, the COCO dataset the images come from.")
 @click.option("--dataset", "-d", metavar="NAME|JSON",
               help="COCO dataset (config name or instances .json) mapping file names to image ids, "
@@ -252,8 +252,9 @@ def _write_coco_results(coco_file, dataset, classes, records):
                             # continuous coordinates, as gluondet's COCO reader gives
                             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                             "score": box["score"]})
-            if "segmentation" in box:  # a mask model: COCO's segm result format (RLE)
-                results[-1]["segmentation"] = box["segmentation"]
+            if "segmentation" in box:  # a mask model: COCO's segm result format (RLE, no bbox: see
+                results[-1]["segmentation"] = box["segmentation"]  # gluondet.eval.instance.coco_results)
+                del results[-1]["bbox"]
     if unknown:
         click.echo(f"note: {len(unknown)} image(s) are not in {dataset} and are not in the COCO results "
                    f"(e.g. {unknown[0]})", err=True)

@@ -161,7 +161,7 @@ def _train_indices(s, batch_size):
 
     indices = images_with_objects(s.train_ds) if s.family in ("faster_rcnn", "mask_rcnn") else None
     if indices is not None and len(indices) < len(s.train_ds) and s.chief:
-        say(f"Faster R-CNN: {len(s.train_ds) - len(indices)} training image(s) without objects left out")
+        say(f"R-CNN: {len(s.train_ds) - len(indices)} training image(s) without objects left out")
     if s.num_workers == 1:
         return indices, None
     from .distributed import shard_indices, sync_steps_per_epoch

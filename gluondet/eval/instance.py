@@ -135,11 +135,12 @@ def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_
 
 
 def coco_results(image_id, labels, scores, boxes, rles):
-    """COCO result entries of one image (category id = class index + 1, as the metric numbers them)."""
+    """COCO segm result entries of one image (category id = class index + 1, as the metric numbers
+    them). No ``bbox``: with one, pycocotools' ``loadRes`` would take each detection's area from the
+    box instead of the mask, and the segm numbers from the file would differ from ours."""
     image_id = int(image_id) if str(image_id).isdigit() else image_id
-    return [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s),
-             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "segmentation": r}
-            for c, s, b, r in zip(labels, scores, boxes, rles)]
+    return [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s), "segmentation": r}
+            for c, s, r in zip(labels, scores, rles)]
 
 
 def validate_instances(net, loader, ctx_list, metric_name, class_names, progress=True):
