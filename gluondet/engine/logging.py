@@ -61,6 +61,9 @@ def _floats(rows, key):
     return xs, ys
 
 
+CURVE_EXTRAS = ("segm/AP", "bbox/AP")  # a mask model's box and mask AP, beside val_map
+
+
 def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
     """curves.png: training losses, validation mAP and the learning rate against epochs (Agg, no display).
 
@@ -81,7 +84,12 @@ def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
     ax_loss.set_ylabel("training loss")
     ax_loss.legend(loc="upper right")
     xs, ys = _floats(rows, map_name)
-    ax_map.plot(xs, ys, marker="o", color="tab:green")
+    ax_map.plot(xs, ys, marker="o", color="tab:green", label=map_name)
+    for extra in CURVE_EXTRAS:  # a mask model's box and mask AP beside the metric that picks best
+        xs, ys = _floats(rows, extra)
+        if xs:
+            ax_map.plot(xs, ys, marker=".", linestyle="--", label=extra)
+            ax_map.legend(loc="lower right")
     ax_map.set_xlabel("epoch")
     ax_map.set_ylabel("validation mAP")
     ax_map.set_ylim(0, 1)
