@@ -153,11 +153,11 @@ def mask_problems(entry):
             problems.append(error(file, found[0], f"{what}: {found[1]}"))
             continue
         try:
-            rle = spec_to_rle(spec, height, width, png_cache)
+            area, mask_box = _mask_extent(spec, height, width, png_cache, entry.max_offset)
         except GluondetError as e:
             problems.append(error(file, "unreadable-mask", f"{what}: {e}"))
             break
-        problem = _mask_box_problem(rle, obj, entry.max_offset)
+        problem = _mask_box_problem(area, mask_box, obj)
         if problem:
             problems.append(error(file, problem[0], f"{what}: {problem[1]}"))
     return problems
@@ -195,15 +195,29 @@ def _spec_problem(spec, width, height):
     return None
 
 
-def _mask_box_problem(rle, obj, max_offset):
-    """An empty mask, or a box further from its mask's bounds than the tolerance."""
+def _mask_extent(spec, height, width, png_cache, max_offset):
+    """(area, (xmin, ymin, xmax, ymax)) of a mask. Polygons from their vertices (shoelace area and
+    continuous bounds: no rasterizing, so checking all of COCO stays quick); RLE and PNG masks from
+    pycocotools' area and box of their pixels, xmax inclusive when boxes are (VOC, ``max_offset``)."""
     from pycocotools import mask as mask_utils
 
-    if int(mask_utils.area(rle)) == 0:
-        return "empty-mask", "its mask has no pixels (pycocotools fills nothing: collinear or degenerate points)"
+    if isinstance(spec, list):
+        area, xs, ys = 0.0, [], []
+        for polygon in _valid_polygons(spec):
+            px, py = np.array(polygon[0::2]), np.array(polygon[1::2])
+            area += abs(float(np.dot(px, np.roll(py, -1)) - np.dot(py, np.roll(px, -1)))) / 2
+            xs.extend(px)
+            ys.extend(py)
+        return area, (min(xs), min(ys), max(xs), max(ys))
+    rle = spec_to_rle(spec, height, width, png_cache)
     x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-    # VOC boxes name the last pixel inside (inclusive); COCO boxes are continuous
-    mask_box = (x, y, x + w - max_offset, y + h - max_offset)
+    return float(mask_utils.area(rle)), (x, y, x + w - max_offset, y + h - max_offset)
+
+
+def _mask_box_problem(area, mask_box, obj):
+    """An empty mask, or a box further from its mask's bounds than the tolerance."""
+    if area <= 0:
+        return "empty-mask", "its mask has no area (pycocotools fills nothing: collinear or degenerate points)"
     box = obj[1:5]
     tol = MASK_BOX_TOLERANCE + MASK_BOX_TOLERANCE_FRACTION * max(box[2] - box[0], box[3] - box[1])
     if max(abs(a - b) for a, b in zip(box, mask_box)) > tol:
