@@ -208,15 +208,26 @@ def ssd_anchors(net, data_shape):
 
 # ----------------------------------------------------------------------------- Faster R-CNN
 class FasterRCNNTrainTransform:
-    """GluonCV's Faster R-CNN train transform (resize, flip, RPN targets) without crowd rows."""
+    """GluonCV's Faster R-CNN train transform (resize, flip, RPN targets) without crowd rows.
+
+    With an FPN (several RPN levels) GluonCV gives one target array per level: they are flattened
+    and concatenated, the order in which the RPN outputs its anchors."""
 
     def __init__(self, net):
         from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
 
-        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net)
+        self._multi_stage = getattr(net, "num_stages", 1) > 1
+        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net,
+                                                          multi_stage=self._multi_stage)
 
     def __call__(self, img, label):
-        return self._transform(img, drop_crowd(np.asarray(label, dtype=np.float32)))
+        out = self._transform(img, drop_crowd(np.asarray(label, dtype=np.float32)))
+        if not self._multi_stage:
+            return out
+        img, label, cls_targets, box_targets, box_masks = out
+        return (img, label, *(np.concatenate([np.asarray(x).reshape(shape) for x in levels])
+                              for levels, shape in ((cls_targets, (-1,)), (box_targets, (-1, 4)),
+                                                    (box_masks, (-1, 4)))))
 
 
 class FasterRCNNValTransform:

@@ -58,7 +58,8 @@ def mask_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):
 
 def faster_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):
     """Faster R-CNN with an FPN over ``base_network``."""
-    from gluoncv.model_zoo.rcnn.faster_rcnn import custom_faster_rcnn_fpn
+    # the module, not the package: the package re-exports the double-head R-CNN's function of that name
+    from gluoncv.model_zoo.rcnn.faster_rcnn.faster_rcnn import custom_faster_rcnn_fpn
 
     return use_zeroed_roi_pooling(custom_faster_rcnn_fpn(
         list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
