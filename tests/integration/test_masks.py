@@ -132,3 +132,16 @@ def test_export_gives_the_runs_outputs_masks_included(mask_run, tmp_path):
     got = Detector.load(tmp_path / "export").net(x)
     for w, g in zip(want, got):
         np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_two_devices_train_a_mask_model(masked_shapes, tmp_path):
+    from gluondet.engine.logging import read_metrics
+    from gluondet.run_folder import RunFolder
+
+    result = _cli("train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny", "--out",
+                  tmp_path / "run", "--ctx", "cpu0,cpu1", "--batch-size", "2", "--epochs", "1", "--max-iters", "2",
+                  "--data-shape", "96", "--lr", "0.003", "--num-workers", "0", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    [row] = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert all(np.isfinite(float(row[n])) for n in ("rpn_cls_loss", "rcnn_cls_loss", "mask_loss", "segm/AP"))
+    assert RunFolder.open(tmp_path / "run").load_network()[0].classes == ["circle", "square", "triangle"]
