@@ -312,9 +312,6 @@ class MaskRCNNTrainTransform:
         self._short, self._max_size = net.short, net.max_size
         self._multi_stage = getattr(net, "num_stages", 1) > 1
         self._gluoncv = MaskRCNNDefaultTrainTransform(net.short, net.max_size, net, multi_stage=self._multi_stage)
-        # GluonCV builds the R-CNN target generator (and its constants) at the first training
-        # forward, on that input's device only; built now, the trainer's reset_ctx puts it on all.
-        net.target_generator  # noqa: B018 (a property that builds it)
 
     def __call__(self, img, label, masks):
         import cv2

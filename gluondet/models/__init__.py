@@ -2,7 +2,7 @@
 
 Each builder is ``builder(classes, pretrained_base=True|False, **kwargs) -> HybridBlock``. The zoo
 entries wrap GluonCV's ``*_custom`` constructors, which build a network for any list of classes; the
-model YAML (configs/models/NAME.yaml) names the builder and the family (``ssd`` or ``faster_rcnn``),
+model YAML (configs/models/NAME.yaml) names the builder and the family (``ssd``, ``faster_rcnn`` or ``mask_rcnn``),
 which decides transforms, losses and validation in the engine.
 """
 import functools
@@ -51,7 +51,7 @@ FASTER_RCNN_MIN_SHAPE = 256
 
 
 def model_family(model_cfg):
-    """``ssd`` or ``faster_rcnn``: from the YAML's ``family``, else from the builder's name."""
+    """``ssd``, ``faster_rcnn`` or ``mask_rcnn``: from the YAML's ``family``, else from the builder's name."""
     family = model_cfg.get("family")
     if family is None:
         name = str(model_cfg.get("builder") or model_cfg.get("name", ""))

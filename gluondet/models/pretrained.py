@@ -106,7 +106,7 @@ def init_from(spec, model_cfg, classes, source_classes=None):
         net = build_model(model_cfg, list(source_classes or classes), pretrained_base=False)
         try:
             # a trained Faster R-CNN also saved its training target generator's constants
-            net.load_parameters(str(path), ignore_extra=model_family(model_cfg) == "faster_rcnn")
+            net.load_parameters(str(path), ignore_extra=model_family(model_cfg) in ("faster_rcnn", "mask_rcnn"))
         except (AssertionError, mx.base.MXNetError, ValueError) as e:  # another network's weights
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise GluondetError(f"--init-from {path}: does not fit model '{model_cfg.get('name')}' ({first})") from None
