@@ -22,6 +22,7 @@ FPN_DEFAULTS = {
 MASK_DEFAULTS = {"roi_size": (14, 14), "mask_channels": 256, "rcnn_max_dets": 1000, "target_roi_scale": 2,
                  "num_fcn_convs": 4}
 FASTER_DEFAULTS = {"clip": 4.14, "max_num_gt": 100}
+MASK_PREDICTOR_INIT_STD = 0.001
 TUPLE_KEYS = ("roi_size", "strides", "scales", "ratios", "alloc_size")
 
 
@@ -51,9 +52,14 @@ def mask_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):
     """Mask R-CNN with an FPN over ``base_network`` (resnet18_v1b, resnet50_v1b, resnet101_v1d)."""
     from gluoncv.model_zoo.rcnn.mask_rcnn import custom_mask_rcnn_fpn
 
-    return use_zeroed_roi_pooling(custom_mask_rcnn_fpn(
-        list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
-        **_kwargs({**FPN_DEFAULTS, **MASK_DEFAULTS}, kwargs)))
+    net = custom_mask_rcnn_fpn(list(classes), pretrained_base=pretrained_base, base_network_name=base_network,
+                               **_kwargs({**FPN_DEFAULTS, **MASK_DEFAULTS}, kwargs))
+    import mxnet as mx
+
+    # the mask predictor starts near zero (detectron2's std 0.001): GluonCV's Xavier start gives mask
+    # logits of 10-30 and first mask losses of 2-3 that the rest of the network then chases
+    net.mask.mask.weight.init = mx.init.Normal(MASK_PREDICTOR_INIT_STD)
+    return use_zeroed_roi_pooling(net)
 
 
 def faster_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):

@@ -21,9 +21,10 @@ MASK_SIZE = 96
 MASK_TRAIN = 4  # also the val split
 TRAIN_ARGS = ["--data-shape", "96", "--epochs", "10", "--lr", "0.003", "--lr-steps", "9", "--warmup-epochs", "2",
               "--val-interval", "5", "--seed", "0", "--num-workers", "0"]
-# Measured with TRAIN_ARGS (loaded 2-core machine, 4 runs of 10-20 epochs): rpn_cls_loss fell from 0.69 to
-# <= 0.11 by epoch 10, rcnn_cls_loss from 1.37 to <= 0.27, mask_loss from >= 1.6 to <= 1.1.
-LOSS_FALLS_TO = {"rpn_cls_loss": 0.4, "rcnn_cls_loss": 0.6, "mask_loss": 0.85}  # of the first epoch's
+# Measured with TRAIN_ARGS (2-core machine, loaded and not): rpn_cls_loss fell from 0.69 to 0.07 by epoch
+# 10, rcnn_cls_loss from 1.38 to 0.19, mask_loss from 0.692 (chance) to 0.581; a network that does
+# not learn keeps 0.69 / 1.39 / 0.69.
+LOSS_FALLS_TO = {"rpn_cls_loss": 0.4, "rcnn_cls_loss": 0.5, "mask_loss": 0.92}  # of the first epoch's
 
 
 def _cli(*args):
