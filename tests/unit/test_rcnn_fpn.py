@@ -69,3 +69,24 @@ def test_init_from_the_coco_mask_detector_offline_is_one_clear_error(tmp_path, m
     with pytest.raises(GluondetError, match=r"cannot fetch the pretrained detector "
                                             r"'mask_rcnn_fpn_resnet50_v1b_coco'.*place the file"):
         init_from("mask_rcnn_fpn_resnet50_v1b_coco", resolve_model_config("mask_rcnn_fpn_resnet50_v1b"), ["a"])
+
+
+def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
+    from gluondet.config import resolve_model_config
+    from gluondet.data.loader import FasterRCNNTrainTransform
+    from gluondet.engine.steps import FasterRCNNStep, trainable_params
+    from gluondet.models import build_model
+
+    cfg = resolve_model_config("faster_rcnn_fpn_resnet50_v1b")
+    cfg["data_shape"] = 256
+    cfg["kwargs"] = {"rpn_train_pre_nms": 1000, "rpn_train_post_nms": 256, "num_sample": 64}
+    net = build_model(cfg, ["a", "b"], pretrained_base=False)
+    img = mx.nd.array(np.random.default_rng(0).integers(0, 255, (200, 300, 3)), dtype="uint8")
+    label = np.array([[20, 30, 120, 150, 0, 0], [150, 40, 280, 190, 1, 0]], np.float32)
+    data, gt, cls_targets, box_targets, box_masks = FasterRCNNTrainTransform(net)(img, label)
+    assert cls_targets.shape == (box_targets.shape[0],) and box_targets.shape[1] == 4  # every level, one list
+    trainer = mx.gluon.Trainer(trainable_params(net, "faster_rcnn"), "sgd", {"learning_rate": 0.001})
+    batch = [[mx.nd.array(np.asarray(x))[None]] for x in (data.asnumpy(), gt, cls_targets, box_targets, box_masks)]
+    losses = FasterRCNNStep()(net, batch, [mx.cpu()])
+    trainer.step(1)
+    assert all(np.isfinite(v) for v in losses.values()) and losses["rpn_cls_loss"] > 0
