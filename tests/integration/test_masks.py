@@ -109,11 +109,13 @@ def test_detect_draws_and_writes_the_masks(mask_run, masked_shapes, tmp_path):
     for box in record["boxes"]:
         rle = box["segmentation"]
         mask = mask_utils.decode(dict(rle, counts=rle["counts"].encode())).astype(bool)
-        assert mask.shape == original.shape[:2] and mask.any()
+        assert mask.shape == original.shape[:2]  # may be empty: a box whose mask scores stay below 0.5
         covered |= mask
-    # a translucent fill changes the masked pixels (JPEG noise aside); far from every mask, nothing changes
+    assert covered.any()
+    # a translucent fill changes the masked pixels; far from every mask only labels and JPEG noise do
     far = cv2.dilate(covered.astype(np.uint8), np.ones((15, 15), np.uint8)) == 0
-    assert np.abs(drawn[covered] - original[covered]).mean() > 3 * np.abs(drawn[far] - original[far]).mean()
+    inside = np.abs(drawn[covered] - original[covered]).mean()
+    assert inside > max(10.0, 3 * np.median(np.abs(drawn[far] - original[far])))
 
 
 def test_export_gives_the_runs_outputs_masks_included(mask_run, tmp_path):
