@@ -7,7 +7,8 @@ the reading policy in gluondet.image, label flags in gluondet.data.base.
 """
 
 # Validation metrics (--metric) and how reports name them.
-METRIC_LABELS = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]"}
+METRIC_LABELS = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]",
+                 "coco_segm": "COCO mask AP@[.5:.95]", "coco_bbox": "COCO box AP@[.5:.95]"}  # last two: masks
 METRICS = tuple(METRIC_LABELS)
 
 # SSD training augmentation (--augment): GluonCV's (colour, expand, crop, flip), or resize + flip.

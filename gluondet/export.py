@@ -103,7 +103,9 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
         "params": f"{EXPORT_PREFIX}-0000.params",
         "quantized": bool(quantized),
         "outputs": ["class_ids (B, K, 1), -1 = none", "scores (B, K, 1)",
-                    "boxes (B, K, 4) xmin, ymin, xmax, ymax in input pixels"],
+                    "boxes (B, K, 4) xmin, ymin, xmax, ymax in input pixels"]
+        + (["masks (B, K, M, M) per-box mask probabilities, to paste into the boxes"]
+           if info.family == "mask_rcnn" else []),
         "source_run": str(run_dir.resolve()),
         "source_weights": str(which),
         "gluondet_version": __version__,

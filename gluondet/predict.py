@@ -62,17 +62,24 @@ class Detections:
     boxes: np.ndarray  # (N, 4) float32 xmin, ymin, xmax, ymax
     class_ids: np.ndarray  # (N,) int
     scores: np.ndarray  # (N,) float32
+    masks: Optional[np.ndarray] = None  # (N, H, W) uint8 at the image's size, for mask models
 
     def __len__(self):
         return len(self.scores)
 
     def records(self, classes):
-        """The boxes as JSON-ready dicts: class, class_id, score, bbox."""
-        return [
+        """The boxes as JSON-ready dicts: class, class_id, score, bbox (and segmentation, a COCO RLE)."""
+        records = [
             {"class": classes[int(c)], "class_id": int(c), "score": round(float(s), 4),
              "bbox": [round(float(v), 2) for v in box]}
             for box, c, s in zip(self.boxes, self.class_ids, self.scores)
         ]
+        if self.masks is not None:
+            from .data.masks import encode_masks
+
+            for record, rle in zip(records, encode_masks(self.masks)):
+                record["segmentation"] = rle
+        return records
 
     def counts(self, classes):
         """{class name: number of boxes} for the classes present."""
@@ -117,7 +124,7 @@ class ModelInfo:
     """What preprocessing and drawing need besides the network."""
 
     classes: List[str]
-    family: str  # "ssd" | "faster_rcnn"
+    family: str  # "ssd" | "faster_rcnn" | "mask_rcnn"
     data_shape: Optional[int] = None  # SSD: square input side
     short: int = 600  # Faster R-CNN: short side after resize
     max_size: int = 1000  # Faster R-CNN: long side cap
@@ -175,7 +182,7 @@ class Detector:
         run = RunFolder.open(run_dir)
         net, params = run.load_network(which, ctx=ctx)
         info = model_info_from_run(run, source=str(params if str(which).endswith(".params") else run.path))
-        if info.family == "faster_rcnn" and hasattr(net, "short"):
+        if info.family in ("faster_rcnn", "mask_rcnn") and hasattr(net, "short"):
             # The network knows the sizes it was built for; validation resizes to its last short.
             short = net.short
             info.short = int(short[-1] if isinstance(short, (list, tuple)) else short)
@@ -265,7 +272,7 @@ class Detector:
         """Start the network on a batch; MXNet computes in the background until asnumpy()."""
         import mxnet as mx
 
-        return self.net(mx.nd.array(batch, ctx=ctx or self.ctx))[:3]
+        return self.net(mx.nd.array(batch, ctx=ctx or self.ctx))[:4 if self.family == "mask_rcnn" else 3]
 
     def detect(self, images, thresh=0.5, max_boxes=100, batch_size=None):
         """Detections for a list of HxWx3 uint8 RGB images (one network call per batch)."""
@@ -399,7 +406,7 @@ def _anchor_layer(index, grid, corners, sx, sy, nw, nh):
 
 def _postprocess(raw, i, scale, shape, thresh, max_boxes):
     """Detections of batch item ``i``: keep valid boxes over ``thresh``, map back to original pixels."""
-    ids, scores, boxes = raw
+    ids, scores, boxes = raw[:3]
     ids, scores, boxes = ids[i].reshape(-1), scores[i].reshape(-1), boxes[i].reshape(-1, 4)
     keep = (ids >= 0) & (scores >= thresh)
     ids, scores, boxes = ids[keep], scores[keep], boxes[keep]
@@ -410,8 +417,13 @@ def _postprocess(raw, i, scale, shape, thresh, max_boxes):
     boxes = boxes / np.array([sx, sy, sx, sy], np.float32)
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
+    masks = None
+    if len(raw) > 3:  # a mask model: per-box mask probabilities, pasted at the image's size
+        from .data.masks import paste_masks
+
+        masks = paste_masks(raw[3][i][keep][order], boxes, (w, h))
     return Detections(boxes=boxes.astype(np.float32), class_ids=ids.astype(np.int64),
-                      scores=scores.astype(np.float32))
+                      scores=scores.astype(np.float32), masks=masks)
 
 
 def context_list(ctx):
@@ -433,7 +445,7 @@ def model_info_from_run(run, source=""):
     data_shape = info.get("data_shape") or model.get("data_shape")
     if isinstance(data_shape, (list, tuple)):
         data_shape = data_shape[0]
-    short = model.get("short") or (data_shape if family == "faster_rcnn" and data_shape else 600)
+    short = model.get("short") or (data_shape if family in ("faster_rcnn", "mask_rcnn") and data_shape else 600)
     if isinstance(short, (list, tuple)):
         short = short[-1]
     return ModelInfo(

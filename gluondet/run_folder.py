@@ -406,13 +406,13 @@ def load_weights(net, params, family, ctx=None, run=None):
     diagnosed: damaged or truncated, weights for another class count (naming classes.txt), or for
     another network.
 
-    Faster R-CNN's saved weights also hold its training target generator's constants, which a
+    Faster (and Mask) R-CNN's saved weights also hold its training target generator's constants, which a
     freshly built network creates only when it first trains: those extras are ignored.
     """
     import mxnet as mx
 
     try:  # the network was initialized on the CPU: load there, then place on every device
-        net.load_parameters(str(params), ctx=mx.cpu(), ignore_extra=(family == "faster_rcnn"))
+        net.load_parameters(str(params), ctx=mx.cpu(), ignore_extra=family in ("faster_rcnn", "mask_rcnn"))
     except (AssertionError, mx.base.MXNetError, ValueError) as e:
         raise _weights_problem(net, Path(params), e, run) from None
     if ctx is not None:

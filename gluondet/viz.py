@@ -35,6 +35,7 @@ CJK_FONT_CANDIDATES = (
     "C:/Windows/Fonts/malgun.ttf",
 )
 DEJAVU_CANDIDATES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",)
+MASK_ALPHA = 0.45  # opacity of a mask's fill over the image
 
 
 # ----------------------------------------------------------------------------- fonts
@@ -149,10 +150,16 @@ def place_label(box, text_size, image_size, line=2):
 
 
 def draw_detections(image, detections, classes, colors=None):
-    """A copy of ``image`` (HxWx3 uint8 RGB) with each box, its class name and its score drawn."""
+    """A copy of ``image`` (HxWx3 uint8 RGB) with each box, its class name and its score drawn.
+
+    Detections with masks are drawn as a translucent fill in the class colour with its contour
+    (and the label), instead of the box."""
     from PIL import Image, ImageDraw
 
     colors = colors or class_colors(len(classes))
+    masks = getattr(detections, "masks", None)
+    if masks is not None:
+        image = _fill_masks(image, detections, colors)
     canvas = Image.fromarray(np.ascontiguousarray(image))
     draw = ImageDraw.Draw(canvas)
     line, font_size = _sizes(canvas.width, canvas.height)
@@ -165,7 +172,8 @@ def draw_detections(image, detections, classes, colors=None):
                for v, lim in zip(detections.boxes[k], (canvas.width, canvas.height) * 2)]
         cid = int(detections.class_ids[k])
         color = colors[cid % len(colors)]
-        draw.rectangle(box, outline=color, width=line)
+        if masks is None:
+            draw.rectangle(box, outline=color, width=line)
         text = f"{classes[cid]} {float(detections.scores[k]):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2 * pad, bottom - top + 2 * pad
@@ -173,6 +181,25 @@ def draw_detections(image, detections, classes, colors=None):
         draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=color)
         draw.text((x + pad - left, y + pad - top), text, fill=text_color_for(color), font=font)
     return np.asarray(canvas)
+
+
+def _fill_masks(image, detections, colors):
+    """``image`` with each mask blended in its class colour (MASK_ALPHA) and outlined, lowest score first."""
+    import cv2
+
+    out = np.array(image, dtype=np.float32)
+    line = max(1, _sizes(image.shape[1], image.shape[0])[0] // 2)
+    contours = []
+    for k in np.argsort(detections.scores, kind="stable"):
+        mask = detections.masks[k].astype(bool)
+        color = np.array(colors[int(detections.class_ids[k]) % len(colors)], np.float32)
+        out[mask] = out[mask] * (1 - MASK_ALPHA) + color * MASK_ALPHA
+        found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contours.append((found, tuple(int(v) for v in color)))
+    out = np.round(out).astype(np.uint8)
+    for found, color in contours:
+        cv2.drawContours(out, found, -1, color, line)
+    return out
 
 
 def draw_anchors(image, layers, positions, colors=None):

@@ -57,15 +57,20 @@ def dataset_target(fn):
               help="Validation images (also listed as test).")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same files.")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=32), help="Image side in pixels.")
-def synth(out, n_train, n_val, seed, size):
+@click.option("--masks", is_flag=True, help="Shapes with exact polygon masks, in both instance layouts: VOC "
+              "SegmentationObject/ + SegmentationClass/ PNGs and COCO annotations/instances_{train,val}.json "
+              "(with OUT/coco.yaml, a dataset config for them).")
+def synth(out, n_train, n_val, seed, size, masks):
     """Write the demo dataset (coloured shapes, VOC layout) to OUT.
 
     The same data --dataset shapes_voc generates on first use. OUT must not exist or be empty.
     """
     from ..data.synth import SHAPES_CLASSES, write_shapes_voc
 
-    root = write_shapes_voc(out, n_train=n_train, n_val=n_val, seed=seed, size=size, progress=True)
+    root = write_shapes_voc(out, n_train=n_train, n_val=n_val, seed=seed, size=size, progress=True, masks=masks)
     click.echo(f"wrote {n_train} train + {n_val} val images of {', '.join(SHAPES_CLASSES)} to {root}")
+    if masks:
+        click.echo(f"with masks: VOC {root}/SegmentationObject, COCO --dataset {root}/coco.yaml")
 
 
 @data.command()

@@ -37,7 +37,8 @@ def _anchor_pos(value):
               help="Folder to write into: the drawn images (<name>.det.<ext>) [RUN/detections/].")
 @json_option("every image's boxes (original pixels)")
 @click.option("--coco-results", "coco_file", type=click.Path(dir_okay=False),
-              help="Also write COCO results format (image_id, category_id, bbox [x,y,w,h], score); "
+              help="Also write COCO results format (image_id, category_id, bbox [x,y,w,h], score; mask "
+                   "models: segmentation as COCO RLE instead of bbox, COCO's segm format); "
                    "needs --dataset, the COCO dataset the images come from.")
 @click.option("--dataset", "-d", metavar="NAME|JSON",
               help="COCO dataset (config name or instances .json) mapping file names to image ids, "
@@ -263,6 +264,9 @@ def _write_coco_results(coco_file, dataset, classes, records, config_dir=None):
                             # continuous coordinates, as gluondet's COCO reader gives
                             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                             "score": box["score"]})
+            if "segmentation" in box:  # a mask model: COCO's segm result format (RLE, no bbox: see
+                results[-1]["segmentation"] = box["segmentation"]  # gluondet.eval.instance.coco_results)
+                del results[-1]["bbox"]
     if unknown:
         click.echo(f"note: {len(unknown)} image(s) are not in {dataset} and are not in the COCO results "
                    f"(e.g. {unknown[0]})", err=True)

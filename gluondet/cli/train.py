@@ -50,7 +50,8 @@ def _optional(name, type_, help_):
 @click.option("--kvstore", default=None, type=click.Choice(KVSTORES),
               help="Gradient aggregation [device]; dist_* for multi-machine jobs (gluondet launch).")
 @click.option("--metric", default=None, type=click.Choice(METRICS),
-              help="Validation metric: VOC area mAP, VOC2007 11-point, or COCO [voc].")
+              help="Validation metric that picks best.params: VOC area mAP, VOC2007 11-point, or COCO [voc]; "
+                   "mask models: COCO mask AP (coco_segm) or box AP (coco_bbox), both in metrics.csv.")
 @click.option("--pretrained-base", default=None, metavar="PATH",
               help="The backbone's ImageNet weights as a local .params file (instead of downloading).")
 @click.option("--no-pretrained-base", is_flag=True, help="Train the backbone from random weights.")

@@ -8,6 +8,7 @@ from ..errors import GluondetError
 from .base import DetectionDataset, Problem
 from .check import CheckResult, check_dataset, format_report
 from .coco import read_coco_dataset
+from .masks import InstanceDataset
 from .resolve import ensure_dataset, notice
 from .voc import read_voc_dataset
 
@@ -20,14 +21,15 @@ READERS = {
 REPORT_LINES = 30  # lines of the check report shown when load_dataset refuses
 
 
-def load_dataset(cfg, split, classes=None, skip_bad=False):
+def load_dataset(cfg, split, classes=None, skip_bad=False, masks=False):
     """A checked DetectionDataset for a DatasetConfig and a role (train/val/test) or split spec.
 
     ``classes`` overrides the config's (e.g. a trained run's classes, to evaluate on new data);
     with neither, classes are discovered from every annotation of the dataset (sorted), so train
     and val agree. Errors found by the check raise GluondetError with the report, unless
     ``skip_bad``: then the images with errors are left out and one line on stderr says how many.
-    Warnings (e.g. images with no objects) are kept on ``ds.problems``.
+    Warnings (e.g. images with no objects) are kept on ``ds.problems``. ``masks``: an
+    InstanceDataset, whose items carry each object's mask (every object must have one).
     """
     result = check_dataset(cfg, split, classes)
     errors = result.errors
@@ -43,8 +45,9 @@ def load_dataset(cfg, split, classes=None, skip_bad=False):
                f"errors ({len(errors)} problems; see: gluondet data check)")
     if not entries:
         raise GluondetError(f"{what}: no usable images")
-    return DetectionDataset.from_entries(entries, result.classes, name=cfg.name, problems=result.problems,
-                                         skipped=skipped)
+    dataset_class = InstanceDataset if masks else DetectionDataset
+    return dataset_class.from_entries(entries, result.classes, name=cfg.name, problems=result.problems,
+                                      skipped=skipped)
 
 
 __all__ = ["READERS", "load_dataset", "check_dataset", "CheckResult", "DetectionDataset", "Problem",

@@ -61,6 +61,7 @@ class Entry:
     raw_boxes: list = field(default_factory=list)  # boxes as written in the file, for messages
     orientation: int = 1  # the image file's EXIF orientation (1: none)
     apply_orientation: bool = False  # whether it is applied when reading (gluondet.image.choose_orientation)
+    masks: list = field(default_factory=list)  # mask specs parallel to objects (data/masks.py), or empty
 
     @property
     def size(self):

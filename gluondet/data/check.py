@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .base import Entry, Problem, error, warning
+from .masks import mask_problems
 
 BOX_TOLERANCE = 1.0
 
@@ -94,7 +95,7 @@ def check_index(index, declared_classes=None, where="classes"):
     folded = {c.casefold(): c for c in classes}
     bad = set()
     for i, entry in enumerate(index.entries):
-        found = list(entry.problems) + entry_problems(entry, known, folded, renamed)
+        found = list(entry.problems) + entry_problems(entry, known, folded, renamed) + mask_problems(entry)
         problems.extend(found)
         if any(p.severity == "error" for p in found):
             bad.add(i)

@@ -155,7 +155,7 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
     elif cache is not None:
         header = image_header(str(image_path), file_name, cache)
 
-    objects, raw = [], []
+    objects, raw, masks = [], [], []
     for ann in anns:
         cat = ann.get("category_id")
         if cat not in categories:
@@ -173,9 +173,11 @@ def _image_entry(img, anns, categories, base, images_dir, ann_path, cache):
         flag = FLAG_CROWD if ann.get("iscrowd") else FLAG_DIFFICULT if ann.get("difficult") else FLAG_NORMAL
         objects.append((categories[cat], x, y, x + w, y + h, flag))
         raw.append((x, y, w, h))
+        masks.append(ann.get("segmentation") or None)  # polygons or RLE, see data/masks.py
     entry = Entry(image_id=str(img.get("id")), ann_file=label_file,
                   image_path=str(image_path) if image_path else None, declared_size=declared,
-                  header_size=None, objects=objects, problems=problems, max_offset=0, raw_boxes=raw)
+                  header_size=None, objects=objects, problems=problems, max_offset=0, raw_boxes=raw,
+                  masks=masks if any(m is not None for m in masks) else [])
     if header is not None:
         settle_image(entry, header)
     return entry

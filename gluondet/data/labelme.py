@@ -1,7 +1,8 @@
 """labelme JSON reader for ``gluondet data convert labelme SRC DST --to voc|coco|yolo`` (convert.py).
 
 Every shape with points becomes a box: rectangles and masks (two corners), polygons, line strips
-(their extent), circles (centre and a point on the rim). Polygons are kept as COCO segmentation.
+(their extent), circles (centre and a point on the rim). Polygons, circles (as 32-gons) and
+rectangles (their 4 corners) are kept as outlines, so COCO output carries their masks.
 A shape that encloses no area (a point, a straight line) and a shape of a type labelme does not
 write (``shape_type: banana``) are left out with a warning. The image is
 ``imagePath`` relative to the JSON file, which must stay inside SRC_DIR; when that file is missing
@@ -25,6 +26,7 @@ from ..image import IMAGE_SUFFIXES, ImageReadError, read_header, read_image
 # labelme's shape types (labelme/shape.py); a mask shape carries its two box corners as points
 SHAPE_TYPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "points", "mask")
 FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp"}  # embedded imageData kept as is
+CIRCLE_VERTICES = 32  # a labelme circle becomes a polygon of this many vertices
 
 
 @dataclass
@@ -131,12 +133,20 @@ def _shape(shape, image):
         (cx, cy), (px, py) = points
         r = math.hypot(px - cx, py - cy)
         box = (cx - r, cy - r, cx + r, cy + r)
+        # its outline too, so COCO output has its mask (round as drawn, cut by the border)
+        angles = [2 * math.pi * k / CIRCLE_VERTICES for k in range(CIRCLE_VERTICES)]
+        polygon = [_clip(v, image.width if i % 2 == 0 else image.height)
+                   for a in angles for i, v in enumerate((cx + r * math.cos(a), cy + r * math.sin(a)))]
     else:
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         box = (min(xs), min(ys), max(xs), max(ys))
         if kind == "polygon" and len(points) >= 3:
             polygon = [_clip(v, image.width if i % 2 == 0 else image.height)
                        for p in points for i, v in enumerate(p)]
+        elif kind == "rectangle":  # its 4 corners: a mask for COCO output
+            x0, y0, x1, y1 = (_clip(box[0], image.width), _clip(box[1], image.height),
+                              _clip(box[2], image.width), _clip(box[3], image.height))
+            polygon = [x0, y0, x1, y0, x1, y1, x0, y1]
     box = (_clip(box[0], image.width), _clip(box[1], image.height),
            _clip(box[2], image.width), _clip(box[3], image.height))
     if box[2] - box[0] < 1 or box[3] - box[1] < 1:

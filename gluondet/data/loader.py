@@ -209,15 +209,26 @@ def ssd_anchors(net, data_shape):
 
 # ----------------------------------------------------------------------------- Faster R-CNN
 class FasterRCNNTrainTransform:
-    """GluonCV's Faster R-CNN train transform (resize, flip, RPN targets) without crowd rows."""
+    """GluonCV's Faster R-CNN train transform (resize, flip, RPN targets) without crowd rows.
+
+    With an FPN (several RPN levels) GluonCV gives one target array per level: they are flattened
+    and concatenated, the order in which the RPN outputs its anchors."""
 
     def __init__(self, net):
         from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
 
-        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net)
+        self._multi_stage = getattr(net, "num_stages", 1) > 1
+        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net,
+                                                          multi_stage=self._multi_stage)
 
     def __call__(self, img, label):
-        return self._transform(img, drop_crowd(np.asarray(label, dtype=np.float32)))
+        out = self._transform(img, drop_crowd(np.asarray(label, dtype=np.float32)))
+        if not self._multi_stage:
+            return out
+        img, label, cls_targets, box_targets, box_masks = out
+        return (img, label, *(np.concatenate([np.asarray(x).reshape(shape) for x in levels])
+                              for levels, shape in ((cls_targets, (-1,)), (box_targets, (-1, 4)),
+                                                    (box_masks, (-1, 4)))))
 
 
 class FasterRCNNValTransform:
@@ -243,7 +254,7 @@ def images_with_objects(dataset):
 # ----------------------------------------------------------------------------- loaders
 def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indices=None,
                  augment="ssd", seed=0):
-    """The training loader for ``family`` ('ssd' or 'faster_rcnn'): an EpochLoader whose order and
+    """The training loader for ``family`` ('ssd', 'faster_rcnn', 'mask_rcnn'): an EpochLoader whose order and
     augmentation follow (seed, epoch), so a resumed run sees the same batches.
 
     ``indices`` restricts the dataset (a distributed worker's shard, or images with objects);
@@ -252,6 +263,8 @@ def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indi
     from gluoncv.data.batchify import Append, Stack, Tuple
     from mxnet.gluon.data import DataLoader
 
+    if family == "mask_rcnn":
+        return mask_train_loader(net, dataset, batch_size, num_workers, indices, seed)
     if family == "ssd":
         transform = SSDTrainTransform(data_shape, data_shape, ssd_anchors(net, data_shape), augment)
         batchify = Tuple(Stack(), Stack(), Stack())
@@ -269,6 +282,8 @@ def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
     from gluoncv.data.batchify import Append, Pad, Stack, Tuple
     from mxnet.gluon.data import DataLoader
 
+    if family == "mask_rcnn":
+        return mask_val_loader(net, dataset, batch_size, num_workers)
     if family == "ssd":
         transform = SSDValTransform(data_shape, data_shape)
         batchify = Tuple(Stack(), Pad(pad_val=-1))
@@ -277,3 +292,111 @@ def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
         batchify = Tuple(Append(), Append(), Append())
     return DataLoader(MappedDataset(dataset, transform), batch_size, shuffle=False,
                       batchify_fn=batchify, last_batch="keep", num_workers=num_workers)
+
+
+# ----------------------------------------------------------------------------- Mask R-CNN
+class MaskRCNNTrainTransform:
+    """Resize (shorter side to ``net.short``, longer at most ``net.max_size``), flip half the images,
+    normalize; then RPN targets over the network's anchors, all FPN levels concatenated in the
+    order the RPN outputs them.
+
+    Masks arrive as (N, H, W) uint8 arrays at the image's size (from any layout: polygons, RLE,
+    PNG), so they are resized as pixels rather than as polygons like GluonCV's
+    ``MaskRCNNDefaultTrainTransform``, whose anchors and RPN target generator are reused here.
+    Returns ``(img (3, h, w), label (N, 6), masks (N, h, w) float32, rpn_cls_targets (A,),
+    rpn_box_targets (A, 4), rpn_box_masks (A, 4))``.
+    """
+
+    def __init__(self, net):
+        from gluoncv.data.transforms.presets.rcnn import MaskRCNNDefaultTrainTransform
+
+        self._short, self._max_size = net.short, net.max_size
+        self._multi_stage = getattr(net, "num_stages", 1) > 1
+        self._gluoncv = MaskRCNNDefaultTrainTransform(net.short, net.max_size, net, multi_stage=self._multi_stage)
+
+    def __call__(self, img, label, masks):
+        import cv2
+        import mxnet as mx
+        from gluoncv.data.transforms import bbox as tbbox
+        from gluoncv.data.transforms import image as timage
+
+        label = np.asarray(label, dtype=np.float32)
+        keep = label[:, 5] != FLAG_CROWD
+        label, masks = label[keep], np.asarray(masks)[keep]
+        h, w = img.shape[:2]
+        img = timage.resize_short_within(img, self._short, self._max_size, interp=1)
+        new_h, new_w = img.shape[:2]
+        label = tbbox.resize(label, (w, h), (new_w, new_h))
+        # uint8 0/1 pixels through bilinear resizing round back to 0/1: a threshold at one half
+        masks = np.stack([cv2.resize(m, (new_w, new_h), interpolation=cv2.INTER_LINEAR) for m in masks])
+        img, flips = timage.random_flip(img, px=0.5)
+        if flips[0]:
+            label = tbbox.flip(label, (new_w, new_h), flip_x=True)
+            masks = masks[:, :, ::-1]
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225))
+        cls_targets, box_targets, box_masks = self._rpn_targets(img, label)
+        return (img, mx.nd.array(label), mx.nd.array(np.ascontiguousarray(masks), dtype="float32"),
+                cls_targets, box_targets, box_masks)
+
+    def _rpn_targets(self, img, label):
+        """RPN targets of every anchor, levels concatenated (each level's (H, W, anchors) flattened)."""
+        import mxnet as mx
+
+        base = self._gluoncv
+        height, width = img.shape[1], img.shape[2]
+        levels = base._anchors if self._multi_stage else [base._anchors]
+        shapes = base._feat_sym if self._multi_stage else [base._feat_sym]
+        anchors = []
+        for anchor, feat in zip(levels, shapes):
+            out_shape = feat.infer_shape(data=(1, 3, height, width))[1][0]
+            anchors.append(anchor[:, :, :out_shape[2], :out_shape[3], :].reshape((-1, 4)))
+        return base._target_generator(mx.nd.array(label[:, :4]), mx.nd.concat(*anchors, dim=0), width, height)
+
+
+class MaskRCNNValTransform:
+    """Resize and normalize; the label and masks stay at the image's own size.
+
+    Returns ``(img (3, h, w), label (N, 6) at the original size, scale (original / input),
+    masks (N, H, W) uint8)``: validation pastes predicted masks at the original size and compares
+    them with these. An image without objects gets one placeholder row (class -1) and one empty mask.
+    """
+
+    def __init__(self, net):
+        self._short, self._max_size = net.short, net.max_size
+
+    def __call__(self, img, label, masks):
+        import mxnet as mx
+        from gluoncv.data.transforms import image as timage
+
+        h, w = img.shape[:2]
+        img = timage.resize_short_within(img, self._short, self._max_size, interp=1)
+        scale = h / float(img.shape[0])
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225))
+        if not len(masks):
+            masks = np.zeros((1, h, w), np.uint8)
+        return img, mx.nd.array(with_placeholder_row(label)), mx.nd.array([scale]), mx.nd.array(masks, dtype=np.uint8)
+
+
+def mask_train_loader(net, dataset, batch_size, num_workers, indices=None, seed=0):
+    """Mask R-CNN training batches: lists of one image per device (``Append``), in an order and
+    with flips drawn from (seed, epoch), as ``train_loader``'s."""
+    from gluoncv.data.batchify import Append, Tuple
+    from mxnet.gluon.data import DataLoader
+
+    mapped = MappedDataset(dataset, MaskRCNNTrainTransform(net), indices)
+    sampler = EpochBatchSampler(len(mapped), batch_size, seed)
+    loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=Tuple(*[Append() for _ in range(6)]),
+                        num_workers=num_workers)
+    return EpochLoader(loader, sampler)
+
+
+def mask_val_loader(net, dataset, batch_size, num_workers):
+    """Mask R-CNN validation batches: (images, labels, scales, masks), lists of one image each, in
+    dataset order."""
+    from gluoncv.data.batchify import Append, Tuple
+    from mxnet.gluon.data import DataLoader
+
+    return DataLoader(MappedDataset(dataset, MaskRCNNValTransform(net)), batch_size, shuffle=False,
+                      batchify_fn=Tuple(*[Append() for _ in range(4)]), last_batch="keep", num_workers=num_workers)

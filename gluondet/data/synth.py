@@ -17,6 +17,8 @@ coordinate, so the XML holds ``index + 1``: an object covering columns 10..20 is
 Output is deterministic: the same arguments give the same bytes (each image draws from its own
 random generator seeded by ``(seed, image index)``).
 """
+import io
+import json
 import os
 import shutil
 import tempfile
@@ -37,6 +39,7 @@ MAX_SIZE_FRACTION = 0.40
 MIN_VISIBLE_FRACTION = 0.8  # a later shape may hide at most a fifth of an earlier one
 MIN_COLOUR_DISTANCE = 90.0  # RGB distance between a shape and the background it sits on
 JPEG_QUALITY = 92
+CIRCLE_VERTICES = 32  # a circle (ellipse) is written as a polygon of this many vertices
 
 
 @dataclass
@@ -47,6 +50,8 @@ class ShapesImage:
     background: np.ndarray  # HxWx3 uint8 RGB, the same texture without shapes
     boxes: np.ndarray  # (N, 4) int: xmin, ymin, xmax, ymax, 0-based inclusive pixel indices
     class_ids: np.ndarray  # (N,) int, index into SHAPES_CLASSES
+    polygons: list = None  # with masks: one [x1, y1, x2, y2, ...] polygon per object
+    masks: np.ndarray = None  # with masks: (N, H, W) uint8, exactly what pycocotools fills of each polygon
 
 
 # ----------------------------------------------------------------------------- backgrounds
@@ -160,6 +165,70 @@ def render_shapes_image(rng, size=256):
     )
 
 
+# ----------------------------------------------------------------------------- shapes with masks
+def _shape_polygon(rng, class_name, size):
+    """One shape of ``class_name`` as a polygon [x1, y1, ...] (vertices rounded to 1/100 pixel)."""
+    r = rng.uniform(MIN_SIZE_FRACTION, MAX_SIZE_FRACTION) * size / 2
+    cx, cy = rng.uniform(r, size - r, 2)
+    theta = rng.uniform(0, 2 * np.pi)
+    if class_name == "circle":
+        aspect = rng.uniform(0.8, 1.25)
+        angles = np.linspace(0, 2 * np.pi, CIRCLE_VERTICES, endpoint=False)
+        corners = np.stack([np.cos(angles) * np.sqrt(aspect), np.sin(angles) / np.sqrt(aspect)], axis=1) * r
+    elif class_name == "square":
+        corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * (r / np.sqrt(2))
+    else:
+        angles = np.deg2rad([90, 210, 330]) + rng.uniform(-0.2, 0.2, 3)
+        corners = np.stack([np.cos(angles), np.sin(angles)], axis=1) * r
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    pts = np.clip(corners @ rot.T + [cx, cy], 0, size)
+    return [round(float(v), 2) for v in pts.ravel()]
+
+
+def _fill_polygon(polygon, size):
+    """The pixels pycocotools fills for ``polygon`` (what COCO's annToMask gives), as bool."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.frPyObjects([polygon], size, size)
+    return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
+
+
+def render_masked_shapes_image(rng, size=256):
+    """Like ``render_shapes_image``, with each object's exact polygon and mask; shapes do not touch
+    (a hidden part would make the visible region differ from the polygon)."""
+    background = _texture(rng, size)
+    n_objects = 0 if rng.uniform() < EMPTY_IMAGE_FRACTION else int(rng.integers(1, MAX_OBJECTS + 1))
+    polygons, masks, class_ids = [], [], []
+    taken = np.zeros((size, size), bool)
+    for _ in range(n_objects):
+        for _attempt in range(20):
+            class_id = int(rng.integers(len(SHAPES_CLASSES)))
+            polygon = _shape_polygon(rng, SHAPES_CLASSES[class_id], size)
+            mask = _fill_polygon(polygon, size)
+            if mask.sum() >= 16 and not (mask & taken).any():
+                polygons.append(polygon)
+                masks.append(mask)
+                class_ids.append(class_id)
+                taken |= _grow(mask)
+                break
+    image = background.copy()
+    for mask in masks:
+        colour = _colour_apart_from(rng, background[mask])
+        image[mask] = np.clip(colour + rng.normal(0, 4, (int(mask.sum()), 3)), 0, 255)
+    return ShapesImage(
+        image=np.round(image).astype(np.uint8), background=np.round(background).astype(np.uint8),
+        boxes=np.array([_tight_box(m) for m in masks], np.int64).reshape(-1, 4),
+        class_ids=np.array(class_ids, np.int64), polygons=polygons,
+        masks=np.array(masks, np.uint8).reshape(-1, size, size))
+
+
+def _grow(mask):
+    """``mask`` and its 1-pixel neighbourhood, so the next shape keeps a gap of background."""
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+
+
 # ----------------------------------------------------------------------------- VOC writing
 def _voc_xml(image_id, size, boxes, class_ids):
     """VOC annotation text; coordinates written 1-based (see the module docstring)."""
@@ -193,13 +262,17 @@ def _encode_jpeg(image_rgb):
     return buf.tobytes()
 
 
-def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress=False):
+def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress=False, masks=False):
     """Write the shapes demo dataset as a VOC folder at ``out_dir`` and return its path.
 
     Writes ``JPEGImages/*.jpg``, ``Annotations/*.xml`` and ``ImageSets/Main/{train,val,trainval,
     test}.txt`` (test is the same list as val). The folder appears whole or not at all: it is
     built beside ``out_dir`` and renamed into place. An existing non-empty ``out_dir`` is refused.
     ``progress`` shows progress as gluondet.progress does (a bar on a terminal, one line otherwise).
+    ``masks``: shapes that do not touch, each with its exact polygon, in both instance layouts:
+    VOC's ``SegmentationObject/`` and ``SegmentationClass/`` PNGs, and COCO's
+    ``annotations/instances_{train,val}.json`` (polygon segmentation, images named
+    ``JPEGImages/ID.jpg`` from the root) with ``coco.yaml``, a dataset config for them.
     """
     out_dir = Path(out_dir).expanduser()
     if n_train < 0 or n_val < 0 or n_train + n_val == 0:
@@ -211,7 +284,7 @@ def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        _write_into(work, n_train, n_val, seed, size, progress)
+        _write_into(work, n_train, n_val, seed, size, progress, masks, name=out_dir.name)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); os.replace cannot replace a folder
         os.replace(work, out_dir)
@@ -221,23 +294,96 @@ def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress
     return out_dir
 
 
-def _write_into(root, n_train, n_val, seed, size, progress):
+def _write_into(root, n_train, n_val, seed, size, progress, masks=False, name="shapes"):
     from ..progress import Progress
 
     (root / "JPEGImages").mkdir()
     (root / "Annotations").mkdir()
     (root / "ImageSets" / "Main").mkdir(parents=True)
     ids = [f"shape_{i:06d}" for i in range(n_train + n_val)]
+    coco = {image_id: None for image_id in ids}
     bar = Progress(ids, desc="shapes_voc", unit="img", enabled=progress)
     for index, image_id in enumerate(bar):
         rng = np.random.default_rng([seed, index])
-        shapes = render_shapes_image(rng, size)
+        shapes = render_masked_shapes_image(rng, size) if masks else render_shapes_image(rng, size)
         (root / "JPEGImages" / f"{image_id}.jpg").write_bytes(_encode_jpeg(shapes.image))
         xml = _voc_xml(image_id, size, shapes.boxes, shapes.class_ids)
         (root / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
+        if masks:
+            _write_voc_masks(root, image_id, shapes)
+            coco[image_id] = shapes
     splits = {"train": ids[:n_train], "val": ids[n_train:]}
+    if masks:
+        for split in ("train", "val"):
+            _write_coco_split(root / "annotations" / f"instances_{split}.json",
+                              [(i, coco[i]) for i in splits[split]], size)
+        (root / "coco.yaml").write_text(COCO_CONFIG.format(name=name), encoding="utf-8")
     splits["trainval"] = ids
     splits["test"] = splits["val"]
     for name, members in splits.items():
         text = "".join(f"{i}\n" for i in members)
         (root / "ImageSets" / "Main" / f"{name}.txt").write_text(text, encoding="utf-8")
+
+
+COCO_CONFIG = """# The same shapes as the VOC folder here, as COCO instances with polygon segmentation.
+name: {name}_coco
+format: coco
+root: .
+classes: [circle, square, triangle]
+splits:
+  train: {{annotations: annotations/instances_train.json, images: .}}
+  val: {{annotations: annotations/instances_val.json, images: .}}
+  test: {{annotations: annotations/instances_val.json, images: .}}
+"""
+
+
+def _palette_png(values):
+    """A palette PNG of an index array, with VOC's colour map (what its Segmentation* PNGs are)."""
+    from PIL import Image
+
+    im = Image.fromarray(values.astype(np.uint8), mode="P")
+    palette = []
+    for i in range(256):  # VOC's bit-interleaved colour map
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette.extend((r, g, b))
+    im.putpalette(palette)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_voc_masks(root, image_id, shapes):
+    """SegmentationObject (1-based object index in XML order) and SegmentationClass (class id + 1)."""
+    size = shapes.image.shape[0]
+    objects = np.zeros((size, size), np.uint8)
+    classes = np.zeros((size, size), np.uint8)
+    for k, (mask, class_id) in enumerate(zip(shapes.masks, shapes.class_ids), 1):
+        objects[mask > 0] = k
+        classes[mask > 0] = class_id + 1
+    for folder, values in (("SegmentationObject", objects), ("SegmentationClass", classes)):
+        (root / folder).mkdir(exist_ok=True)
+        (root / folder / f"{image_id}.png").write_bytes(_palette_png(values))
+
+
+def _write_coco_split(path, items, size):
+    from pycocotools import mask as mask_utils
+
+    doc = {"images": [], "annotations": [],
+           "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPES_CLASSES)]}
+    for image_number, (image_id, shapes) in enumerate(items, 1):
+        doc["images"].append({"id": image_number, "file_name": f"JPEGImages/{image_id}.jpg",
+                              "width": size, "height": size})
+        for polygon, mask, class_id in zip(shapes.polygons, shapes.masks, shapes.class_ids):
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_number,
+                                       "category_id": int(class_id) + 1, "segmentation": [polygon],
+                                       "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0})
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(doc), encoding="utf-8")

@@ -28,6 +28,7 @@ from ..errors import GluondetError
 from ..image import IMAGE_SUFFIXES, ImageHeader, ImageReadError, choose_orientation, read_header
 from .base import FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error, warning
 from .cache import FileCache, file_signature
+from .masks import SEGMENTATION_OBJECT_DIR, attach_voc_masks
 
 SPLIT_DIR = Path("ImageSets") / "Main"
 PARSER_VERSION = 1  # bump when parse_voc_xml's output changes, so old caches are not reused
@@ -155,6 +156,7 @@ def index_voc_root(voc_root):
     except OSError as e:
         raise GluondetError(f"{ann_dir}: cannot list annotations ({e.strerror or e})") from None
     images_by_stem, image_names = _list_images(img_dir)
+    mask_pngs = _list_names(voc_root / SEGMENTATION_OBJECT_DIR)
     cache = FileCache(voc_root, f"voc-index-v{PARSER_VERSION}")
     entries = {}
     for item in _progress(xml_files, f"indexing {voc_root.name}"):
@@ -169,8 +171,18 @@ def index_voc_root(voc_root):
         image_id = item.name[:-4]
         entries[image_id] = _make_entry(image_id, item.path, parsed, str(img_dir), images_by_stem,
                                         image_names, cache)
+        if mask_pngs:
+            attach_voc_masks(entries[image_id], voc_root, mask_pngs,
+                             lambda path, key: _size_or_reason(image_header(path, key, cache)))
     cache.save()
     return entries
+
+
+def _list_names(folder):
+    try:
+        return {e.name for e in os.scandir(folder)}
+    except OSError:
+        return set()
 
 
 def _list_images(img_dir):
@@ -198,7 +210,7 @@ def _make_entry(image_id, ann_file, parsed, img_dir, images_by_stem, image_names
     xml_name = os.path.basename(parsed["filename"] or "")  # never follow a path out of JPEGImages/
     if not candidates and xml_name in image_names:
         candidates = [xml_name]
-    image_path, header = None, None
+    image_path = None
     if not candidates:
         if not problems:  # an unparseable file has no image to miss
             hint = f" or {xml_name}" if xml_name and xml_name != image_id else ""
@@ -218,6 +230,11 @@ def _make_entry(image_id, ann_file, parsed, img_dir, images_by_stem, image_names
     if image_path:
         settle_image(entry, image_header(image_path, candidates[0], cache))
     return entry
+
+
+def _size_or_reason(header):
+    """(width, height) of an image_header result, or its string reason."""
+    return header if isinstance(header, str) else (header.width, header.height)
 
 
 def image_header(image_path, key, cache):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
-from .base import FLAG_CROWD, FLAG_DIFFICULT, DatasetIndex
+from .base import FLAG_DIFFICULT, DatasetIndex
 from .convert import Collection, Sample, Shape, count_note, place_image, refuse
 from .voc import SPLIT_DIR, index_voc_root, is_voc_root, read_split_file
 

@@ -41,6 +41,7 @@ def validation_columns(scores):
     columns = {"val_map": scores["map"]}
     columns.update({f"ap/{name}": ap for name, ap in (scores.get("per_class") or {}).items()})
     columns.update({f"coco/{name}": value for name, value in (scores.get("coco") or {}).items()})
+    columns.update(scores.get("row") or {})  # a family's own columns (mask models: bbox/..., segm/...)
     return columns
 
 
@@ -58,6 +59,9 @@ def _floats(rows, key):
             xs.append(int(r["epoch"]))
             ys.append(float(value))
     return xs, ys
+
+
+CURVE_EXTRAS = ("segm/AP", "bbox/AP")  # a mask model's box and mask AP, beside val_map
 
 
 def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
@@ -80,7 +84,12 @@ def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
     ax_loss.set_ylabel("training loss")
     ax_loss.legend(loc="upper right")
     xs, ys = _floats(rows, map_name)
-    ax_map.plot(xs, ys, marker="o", color="tab:green")
+    ax_map.plot(xs, ys, marker="o", color="tab:green", label=map_name)
+    for extra in CURVE_EXTRAS:  # a mask model's box and mask AP beside the metric that picks best
+        xs, ys = _floats(rows, extra)
+        if xs:
+            ax_map.plot(xs, ys, marker=".", linestyle="--", label=extra)
+            ax_map.legend(loc="lower right")
     ax_map.set_xlabel("epoch")
     ax_map.set_ylabel("validation mAP")
     ax_map.set_ylim(0, 1)

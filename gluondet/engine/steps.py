@@ -229,12 +229,57 @@ def _start_gradients(net, accumulate):
             param.zero_grad()
 
 
-STEPS = {"ssd": SSDStep, "faster_rcnn": FasterRCNNStep}
+class MaskRCNNStep(FasterRCNNStep):
+    """Mask R-CNN: Faster R-CNN's RPN and R-CNN losses plus a per-pixel sigmoid mask loss on the
+    positive RoIs the network keeps, normalized by the target pixels, as GluonCV's
+    train_mask_rcnn.py does. Devices, rounds and gradient accumulation as FasterRCNNStep.
+
+    Batches come from ``data.loader.mask_train_loader``: six lists of one (1, ...) array per image,
+    the RPN targets of all FPN levels already flattened into one list of anchors.
+    """
+
+    family = "mask_rcnn"
+    loss_names = FasterRCNNStep.loss_names + ("mask_loss",)
+
+    def __init__(self):
+        from mxnet.gluon.loss import SigmoidBinaryCrossEntropyLoss
+
+        super().__init__()
+        self._mask = SigmoidBinaryCrossEntropyLoss()
+
+    def image_losses(self, net, parts):
+        """{loss name: NDArray} of one image; ``parts``: data, label, masks and the three RPN targets."""
+        from mxnet import nd
+
+        data, label, gt_masks, rpn_cls_targets, rpn_box_targets, rpn_box_masks = parts
+        rpn_cls_targets = rpn_cls_targets.reshape((1, -1))
+        rpn_box_targets = rpn_box_targets.reshape((1, -1, 4))
+        rpn_box_masks = rpn_box_masks.reshape((1, -1, 4))
+        (cls_pred, box_pred, mask_pred, rois, _, matches, rpn_score, rpn_box, _, cls_targets, box_targets,
+         box_masks, indices) = net(data, label[:, :, :4], label[:, :, 4:5])
+        rpn_score = rpn_score.squeeze(axis=-1)
+        num_rpn = (rpn_cls_targets >= 0).sum()
+        rpn_cls = self._rpn_cls(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0) * rpn_cls_targets.size / num_rpn
+        rpn_box = self._rpn_box(rpn_box, rpn_box_targets, rpn_box_masks) * rpn_box.size / num_rpn
+        num_rcnn = (cls_targets >= 0).sum()
+        rcnn_cls = self._rcnn_cls(cls_pred, cls_targets, cls_targets.expand_dims(-1) >= 0) \
+            * cls_targets.size / num_rcnn
+        rcnn_box = self._rcnn_box(box_pred, box_targets, box_masks) * box_pred.size / num_rcnn
+        # mask targets for the positive RoIs the network kept (``indices``); one image per forward
+        rois = nd.take(rois[0], indices[0]).expand_dims(0)
+        mask_cls = nd.take(cls_targets[0], indices[0]).expand_dims(0)
+        matches = nd.take(matches[0], indices[0]).expand_dims(0)
+        mask_targets, mask_weights = net.mask_target(rois, gt_masks, matches, mask_cls)
+        mask = self._mask(mask_pred, mask_targets, mask_weights) * mask_targets.size / mask_weights.sum()
+        return dict(zip(self.loss_names, (rpn_cls, rpn_box, rcnn_cls, rcnn_box, mask)))
+
+
+STEPS = {"ssd": SSDStep, "faster_rcnn": FasterRCNNStep, "mask_rcnn": MaskRCNNStep}
 
 
 def trainable_params(net, family):
     """Parameters the trainer updates: Faster R-CNN freezes its first stages and BatchNorm (GluonCV)."""
-    if family == "faster_rcnn":
+    if family in ("faster_rcnn", "mask_rcnn"):
         from mxnet.gluon.parameter import Constant
 
         net.collect_params().setattr("grad_req", "null")

@@ -113,11 +113,12 @@ def prepare(config):
     dataset_cfg = resolve_dataset(config.dataset, config.config_dir)
     model_cfg = _resolved_model_cfg(config)
     classes = resumed_run.classes if resumed_run else None
-    train_ds = load_dataset(dataset_cfg, config.train_split, classes=classes, skip_bad=config.skip_bad)
+    masks = model_family(model_cfg) == "mask_rcnn"  # a mask model reads every object's mask too
+    train_ds = load_dataset(dataset_cfg, config.train_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
     classes = list(train_ds.classes)
     if rank == 0 and dataset_cfg.classes is None and not config.resume:
         say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
-    val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad)
+    val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
     overlap = val_overlap_warning(train_ds, val_ds) if rank == 0 else None
     if overlap:
         say(f"warning: {overlap}")
@@ -158,9 +159,9 @@ def _train_indices(s, batch_size):
     """(indices of training images or None for all, steps per epoch every worker can run or None)."""
     from ..data.loader import images_with_objects
 
-    indices = images_with_objects(s.train_ds) if s.family == "faster_rcnn" else None
+    indices = images_with_objects(s.train_ds) if s.family in ("faster_rcnn", "mask_rcnn") else None
     if indices is not None and len(indices) < len(s.train_ds) and s.chief:
-        say(f"Faster R-CNN: {len(s.train_ds) - len(indices)} training image(s) without objects left out")
+        say(f"R-CNN: {len(s.train_ds) - len(indices)} training image(s) without objects left out")
     if s.num_workers == 1:
         return indices, None
     from .distributed import shard_indices, sync_steps_per_epoch
@@ -218,13 +219,14 @@ def restore_state(s, optimizer):
 
 def make_hooks(s, net, step, val_data, extra=()):
     """The rules of this run, in order (see gluondet.engine.hooks)."""
-    from .validation import METRIC_NAMES, validate
+    from ..constants import METRIC_LABELS
+    from .validation import validate
 
     config = s.config
     # Progress first: its epoch line (and clock) closes before validation and checkpoints run.
     hooks = [H.EpochSeed(config.seed, s.rank), H.NanGuard(), H.Progress(enabled=s.chief and not config.quiet)]
     if s.chief:
-        label = METRIC_NAMES[config.metric]
+        label = METRIC_LABELS[config.metric]
 
         def run_validation(guard):
             return validate(net, s.family, guard(val_data), s.ctx_list, config.metric, s.classes,

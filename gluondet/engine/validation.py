@@ -1,5 +1,4 @@
 """Validation during training: switch to the predict graph, score with gluondet.eval, switch back."""
-from ..constants import METRIC_LABELS as METRIC_NAMES
 from .steps import hybridize_for_prediction, hybridize_for_training
 
 DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
@@ -13,7 +12,12 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
 
     hybridize_for_prediction(net, family)
     try:
-        result = evaluate(net, loader, ctx_list, make_metric(metric_name, classes), progress=progress)
+        if family == "mask_rcnn":
+            from ..eval.instance import validate_instances
+
+            result = validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress)
+        else:
+            result = evaluate(net, loader, ctx_list, make_metric(metric_name, classes), progress=progress)
     finally:
         hybridize_for_training(net, family)
     result["map"] = float(result["map"] or 0.0)
@@ -21,7 +25,8 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
 
 
 def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which="best",
-                 batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True):
+                 batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True,
+                 coco_results=None):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
     gluondet.eval.report plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
 
@@ -41,13 +46,20 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     net, params = info.load_network(run if str(run).endswith(".params") else which, ctx=ctx_list)
     metric = metric or info.train_config.get("metric") or "voc"
     dataset_cfg = info.dataset_config(dataset, config_dir)
-    ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad)
+    masks = info.family == "mask_rcnn"
+    ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad, masks=masks)
     workers = default_num_workers() if num_workers is None else num_workers
     if batch_size is None:  # Faster R-CNN: one image per device, as GluonCV evaluates it
-        batch_size = len(ctx_list) if info.family == "faster_rcnn" else DEFAULT_EVAL_BATCH
+        batch_size = len(ctx_list) if info.family in ("faster_rcnn", "mask_rcnn") else DEFAULT_EVAL_BATCH
     loader = val_loader(info.family, net, ds, info.data_shape, batch_size, workers)
     hybridize_for_prediction(net, info.family)
-    result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)
+    if info.family == "mask_rcnn":
+        from ..eval.instance import evaluate_run_instances
+
+        result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
+                                        coco_results, progress=progress)
+    else:
+        result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,
                    "split": split, "images": len(ds)})
     return result

@@ -36,6 +36,7 @@ class COCOMetric:
     """
 
     key = "coco"
+    iou_type = "bbox"  # pycocotools' iouType; the segm metric (eval/instance.py) overrides it
 
     def __init__(self, class_names, verbose=False):
         if not isinstance(class_names, (list, tuple)) or not all(
@@ -98,7 +99,7 @@ class COCOMetric:
             coco_gt.dataset, coco_dt.dataset = gt_dataset, dt_dataset
             coco_gt.createIndex()
             coco_dt.createIndex()
-            coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+            coco_eval = COCOeval(coco_gt, coco_dt, self.iou_type)
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()

@@ -2,7 +2,7 @@
 
 Each builder is ``builder(classes, pretrained_base=True|False, **kwargs) -> HybridBlock``. The zoo
 entries wrap GluonCV's ``*_custom`` constructors, which build a network for any list of classes; the
-model YAML (configs/models/NAME.yaml) names the builder and the family (``ssd`` or ``faster_rcnn``),
+model YAML (configs/models/NAME.yaml) names the builder and the family (``ssd``, ``faster_rcnn`` or ``mask_rcnn``),
 which decides transforms, losses and validation in the engine.
 """
 import functools
@@ -10,13 +10,20 @@ from pathlib import Path
 
 from ..errors import GluondetError
 
-FAMILIES = ("ssd", "faster_rcnn")
+FAMILIES = ("ssd", "faster_rcnn", "mask_rcnn")
 
 
 def _zoo(zoo_name, classes, pretrained_base=True, **kwargs):
     from gluoncv.model_zoo import get_model
 
     return get_model(zoo_name, classes=list(classes), pretrained_base=pretrained_base, **kwargs)
+
+
+def _rcnn_fpn(kind, base_network, classes, pretrained_base=True, **kwargs):
+    from . import rcnn_fpn
+
+    builder = rcnn_fpn.mask_rcnn_fpn if kind == "mask" else rcnn_fpn.faster_rcnn_fpn
+    return builder(base_network, classes, pretrained_base=pretrained_base, **kwargs)
 
 
 def _tiny_ssd(classes, pretrained_base=False, **kwargs):
@@ -34,6 +41,9 @@ MODELS = {
     "faster_rcnn_resnet50_v1b": functools.partial(_zoo, "faster_rcnn_resnet50_v1b_custom"),
     "faster_rcnn_resnet101_v1d": functools.partial(_zoo, "faster_rcnn_resnet101_v1d_custom"),
     "tiny_ssd": _tiny_ssd,
+    "faster_rcnn_fpn_resnet50_v1b": functools.partial(_rcnn_fpn, "faster", "resnet50_v1b"),
+    "mask_rcnn_fpn_resnet50_v1b": functools.partial(_rcnn_fpn, "mask", "resnet50_v1b"),
+    "mask_rcnn_fpn_resnet18_v1b": functools.partial(_rcnn_fpn, "mask", "resnet18_v1b"),
 }
 NO_PRETRAINED_BASE = ("tiny_ssd",)  # builders whose backbone has no ImageNet weights to load
 DEFAULT_MODEL = "ssd_512_vgg16_atrous"
@@ -41,11 +51,12 @@ FASTER_RCNN_MIN_SHAPE = 256
 
 
 def model_family(model_cfg):
-    """``ssd`` or ``faster_rcnn``: from the YAML's ``family``, else from the builder's name."""
+    """``ssd``, ``faster_rcnn`` or ``mask_rcnn``: from the YAML's ``family``, else from the builder's name."""
     family = model_cfg.get("family")
     if family is None:
         name = str(model_cfg.get("builder") or model_cfg.get("name", ""))
-        family = "faster_rcnn" if name.startswith("faster_rcnn") else "ssd" if "ssd" in name else None
+        family = ("faster_rcnn" if name.startswith("faster_rcnn") else "mask_rcnn" if name.startswith("mask_rcnn")
+                  else "ssd" if "ssd" in name else None)
     if family not in FAMILIES:
         raise GluondetError(
             f"model '{model_cfg.get('name')}': family '{family}' is not one of {', '.join(FAMILIES)}")
@@ -88,8 +99,8 @@ def build_model(model_cfg, classes, pretrained_base=True):
     data_shape = model_cfg.get("data_shape")
     if key == "tiny_ssd" and data_shape:  # its anchors are sized for the input
         kwargs.setdefault("data_shape", int(data_shape))
-    if family == "faster_rcnn" and data_shape:
-        if int(data_shape) < FASTER_RCNN_MIN_SHAPE:
+    if family in ("faster_rcnn", "mask_rcnn") and data_shape:
+        if family == "faster_rcnn" and int(data_shape) < FASTER_RCNN_MIN_SHAPE:
             # the RPN keeps 2000 proposals in training: a smaller image has fewer anchors than that
             raise GluondetError(f"data_shape {data_shape} is too small for Faster R-CNN; "
                                 f"use --data-shape {FASTER_RCNN_MIN_SHAPE} or more")

@@ -106,7 +106,7 @@ def init_from(spec, model_cfg, classes, source_classes=None):
         net = build_model(model_cfg, list(source_classes or classes), pretrained_base=False)
         try:
             # a trained Faster R-CNN also saved its training target generator's constants
-            net.load_parameters(str(path), ignore_extra=model_family(model_cfg) == "faster_rcnn")
+            net.load_parameters(str(path), ignore_extra=model_family(model_cfg) in ("faster_rcnn", "mask_rcnn"))
         except (AssertionError, mx.base.MXNetError, ValueError) as e:  # another network's weights
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise GluondetError(f"--init-from {path}: does not fit model '{model_cfg.get('name')}' ({first})") from None
@@ -118,8 +118,10 @@ def init_from(spec, model_cfg, classes, source_classes=None):
         if str(spec) not in _models:
             raise GluondetError(f"--init-from {spec}: neither a .params file nor a GluonCV model-zoo name "
                                 f"(for example ssd_512_vgg16_atrous_voc)")
+        from .rcnn_fpn import use_zeroed_roi_pooling
+
         with model_store(what="pretrained detector"):
-            net = get_model(str(spec), pretrained=True)
+            net = use_zeroed_roi_pooling(get_model(str(spec), pretrained=True))
         net, shared = reset_classes(net, classes)
     initialize_missing(net)
     from tqdm import tqdm
