@@ -180,16 +180,15 @@ class FasterRCNNStep(Step):
         _check_enough_images(count, ctx_list)
         rounds = round_robin(count, ctx_list)
         _start_gradients(net, accumulate=len(rounds) > 1)
-        totals = dict.fromkeys(self.loss_names, 0.0)
-        for placed in rounds:
+        losses = []
+        for placed in rounds:  # read back only at the end: the devices never wait for Python
             with autograd.record():
-                losses = [self.image_losses(net, [part[i].as_in_context(ctx) for part in batch])
+                images = [self.image_losses(net, [part[i].as_in_context(ctx) for part in batch])
                           for i, ctx in placed]
-                autograd.backward([sum(l.sum() for l in image.values()) for image in losses])
-            for image in losses:  # reported per image, like SSD's per-batch normalized loss
-                for name, value in image.items():
-                    totals[name] += value.sum().asscalar() / count
-        return totals
+                autograd.backward([sum(l.sum() for l in image.values()) for image in images])
+            losses += images
+        # reported per image, like SSD's per-batch normalized loss
+        return {name: sum(image[name].sum().asscalar() for image in losses) / count for name in self.loss_names}
 
     def image_losses(self, net, parts):
         """{loss name: NDArray} of one image on one device; ``parts`` are the loader's five arrays.

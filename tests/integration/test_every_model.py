@@ -7,6 +7,7 @@ network allows, and Faster R-CNN with few RoIs (its R-CNN head runs a ResNet sta
 SSD512 VGG16, SSD300 VGG16 and Faster R-CNN ResNet50 on one device train in test_train.py.
 """
 import json
+import re
 
 import numpy as np
 import pytest
@@ -205,3 +206,26 @@ def test_eval_of_a_trained_run_on_two_devices_equals_one(trained_tiny_run, tmp_p
     assert scores[0]["map"] > 0.05  # a trained network: the comparison means something
     assert scores[1]["map"] == pytest.approx(scores[0]["map"], abs=1e-9)
     assert scores[1]["per_class"] == pytest.approx(scores[0]["per_class"], abs=1e-9)
+
+
+def test_int8_export_on_two_devices_calibrates_as_on_one(trained_tiny_run, tmp_path):
+    """export --int8 loads the run on --ctx and calibrates on the CPU: the same INT8 model either way."""
+    import mxnet as mx
+
+    def without_prefix(text):  # names carry the network instance's prefix (ssd1_, ssd2_)
+        return re.sub(r"ssd\d+_", "ssd_", text)
+
+    graphs, weights = {}, {}
+    for ctx in ("cpu", "cpu0,cpu1"):
+        out = tmp_path / ctx.replace(",", "_")
+        result = _cli(["export", trained_tiny_run, "--int8", "--calib-images", 8, "--ctx", ctx, "--out", out])
+        assert result.exit_code == 0, result.stderr
+        nodes = json.loads((out / "model-symbol.json").read_text())["nodes"]
+        graphs[ctx] = [(n["op"], (n.get("attrs") or {}).get("min_calib_range"),
+                        (n.get("attrs") or {}).get("max_calib_range")) for n in nodes]
+        weights[ctx] = {without_prefix(k): v.asnumpy() for k, v in mx.nd.load(str(out / "model-0000.params")).items()}
+    assert any(low is not None for _, low, _ in graphs["cpu"])  # calibrated ranges live in the graph
+    assert graphs["cpu0,cpu1"] == graphs["cpu"]
+    assert sorted(weights["cpu0,cpu1"]) == sorted(weights["cpu"])
+    for name, value in weights["cpu"].items():
+        np.testing.assert_array_equal(weights["cpu0,cpu1"][name], value, err_msg=name)
