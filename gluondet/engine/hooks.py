@@ -159,10 +159,8 @@ class MetricsWriter(HookBase):
     losses (mean over N iterations) and lr every N iterations (logging.IterationLog)."""
 
     def __init__(self, run, loss_names, lr_schedule=None, log_every=0):
-        from .logging import TensorBoard
-
         self.run, self.loss_names, self.lr_schedule = run, loss_names, lr_schedule
-        self.board = TensorBoard(run.path / "tb")
+        self.board = None  # opened when training starts: tb/ appears in a run folder that trains
         self.log_every = log_every
         self.iterations = None
 
@@ -177,8 +175,9 @@ class MetricsWriter(HookBase):
         self.iterations(state.epoch, state.iteration - 1, state.lr, state.losses)
 
     def before_train(self):
-        from .logging import write_metrics
+        from .logging import TensorBoard, write_metrics
 
+        self.board = TensorBoard(self.run.path / "tb")
         if self.trainer.state.history:  # a resumed run: the views follow the committed history
             write_metrics(self.run.path / "metrics.csv", self.trainer.state.history)
 
@@ -193,7 +192,8 @@ class MetricsWriter(HookBase):
             draw_curves(history, self.run.path / "curves.png", self.loss_names, lr_schedule=self.lr_schedule)
 
     def after_train(self):
-        self.board.close()
+        if self.board is not None:
+            self.board.close()
 
 
 class Progress(HookBase):

@@ -241,16 +241,39 @@ def make_hooks(s, net, step, val_data, extra=()):
     return hooks + list(extra)
 
 
-def _start(s):
-    """Write (new run) or repair (resumed run) the run folder; say what will happen."""
+def write_run_info(s):
+    """config.yaml (model, dataset and train sections, as resolved) and classes.txt."""
+    resolved = {"model": s.model_cfg, "dataset": s.dataset_cfg.to_dict(), "train": s.config.to_dict()}
+    resolved["dataset"]["classes"] = s.classes
+    s.run.write_info(resolved, s.classes)
+
+
+def build_trainer(s, extra_hooks=()):
+    """Network, loaders, step, optimizer and hooks: the Trainer for set-up ``s``."""
+    from ..data.loader import default_num_workers, train_loader, val_loader
+    from .steps import STEPS, hybridize_for_training
+
     config = s.config
-    if config.resume:
-        for line in s.run.repair():
-            say(f"{s.run.path}: {line}")
-    else:
-        resolved = {"model": s.model_cfg, "dataset": s.dataset_cfg.to_dict(), "train": config.to_dict()}
-        resolved["dataset"]["classes"] = s.classes
-        s.run.write_info(resolved, s.classes)
+    net = build_network(s)
+    workers = default_num_workers() if config.num_workers is None else config.num_workers
+    data_shape = int(s.model_cfg["data_shape"])
+    indices, sync_steps = _train_indices(s, config.batch_size)
+    train_data = train_loader(s.family, net, s.train_ds, data_shape, config.batch_size, workers,
+                              indices, augment=config.augment, seed=config.seed)
+    val_data = val_loader(s.family, net, s.val_ds, data_shape, config.batch_size, workers) if s.chief else None
+    step = STEPS[s.family]()
+    step.prepare(net, s.ctx_list)  # parameters and constants on every device
+    optimizer = make_optimizer(net, s.family, config, s.kvstore)
+    state = restore_state(s, optimizer)
+    hybridize_for_training(net, s.family)
+    iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
+
+    def lr_at(epoch, i):
+        return learning_rate(epoch, i, iters, config.lr, config.lr_steps, config.lr_decay,
+                             config.warmup_epochs, config.lr_step_every)
+
+    return Trainer(net, train_data, step, optimizer, s.ctx_list, make_hooks(s, net, step, val_data, extra_hooks),
+                   lr_at, config.epochs, iters, state=state, update_scale=s.num_workers)
 
 
 def train(config, extra_hooks=()):
@@ -259,38 +282,20 @@ def train(config, extra_hooks=()):
     Raises GluondetError for problems the user can fix, LossNotFinite when training diverges, and
     TrainingStopped (after saving) on Ctrl-C or SIGTERM.
     """
-    from ..data.loader import default_num_workers, train_loader, val_loader
     from ..runtime import configure_threads
-    from .steps import STEPS, hybridize_for_training
 
     configure_threads()  # no effect when MXNet is already imported (the CLI did it first)
     s = prepare(config)
-    started = False
+    written = bool(config.resume)
     try:
-        net = build_network(s)
-        if s.chief:  # written once the network exists: a start that fails leaves no folder behind
-            _start(s)
-            started = True
-        workers = default_num_workers() if config.num_workers is None else config.num_workers
-        data_shape = int(s.model_cfg["data_shape"])
-        indices, sync_steps = _train_indices(s, config.batch_size)
-        train_data = train_loader(s.family, net, s.train_ds, data_shape, config.batch_size, workers,
-                                  indices, augment=config.augment, seed=config.seed)
-        val_data = val_loader(s.family, net, s.val_ds, data_shape, config.batch_size, workers) if s.chief else None
-        step = STEPS[s.family]()
-        step.prepare(net, s.ctx_list)  # parameters and constants on every device
-        optimizer = make_optimizer(net, s.family, config, s.kvstore)
-        state = restore_state(s, optimizer)
-        hybridize_for_training(net, s.family)
-        iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
-
-        def lr_at(epoch, i):
-            return learning_rate(epoch, i, iters, config.lr, config.lr_steps, config.lr_decay,
-                                 config.warmup_epochs, config.lr_step_every)
-
-        trainer = Trainer(net, train_data, step, optimizer, s.ctx_list,
-                          make_hooks(s, net, step, val_data, extra_hooks), lr_at, config.epochs, iters,
-                          state=state, update_scale=s.num_workers)
+        if s.chief and config.resume:  # before anything reads last.*: back to the last commit
+            for line in s.run.repair():
+                say(f"{s.run.path}: {line}")
+        trainer = build_trainer(s, extra_hooks)
+        if s.chief and not config.resume:  # only now: a start that fails leaves no folder behind
+            write_run_info(s)
+        written = True
+        state = trainer.state
         if s.chief:
             say(f"training {s.model_cfg.get('name')} on {s.dataset_cfg.name}: {len(s.train_ds)} train / "
                 f"{len(s.val_ds)} val images, {len(s.classes)} classes, {s.ctx_list}, batch "
@@ -306,6 +311,6 @@ def train(config, extra_hooks=()):
         return s.run
     finally:
         if s.run is not None:
-            if not started and not config.resume:
+            if not written:
                 s.run.remove_if_unused()
             s.run.unlock()
