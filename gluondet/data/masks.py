@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 from ..errors import GluondetError
-from .base import DetectionDataset, decode_image, error
+from ..image import read_image
+from .base import DetectionDataset, error
 
 SEGMENTATION_OBJECT_DIR = "SegmentationObject"
 SEGMENTATION_CLASS_DIR = "SegmentationClass"
@@ -251,7 +252,7 @@ class InstanceDataset(DetectionDataset):
     def __getitem__(self, i):
         import mxnet as mx
 
-        img = decode_image(self._paths[i])
+        img = read_image(self._paths[i], apply_orientation=self._turned[i])
         masks = decode_masks(self._masks[i], img.shape[0], img.shape[1])
         return mx.nd.array(img, dtype=np.uint8), self._labels[i].copy(), masks
 

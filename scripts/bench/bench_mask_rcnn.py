@@ -38,7 +38,7 @@ from gluoncv.data.transforms.presets.rcnn import MaskRCNNDefaultTrainTransform
 from gluoncv.model_zoo.rcnn.mask_rcnn.data_parallel import ForwardBackwardTask
 from pycocotools.coco import COCO
 from gluondet.config import resolve_model_config
-from gluondet.data.base import decode_image
+from gluondet.image import read_image
 from gluondet.models import build_model
 
 root, iters, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -59,7 +59,7 @@ class Polygons(gluon.data.Dataset):
         label = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3],
                            a["category_id"] - 1] for a in anns], np.float32)
         polys = [[np.array(p, np.float32).reshape(-1, 2) for p in a["segmentation"]] for a in anns]
-        return mx.nd.array(decode_image(root + "/" + img["file_name"]), dtype=np.uint8), label, polys
+        return mx.nd.array(read_image(root + "/" + img["file_name"]), dtype=np.uint8), label, polys
 
 class Flat:
     """GluonCV's transform, with the FPN levels' RPN targets concatenated as the network outputs them."""

@@ -151,3 +151,28 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(setup, tmp_path):
         assert _epochs_in_metrics(run) == list(range(1, state["epoch"] + 1))
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_straight_and_resumed_runs_are_equal_to_the_last_bit(setup, tmp_path):
+    """The tiny SSD with augmentation and two loader workers: 3 epochs straight, or 1 then resumed
+    to 3, give byte-identical weights and the same metrics rows (but for the timing columns)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = ["--num-workers", "2", "--augment", "ssd"]
+    for out, epochs in ((straight, 3), (resumed, 1)):
+        args = _args(setup, out, epochs)
+        args[args.index("--num-workers"):args.index("--num-workers") + 2] = common
+        done = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    done = subprocess.run([GLUONDET, "train", "--resume", str(resumed), "--epochs", "3", "-q"], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (straight / "last.params").read_bytes() == (resumed / "last.params").read_bytes()
+    assert (straight / "epoch_0002.params").read_bytes() == (resumed / "epoch_0002.params").read_bytes()
+
+    def rows(run):  # the losses and scores of every epoch, not its timing
+        lines = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+        keep = [i for i, name in enumerate(lines[0]) if name not in ("seconds", "images_per_sec")]
+        return [[line[i] for i in keep] for line in lines]
+
+    assert rows(straight) == rows(resumed)
+    assert json.loads((straight / "best.json").read_text()) == json.loads((resumed / "best.json").read_text())
