@@ -325,6 +325,7 @@ class TrainConfig:
     pretrained_base: Any = True
     init_from: Optional[str] = None
     skip_bad: bool = False
+    amp: bool = False  # mixed precision: bfloat16 on CPUs with bf16 instructions, float16 on GPUs
     config_dir: Optional[str] = None
     patience: int = 0
     quiet: bool = False

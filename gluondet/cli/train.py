@@ -58,6 +58,9 @@ def _optional(name, type_, help_):
 @click.option("--init-from", default=None, metavar="ZOO_NAME|PARAMS",
               help="Start from a whole trained detector (e.g. ssd_512_vgg16_atrous_voc or a run's "
                    ".params), keeping the weights of shared class names.")
+@click.option("--amp/--no-amp", default=None,
+              help="Mixed precision: bfloat16 on CPUs with bf16 instructions (avx512_bf16/AMX), float16 "
+                   "with dynamic loss scaling on GPUs; weights stay float32 [off].")
 @skip_bad_option
 @config_dir_option
 def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):

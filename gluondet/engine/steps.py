@@ -75,8 +75,9 @@ class Step:
     family = None
     loss_names = ()
 
-    def __init__(self):
+    def __init__(self, backward=autograd.backward):
         self._prepared = None  # (id(net), tuple(ctx_list)) last prepared for
+        self._backward = backward  # engine.amp.Precision.backward scales the loss for float16
 
     def prepare(self, net, ctx_list):
         """Put the network, and the constants it creates lazily, on every device of ``ctx_list``."""
@@ -110,10 +111,10 @@ class SSDStep(Step):
     family = "ssd"
     loss_names = ("cls_loss", "box_loss")
 
-    def __init__(self):
+    def __init__(self, backward=autograd.backward):
         from gluoncv.loss import SSDMultiBoxLoss
 
-        super().__init__()
+        super().__init__(backward)
         self._loss = SSDMultiBoxLoss()
 
     def num_images(self, batch):
@@ -134,7 +135,7 @@ class SSDStep(Step):
                 cls_preds.append(cls_pred)
                 box_preds.append(box_pred)
             sum_loss, cls_loss, box_loss = self._loss(cls_preds, box_preds, cls_targets, box_targets)
-            autograd.backward(sum_loss)
+            self._backward(sum_loss)
         return {"cls_loss": sum(l.sum().asscalar() for l in cls_loss),
                 "box_loss": sum(l.sum().asscalar() for l in box_loss)}
 
@@ -153,10 +154,10 @@ class FasterRCNNStep(Step):
     family = "faster_rcnn"
     loss_names = ("rpn_cls_loss", "rpn_box_loss", "rcnn_cls_loss", "rcnn_box_loss")
 
-    def __init__(self):
+    def __init__(self, backward=autograd.backward):
         from mxnet.gluon.loss import HuberLoss, SigmoidBinaryCrossEntropyLoss, SoftmaxCrossEntropyLoss
 
-        super().__init__()
+        super().__init__(backward)
         self._rpn_cls = SigmoidBinaryCrossEntropyLoss(from_sigmoid=False)
         self._rpn_box = HuberLoss(rho=1 / 9.0)  # smooth L1
         self._rcnn_cls = SoftmaxCrossEntropyLoss()
@@ -185,7 +186,7 @@ class FasterRCNNStep(Step):
             with autograd.record():
                 images = [self.image_losses(net, [part[i].as_in_context(ctx) for part in batch])
                           for i, ctx in placed]
-                autograd.backward([sum(l.sum() for l in image.values()) for image in images])
+                self._backward([sum(l.sum() for l in image.values()) for image in images])
             losses += images
         # reported per image, like SSD's per-batch normalized loss
         return {name: sum(image[name].sum().asscalar() for image in losses) / count for name in self.loss_names}
