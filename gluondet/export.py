@@ -29,28 +29,34 @@ FORMATS = EXPORT_FORMATS
 
 
 def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_images=32,
-               calib_source=None, config_dir=None, log=print, ctx="cpu"):
+               calib_source=None, config_dir=None, log=print, ctx="cpu", dtype="float32"):
     """Export ``run_dir`` into ``out_dir``; returns the export folder. See the module docstring.
 
     ``ctx`` (a --ctx spec, one device or several) is where the run's network is loaded; INT8
     calibration itself runs on the CPU, where the oneDNN INT8 graph runs (see quantize_detector).
+    ``dtype`` bfloat16 writes the graph with MXNet's AMP casts (float32 weights, bf16 convolutions):
+    an MXNet symbol export for CPUs with bf16 instructions, not combinable with ONNX or INT8.
     """
     from .runtime import make_contexts
 
     if fmt not in FORMATS:
         raise GluondetError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    if dtype != "float32" and (int8 or fmt != "mxnet"):
+        raise GluondetError(f"--dtype {dtype} exports the MXNet format in float32 + {dtype}; "
+                            "it does not combine with --int8 or --format onnx")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.resolve() == run_dir.resolve():
         raise GluondetError(f"--out {out_dir}: choose a folder other than the run folder itself")
     if fmt == "onnx":
         require_onnx()  # before anything is written: never a half-filled export folder
     detector = Detector.load(run_dir, which=which, ctx=make_contexts(ctx))
+    detector.set_dtype(dtype)
     if int8:
         calib = calibration_images(detector, run_dir, calib_images, calib_source, config_dir)
         log(f"calibrating INT8 ranges on {len(calib)} images ...")
         net = quantize_detector(detector, calib)
     else:
-        net = detector.net
+        net = detector.inference_net
     write_mxnet_export(net, detector, run_dir, out_dir, which=which, quantized=int8)
     log(f"wrote {out_dir / (EXPORT_PREFIX + '-symbol.json')} and {EXPORT_PREFIX}-0000.params")
     if fmt == "onnx":
@@ -81,7 +87,8 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net.export(os.path.join(tmp, EXPORT_PREFIX), epoch=0)
+            # MXNet drops AMP's casts from exports by default: keep those a --dtype export is made of
+            net.export(os.path.join(tmp, EXPORT_PREFIX), epoch=0, remove_amp_cast=detector.dtype == "float32")
         (out_dir / EXPORT_META).unlink(missing_ok=True)  # the folder is incomplete until the end
         for name in (f"{EXPORT_PREFIX}-symbol.json", f"{EXPORT_PREFIX}-0000.params"):
             os.replace(os.path.join(tmp, name), out_dir / name)
@@ -102,6 +109,7 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
         "symbol": f"{EXPORT_PREFIX}-symbol.json",
         "params": f"{EXPORT_PREFIX}-0000.params",
         "quantized": bool(quantized),
+        "dtype": detector.dtype,
         "outputs": ["class_ids (B, K, 1), -1 = none", "scores (B, K, 1)",
                     "boxes (B, K, 4) xmin, ymin, xmax, ymax in input pixels"]
         + (["masks (B, K, M, M) per-box mask probabilities, to paste into the boxes"]

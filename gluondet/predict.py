@@ -147,6 +147,8 @@ class Detector:
         self.ctx_list = context_list(ctx)
         self.ctx = self.ctx_list[0]  # single-image work: anchors, export's example input
         self._hybridized = False
+        self.dtype = "float32"
+        self._low_precision = None  # the network converted by set_dtype
         if hybridize:
             self.hybridize()
 
@@ -209,6 +211,15 @@ class Detector:
                 raise GluondetError(f"{export_dir}: export is incomplete, {f.name} is missing")
         if meta.get("quantized") and any(c.device_type != "cpu" for c in ctx):
             raise GluondetError(f"{export_dir}: an INT8 export runs on the CPU (oneDNN); use --ctx cpu")
+        dtype = meta.get("dtype", "float32")
+        if dtype != "float32":  # its graph casts to dtype: refuse a device where that is slow
+            from .engine.amp import choose_dtype
+
+            try:
+                choose_dtype(dtype, [c.device_type for c in ctx])
+            except GluondetError as e:
+                raise GluondetError(f"{export_dir}: exported with --dtype {dtype}, but {e}; "
+                                    "export the run again in float32") from None
         import warnings
 
         with warnings.catch_warnings():
@@ -220,7 +231,9 @@ class Detector:
             short=meta.get("short", 600), max_size=meta.get("max_size", 1000),
             mean=tuple(meta.get("mean", IMAGENET_MEAN)), std=tuple(meta.get("std", IMAGENET_STD)),
             source=str(export_dir), quantized=bool(meta.get("quantized", False)))
-        return cls(net, info, ctx=ctx, hybridize=hybridize)
+        detector = cls(net, info, ctx=ctx, hybridize=hybridize)
+        detector.dtype = dtype
+        return detector
 
     def hybridize(self):
         if not self._hybridized:
@@ -228,6 +241,33 @@ class Detector:
             static = self.family == "ssd"
             self.net.hybridize(static_alloc=static, static_shape=static)
             self._hybridized = True
+
+    def set_dtype(self, dtype):
+        """Run the network in ``dtype``: float32, or bfloat16 on a CPU with bf16 instructions
+        (float16 on a GPU), through MXNet's AMP graph conversion; anything slow is refused."""
+        import mxnet as mx
+
+        from .engine.amp import FLOAT32, choose_dtype, low_precision_block
+
+        dtype, _ = choose_dtype(dtype, [c.device_type for c in self.ctx_list])
+        if dtype == FLOAT32:
+            self._low_precision, self.dtype = None, FLOAT32
+            return
+        if self.info.quantized:
+            raise GluondetError(f"{self.info.source}: an INT8 export runs in int8; leave out --dtype")
+        self.hybridize()
+        w, h = self.input_size(self.info.short, self.info.short)  # SSD: data_shape x data_shape
+        sample = mx.nd.zeros((1, 3, h, w), ctx=self.ctx)
+        self._low_precision = low_precision_block(self.net, dtype, self.ctx, sample)
+        self._low_precision.collect_params().reset_ctx(self.ctx_list)
+        static = self.family == "ssd"
+        self._low_precision.hybridize(static_alloc=static, static_shape=static)
+        self.dtype = dtype
+
+    @property
+    def inference_net(self):
+        """The network that runs: ``net`` itself, or its low-precision conversion (set_dtype)."""
+        return self._low_precision or self.net
 
     # ------------------------------------------------------------------ preprocessing
     def input_size(self, width, height):
@@ -272,7 +312,7 @@ class Detector:
         """Start the network on a batch; MXNet computes in the background until asnumpy()."""
         import mxnet as mx
 
-        return self.net(mx.nd.array(batch, ctx=ctx or self.ctx))[:4 if self.family == "mask_rcnn" else 3]
+        return self.inference_net(mx.nd.array(batch, ctx=ctx or self.ctx))[:4 if self.family == "mask_rcnn" else 3]
 
     def detect(self, images, thresh=0.5, max_boxes=100, batch_size=None):
         """Detections for a list of HxWx3 uint8 RGB images (one network call per batch)."""

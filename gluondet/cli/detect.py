@@ -6,7 +6,7 @@ import click
 
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
-from .options import config_dir_option, emit_json, json_option, set_quiet
+from .options import config_dir_option, dtype_option, emit_json, json_option, set_quiet
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
 
@@ -63,9 +63,10 @@ def _anchor_pos(value):
                    "Repeatable.")
 @click.option("--quiet", "-q", is_flag=True, callback=set_quiet,
               help="No progress bar or progress line, and no summary table.")
+@dtype_option
 @config_dir_option
 def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json_file, coco_file,
-           dataset, ctx, batch_size, no_draw, show_anchors, anchor_layers, anchor_pos, quiet, config_dir):
+           dataset, ctx, batch_size, no_draw, show_anchors, anchor_layers, anchor_pos, quiet, dtype, config_dir):
     """Detect objects in images and folders of images with a trained run.
 
     \b
@@ -91,6 +92,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     contexts = make_contexts(ctx)
     images = _input_images(inputs)
     detector = Detector.load(source, ctx=contexts, which=which, max_boxes=max_boxes)
+    detector.set_dtype(dtype)
     out_dir = Path(out_dir) if out_dir else model_dir / "detections"
     _note_missing_glyphs(detector.classes, no_draw)
 

@@ -2,7 +2,7 @@
 import click
 
 from ..constants import METRICS
-from .options import config_dir_option, emit_json, json_option, quiet_option, skip_bad_option
+from .options import config_dir_option, dtype_option, emit_json, json_option, quiet_option, skip_bad_option
 
 
 @click.command(name="eval")
@@ -24,8 +24,9 @@ from .options import config_dir_option, emit_json, json_option, quiet_option, sk
 @skip_bad_option
 @config_dir_option
 @quiet_option
+@dtype_option
 def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, json_file, coco_results,
-             skip_bad, config_dir, quiet):
+             skip_bad, config_dir, quiet, dtype):
     """Evaluate a run folder (or a .params file inside one) and print AP per class and the mean.
 
     \b
@@ -38,7 +39,7 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
 
     result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
                           batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
-                          skip_bad=skip_bad, coco_results=coco_results, progress=not quiet)
+                          skip_bad=skip_bad, coco_results=coco_results, progress=not quiet, dtype=dtype)
     if json_file == "-":
         emit_json(json_file, result)
         return

@@ -4,7 +4,7 @@ from pathlib import Path
 import click
 
 from ..constants import EXPORT_FORMATS
-from .options import config_dir_option
+from .options import config_dir_option, dtype_option
 
 
 @click.command(name="export")
@@ -25,8 +25,9 @@ from .options import config_dir_option
               help="Calibrate on this folder of images or dataset instead of the run's val split.")
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES",
               help="Devices to load the run on, e.g. cpu or gpu0,gpu1 (INT8 calibration runs on the CPU).")
+@dtype_option
 @config_dir_option
-def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, ctx, config_dir):
+def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, ctx, dtype, config_dir):
     """Export a trained run for deployment.
 
     \b
@@ -45,5 +46,5 @@ def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, ctx, co
         out_dir = run_dir / ("export-int8" if int8 else "export")
     export_run(run_dir, Path(out_dir), fmt=fmt, which=which, int8=int8, calib_images=calib_images,
                calib_source=calib_data, config_dir=config_dir, log=lambda m: click.echo(m, err=True),
-               ctx=ctx)
+               ctx=ctx, dtype=dtype)
     click.echo(str(out_dir))

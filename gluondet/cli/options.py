@@ -63,3 +63,9 @@ skip_bad_option = click.option(
     "--skip-bad", is_flag=True,
     help="Leave out files the dataset check finds errors in (says how many) instead of stopping.",
 )
+
+dtype_option = click.option(
+    "--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+    help="Number type of the network's convolutions and dense layers: bfloat16 on CPUs with bf16 "
+         "instructions (avx512_bf16/AMX), float16 on GPUs; the weights stay float32.",
+)

@@ -167,3 +167,20 @@ class Precision:
 
 def _stderr(message):
     print(message, file=sys.stderr)
+
+
+def low_precision_block(net, dtype, ctx, sample):
+    """A SymbolBlock that runs the hybridized ``net`` in ``dtype`` (inference only).
+
+    MXNet's ``convert_hybrid_block`` rewrites the graph ``net`` traced on ``sample`` with casts
+    around the operators safe in ``dtype``; the weights stay float32 and are shared, not copied
+    by hand. Unlike ``init_amp`` this changes nothing else in the process.
+    """
+    import warnings
+
+    from mxnet.contrib import amp
+
+    net(sample)  # the cached graph that convert_hybrid_block rewrites
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Cannot decide type for the following arguments"
+        return amp.convert_hybrid_block(net, target_dtype=dtype, ctx=ctx)

@@ -26,7 +26,7 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
 
 def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which="best",
                  batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True,
-                 coco_results=None):
+                 coco_results=None, dtype="float32"):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
     gluondet.eval.report plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
 
@@ -59,7 +59,24 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
         result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
                                         coco_results, progress=progress)
     else:
+        net = _in_dtype(net, info, ctx_list, dtype)
         result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,
-                   "split": split, "images": len(ds)})
+                   "split": split, "images": len(ds), "dtype": dtype})
     return result
+
+
+def _in_dtype(net, info, ctx_list, dtype):
+    """``net`` converted to compute in ``dtype`` on every context of ``ctx_list`` (float32: itself)."""
+    import mxnet as mx
+
+    from .amp import FLOAT32, choose_dtype, low_precision_block
+
+    dtype, _ = choose_dtype(dtype, [ctx.device_type for ctx in ctx_list])
+    if dtype == FLOAT32:
+        return net
+    side = info.data_shape or 600  # Faster R-CNN: any size builds its (shape-free) graph
+    converted = low_precision_block(net, dtype, ctx_list[0], mx.nd.zeros((1, 3, side, side), ctx=ctx_list[0]))
+    converted.collect_params().reset_ctx(ctx_list)
+    converted.hybridize(static_alloc=True, static_shape=info.family == "ssd")
+    return converted
