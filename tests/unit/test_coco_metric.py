@@ -1,4 +1,5 @@
-"""COCOMetric against pycocotools run directly on COCO-format JSON (files and in-memory lists)."""
+"""COCOMetric (faster-coco-eval inside) against pycocotools, the reference, run directly on
+COCO-format JSON (files and in-memory lists): all 12 numbers and the per-class APs equal."""
 import contextlib
 import io
 import json
@@ -96,6 +97,7 @@ def test_hand_made_json_case(tmp_path):
     np.testing.assert_allclose(values[:3], per_class, rtol=0, atol=1e-12, equal_nan=True)
     assert values[-1] == values[3] and 0 < values[-1] < 1
     assert math.isnan(values[2])  # bird: no ground truth
+    assert type(metric.coco_eval).__module__.startswith("faster_coco_eval")
 
     result = metric_result(metric)
     assert result["metric"] == "coco" and result["map"] == pytest.approx(stats[0])
@@ -104,10 +106,12 @@ def test_hand_made_json_case(tmp_path):
 
 
 def random_case(rng, num_images):
-    """Random per-image annotations in COCO form (image ids from 100)."""
+    """Random per-image annotations in COCO form (image ids from 100), with crowd boxes, images
+    without objects (some with detections on them, some with none) and duplicate detections."""
     gts, dts = [], []
     for image_id in range(100, 100 + num_images):
-        for _ in range(rng.integers(0, 6)):
+        empty = rng.random() < 0.2
+        for _ in range(0 if empty else rng.integers(0, 6)):
             x, y = rng.uniform(0, 300, 2)
             w, h = rng.uniform(4, 150, 2)
             cat = int(rng.choice(CATEGORY_IDS[:2]))  # the third class never has ground truth
@@ -128,7 +132,7 @@ def random_case(rng, num_images):
     return gts, dts
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(24))
 def test_equals_pycocotools_on_random_cases(seed):
     rng = np.random.default_rng(seed)
     images = list(range(100, 100 + int(rng.integers(1, 30))))
@@ -150,6 +154,7 @@ def test_equals_pycocotools_on_random_cases(seed):
     metric = COCOMetric(CLASSES)
     feed(metric, images, group(gts), group(dts))
     values = metric.get()[1]
+    assert len(stats) == 12 and not np.isnan(stats).all()
     np.testing.assert_allclose(values[3:15], stats, rtol=0, atol=1e-12, equal_nan=True)
     np.testing.assert_allclose(values[:3], per_class, rtol=0, atol=1e-12, equal_nan=True)
 
