@@ -8,6 +8,8 @@ dataset folder is read-only, in ``$XDG_CACHE_HOME/gluondet`` (default ``~/.cache
 is JSON, not pickle, so a dataset downloaded with a cache folder cannot run code, and it is
 written atomically so a kill mid-write leaves the old cache.
 """
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -15,6 +17,25 @@ from pathlib import Path
 
 CACHE_DIR_NAME = ".gluondet_cache"
 CACHE_VERSION = 1
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Python's cyclic garbage collector off while an index is read and built.
+
+    Reading an index allocates hundreds of thousands of small containers (the cache's JSON,
+    entries, boxes) that hold no reference cycles. With the collector on, every full collection
+    walks all of them again, and the number of full collections grows with the index: that made
+    a cached check of 50,000 files 7-8x the time of 10,000 instead of 5x. Nothing is lost by
+    pausing: reference counting frees everything as usual, and the collector resumes after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def file_signature(stat_result):

@@ -56,14 +56,16 @@ def check_dataset(cfg, split=None, classes=None, full_decode=False, progress=Fal
     pixel of every image), in parallel and cached too.
     """
     from . import READERS
+    from .cache import paused_gc
     from .resolve import ensure_dataset
 
     ensure_dataset(cfg)
-    index = READERS[cfg.format](cfg, split)
-    add_pixel_problems(index.entries, cfg.root, full_decode, progress)
-    declared = list(classes) if classes is not None else (cfg.classes or index.file_classes)
-    where = str(cfg.source or cfg.root)
-    return check_index(index, declared, where)
+    with paused_gc():  # linear time in the number of files (see paused_gc)
+        index = READERS[cfg.format](cfg, split)
+        add_pixel_problems(index.entries, cfg.root, full_decode, progress)
+        declared = list(classes) if classes is not None else (cfg.classes or index.file_classes)
+        where = str(cfg.source or cfg.root)
+        return check_index(index, declared, where)
 
 
 def add_pixel_problems(entries, root, full=False, progress=False):

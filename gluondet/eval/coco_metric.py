@@ -85,6 +85,12 @@ class COCOMetric:
                 {"images": images, "categories": categories, "annotations": dt_anns})
 
     def _evaluate(self):
+        from ..data.cache import paused_gc
+
+        with paused_gc():  # half a million small dicts without cycles: see paused_gc
+            return self._evaluate_all()
+
+    def _evaluate_all(self):
         nan_stats = np.full(len(COCO_STAT_NAMES), np.nan)
         nan_classes = np.full(len(self.class_names), np.nan)
         gt_dataset, dt_dataset = self.coco_datasets()
