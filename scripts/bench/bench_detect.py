@@ -11,6 +11,11 @@ and checks that both find the same top box on every image.
 
 Without --run it builds tiny_ssd (random weights) at --data-shape; speed does not depend on
 what the weights have learnt, but a trained run gives realistic NMS work.
+
+``--dtype bfloat16`` compares instead gluondet's Detector in float32 against the same Detector
+with ``set_dtype("bfloat16")`` (``gluondet detect --dtype bfloat16``), passes alternated, and
+counts the images whose top box is the same (same class, IoU >= 0.9); meaningful with --run.
+Every clock stops after mx.nd.waitall().
 """
 import argparse
 import tempfile
@@ -79,6 +84,53 @@ def tutorial_loop(net, paths, data_shape):
     return top
 
 
+def top_box_agreement(a, b, iou_min=0.9):
+    """Images whose top detection has the same class and IoU >= iou_min in both result lists
+    (two images with no detection agree)."""
+    same = 0
+    for ra, rb in zip(a, b):
+        da, db = ra.detections, rb.detections
+        if len(da) == 0 or len(db) == 0:
+            same += int(len(da) == len(db) == 0)
+            continue
+        box_a, box_b = da.boxes[0], db.boxes[0]
+        ix = max(0.0, min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]))
+        iy = max(0.0, min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]))
+        union = np.prod(box_a[2:] - box_a[:2]) + np.prod(box_b[2:] - box_b[:2]) - ix * iy
+        same += int(da.class_ids[0] == db.class_ids[0] and union > 0 and ix * iy / union >= iou_min)
+    return same
+
+
+def compare_dtype(args, paths, threads):
+    """float32 Detector against the same run's Detector in args.dtype: speed and top-box agreement."""
+    import mxnet as mx
+
+    from gluondet.predict import Detector
+
+    detectors = {"float32": _hybridized_copy(build_detector(args), args)}
+    detectors[args.dtype] = _hybridized_copy(build_detector(args), args)
+    detectors[args.dtype].set_dtype(args.dtype)
+    best, results = {}, {}
+    for name, det in detectors.items():  # warm-up: builds the cached graphs
+        list(det.detect_files(paths[:args.batch_size], thresh=0.0, batch_size=args.batch_size, progress=False))
+    for _ in range(args.repeat):
+        for name, det in detectors.items():
+            mx.nd.waitall()
+            t0 = time.perf_counter()
+            results[name] = list(det.detect_files(paths, thresh=0.0, max_boxes=100,
+                                                  batch_size=args.batch_size, progress=False))
+            mx.nd.waitall()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    n = len(paths)
+    same = top_box_agreement(results["float32"], results[args.dtype])
+    print(f"{n} images {args.size}px, network input {detectors['float32'].info.data_shape}px, batch "
+          f"{args.batch_size}, {threads} threads, model {args.run or 'tiny_ssd (random weights)'}")
+    for name in detectors:
+        print(f"Detector {name:<9} {n / best[name]:7.1f} images/s")
+    print(f"speed-up {args.dtype} / float32: {best['float32'] / best[args.dtype]:.2f}x   "
+          f"(same top box, class and IoU >= 0.9, on {same}/{n} images = {same / n:.0%})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="run folder to benchmark (default: tiny_ssd, random weights)")
@@ -87,11 +139,17 @@ def main():
     parser.add_argument("--data-shape", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="best of N timed passes")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16"],
+                        help="compare float32 with this dtype instead of with the tutorial loop")
     args = parser.parse_args()
 
     from gluondet.runtime import configure_threads
 
     threads = configure_threads()
+    if args.dtype:
+        with tempfile.TemporaryDirectory() as tmp:
+            compare_dtype(args, make_images(tmp, args.images, args.size), threads)
+        return
     detector = build_detector(args)
     data_shape = detector.info.data_shape
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,12 +162,15 @@ def main():
                                progress=False))  # builds the cached graph
         base, ours = [], []
         for _ in range(args.repeat):
+            mx.nd.waitall()
             t0 = time.perf_counter()
             top_base = tutorial_loop(detector.net, paths, data_shape)
+            mx.nd.waitall()
             base.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             results = list(fast.detect_files(paths, thresh=0.0, max_boxes=100,
                                              batch_size=args.batch_size, progress=False))
+            mx.nd.waitall()
             ours.append(time.perf_counter() - t0)
 
     # same top detection on each image (the baseline's boxes are in network-input pixels)
