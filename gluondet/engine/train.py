@@ -52,6 +52,7 @@ class Setup:
     val_ds: Any
     run: Optional[RunFolder]
     resumed: Optional[dict]
+    precision: Any = None  # engine.amp.Precision, set before the network is built
 
     @property
     def chief(self):
@@ -174,15 +175,21 @@ def _train_indices(s, batch_size):
     return indices, steps
 
 
-def make_optimizer(net, family, config, kvstore):
+def make_optimizer(net, family, config, kvstore, precision=None):
     from mxnet import gluon
+
+    from .amp import Precision
 
     from .steps import trainable_params
 
     options = {"learning_rate": config.lr, "wd": config.wd, "momentum": config.momentum}
     if config.clip_gradient:
         options["clip_gradient"] = config.clip_gradient
-    return gluon.Trainer(trainable_params(net, family), "sgd", options, kvstore=kvstore)
+    precision = precision or Precision()
+    optimizer = gluon.Trainer(trainable_params(net, family), "sgd", options, kvstore=kvstore,
+                              **precision.trainer_options())
+    precision.attach(optimizer)  # float16: the dynamic loss scaler
+    return optimizer
 
 
 def restore_state(s, optimizer):
@@ -243,7 +250,8 @@ def make_hooks(s, net, step, val_data, extra=()):
 
 def write_run_info(s):
     """config.yaml (model, dataset and train sections, as resolved) and classes.txt."""
-    resolved = {"model": s.model_cfg, "dataset": s.dataset_cfg.to_dict(), "train": s.config.to_dict()}
+    resolved = {"model": s.model_cfg, "dataset": s.dataset_cfg.to_dict(), "train": s.config.to_dict(),
+                "precision": s.precision.dtype}  # what --amp became on this machine
     resolved["dataset"]["classes"] = s.classes
     s.run.write_info(resolved, s.classes)
 
@@ -251,9 +259,12 @@ def write_run_info(s):
 def build_trainer(s, extra_hooks=()):
     """Network, loaders, step, optimizer and hooks: the Trainer for set-up ``s``."""
     from ..data.loader import default_num_workers, train_loader, val_loader
+    from .amp import Precision
     from .steps import STEPS, hybridize_for_training
 
     config = s.config
+    # before the network exists: AMP changes how MXNet builds its graph, for the whole process
+    s.precision = Precision.for_training(config.amp, s.ctx_list, say=say if s.chief else (lambda _line: None))
     net = build_network(s)
     workers = default_num_workers() if config.num_workers is None else config.num_workers
     data_shape = int(s.model_cfg["data_shape"])
@@ -261,9 +272,9 @@ def build_trainer(s, extra_hooks=()):
     train_data = train_loader(s.family, net, s.train_ds, data_shape, config.batch_size, workers,
                               indices, augment=config.augment, seed=config.seed)
     val_data = val_loader(s.family, net, s.val_ds, data_shape, config.batch_size, workers) if s.chief else None
-    step = STEPS[s.family]()
+    step = STEPS[s.family](backward=s.precision.backward)
     step.prepare(net, s.ctx_list)  # parameters and constants on every device
-    optimizer = make_optimizer(net, s.family, config, s.kvstore)
+    optimizer = make_optimizer(net, s.family, config, s.kvstore, s.precision)
     state = restore_state(s, optimizer)
     hybridize_for_training(net, s.family)
     iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
@@ -298,7 +309,7 @@ def train(config, extra_hooks=()):
         state = trainer.state
         if s.chief:
             say(f"training {s.model_cfg.get('name')} on {s.dataset_cfg.name}: {len(s.train_ds)} train / "
-                f"{len(s.val_ds)} val images, {len(s.classes)} classes, {s.ctx_list}, batch "
+                f"{len(s.val_ds)} val images, {len(s.classes)} classes, {s.ctx_list}, {s.precision.dtype}, batch "
                 f"{config.batch_size}, epochs {state.epoch + 1}..{config.epochs}; run folder {s.run.path}")
         try:
             trainer.train()
