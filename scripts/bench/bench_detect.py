@@ -9,8 +9,9 @@ and checks that both find the same top box on every image.
 
     .venv/bin/python scripts/bench/bench_detect.py [--run RUN_DIR] [--images 64] [--batch-size 8]
 
-Without --run it builds tiny_ssd (random weights) at --data-shape; speed does not depend on
-what the weights have learnt, but a trained run gives realistic NMS work.
+Without --run it builds --model (default tiny_ssd; e.g. ssd_300_vgg16_atrous), random weights, at
+--data-shape; speed does not depend on what the weights have learnt, but a trained run gives
+realistic NMS work.
 
 ``--dtype bfloat16`` compares instead gluondet's Detector in float32 against the same Detector
 with ``set_dtype("bfloat16")`` (``gluondet detect --dtype bfloat16``), passes alternated, and
@@ -47,9 +48,11 @@ def build_detector(args):
         return Detector.load(args.run, hybridize=False)
     from gluondet.models import build_model
 
+    from gluondet.config import resolve_model_config
+
     classes = ["circle", "square", "triangle"]
-    net = build_model({"name": "tiny_ssd", "family": "ssd", "data_shape": args.data_shape}, classes,
-                      pretrained_base=False)
+    model_cfg = dict(resolve_model_config(args.model), data_shape=args.data_shape)
+    net = build_model(model_cfg, classes, pretrained_base=False)
     net(mx.nd.zeros((1, 3, args.data_shape, args.data_shape)))
     return Detector(net, ModelInfo(classes=classes, family="ssd", data_shape=args.data_shape),
                     hybridize=False)
@@ -124,7 +127,7 @@ def compare_dtype(args, paths, threads):
     n = len(paths)
     same = top_box_agreement(results["float32"], results[args.dtype])
     print(f"{n} images {args.size}px, network input {detectors['float32'].info.data_shape}px, batch "
-          f"{args.batch_size}, {threads} threads, model {args.run or 'tiny_ssd (random weights)'}")
+          f"{args.batch_size}, {threads} threads, model {args.run or args.model + ' (random weights)'}")
     for name in detectors:
         print(f"Detector {name:<9} {n / best[name]:7.1f} images/s")
     print(f"speed-up {args.dtype} / float32: {best['float32'] / best[args.dtype]:.2f}x   "
@@ -137,6 +140,7 @@ def main():
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=256, help="side of the generated images")
     parser.add_argument("--data-shape", type=int, default=256)
+    parser.add_argument("--model", default="tiny_ssd", help="zoo SSD to build without --run (random weights)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="best of N timed passes")
     parser.add_argument("--dtype", choices=["bfloat16", "float16"],
@@ -187,7 +191,7 @@ def main():
     n = len(paths)
     base_ips, ours_ips = n / min(base), n / min(ours)
     print(f"{n} images {args.size}px, network input {data_shape}px, {threads} threads, "
-          f"model {args.run or 'tiny_ssd (random weights)'}")
+          f"model {args.run or args.model + ' (random weights)'}")
     print(f"tutorial loop (per image, not hybridized): {base_ips:7.1f} images/s")
     print(f"gluondet Detector (batch {args.batch_size}, hybridized): {ours_ips:7.1f} images/s")
     # load_test resizes with another interpolation, so a near-tie between two boxes can flip
