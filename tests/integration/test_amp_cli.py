@@ -107,7 +107,7 @@ def test_detect_export_and_eval_in_bfloat16_agree_with_float32(trained_tiny_run,
     runs = {}
     for dtype in ("float32", "bfloat16"):
         _cli(["detect", held_back_folder, "--run", trained_tiny_run, "--no-draw", "-q", "--dtype", dtype,
-              "--json", tmp_path / f"{dtype}.json"])
+              "--thresh", 0, "--json", tmp_path / f"{dtype}.json"])  # thresh 0: every image has a top box
         runs[dtype] = _top_boxes(tmp_path / f"{dtype}.json")
     same = [a is not None and b is not None and a[0] == b[0] and box_iou(a[1], b[1]) >= 0.9
             for a, b in zip(runs["float32"], runs["bfloat16"])]
@@ -116,7 +116,7 @@ def test_detect_export_and_eval_in_bfloat16_agree_with_float32(trained_tiny_run,
     _cli(["export", trained_tiny_run, "--out", tmp_path / "export", "--dtype", "bfloat16"])
     assert json.loads((tmp_path / "export" / "export.json").read_text())["dtype"] == "bfloat16"
     assert '"amp_cast"' in (tmp_path / "export" / "model-symbol.json").read_text()
-    _cli(["detect", held_back_folder, "--run", tmp_path / "export", "--no-draw", "-q",
+    _cli(["detect", held_back_folder, "--run", tmp_path / "export", "--no-draw", "-q", "--thresh", 0,
           "--json", tmp_path / "export.json"])
     assert _top_boxes(tmp_path / "export.json") == runs["bfloat16"]
 
