@@ -241,10 +241,10 @@ class MaskRCNNStep(FasterRCNNStep):
     family = "mask_rcnn"
     loss_names = FasterRCNNStep.loss_names + ("mask_loss",)
 
-    def __init__(self):
+    def __init__(self, backward=autograd.backward):
         from mxnet.gluon.loss import SigmoidBinaryCrossEntropyLoss
 
-        super().__init__()
+        super().__init__(backward)
         self._mask = SigmoidBinaryCrossEntropyLoss()
 
     def image_losses(self, net, parts):
