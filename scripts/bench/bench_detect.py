@@ -108,8 +108,6 @@ def compare_dtype(args, paths, threads):
     """float32 Detector against the same run's Detector in args.dtype: speed and top-box agreement."""
     import mxnet as mx
 
-    from gluondet.predict import Detector
-
     detectors = {"float32": _hybridized_copy(build_detector(args), args)}
     detectors[args.dtype] = _hybridized_copy(build_detector(args), args)
     detectors[args.dtype].set_dtype(args.dtype)
@@ -150,6 +148,8 @@ def main():
     from gluondet.runtime import configure_threads
 
     threads = configure_threads()
+    import mxnet as mx  # after configure_threads: it sizes MXNet's OpenMP pool before the import
+
     if args.dtype:
         with tempfile.TemporaryDirectory() as tmp:
             compare_dtype(args, make_images(tmp, args.images, args.size), threads)

@@ -13,7 +13,6 @@ carries the other processes' load; CPU time is the check's own.
 """
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
