@@ -2,8 +2,10 @@
 
 Text is drawn with PIL and a TrueType font, not OpenCV's ``putText`` (which only knows ASCII), so
 class names such as ``安全帽`` or ``Straße`` come out as written when the font has their glyphs.
-The font is, in order: ``$GLUONDET_FONT``; a system font with CJK glyphs (found with ``fc-list`` or
-in the usual places); DejaVu Sans (system or matplotlib's copy); PIL's built-in font.
+The font is, in order: ``$GLUONDET_FONT``; Noto Sans CJK from the pinned ``noto-cjk-sans-otc``
+package (a runtime dependency, so pip alone brings CJK glyphs); a system font with CJK glyphs (found
+with ``fc-list`` or in the usual places); DejaVu Sans (system or matplotlib's copy); PIL's built-in
+font. ``use_font_in_matplotlib`` makes matplotlib's pictures (eval plots, stats) use the same font.
 ``missing_glyphs`` tells which characters the chosen font cannot draw, so the caller can say so once.
 
 Each label sits on a filled box of its class colour with black or white text, whichever contrasts
@@ -45,7 +47,7 @@ def font_path():
     chosen = os.environ.get(FONT_ENV)
     if chosen and Path(chosen).is_file():
         return chosen
-    for path in _fc_list_cjk() + list(CJK_FONT_CANDIDATES) + list(DEJAVU_CANDIDATES):
+    for path in _packaged_cjk_font() + _fc_list_cjk() + list(CJK_FONT_CANDIDATES) + list(DEJAVU_CANDIDATES):
         if Path(path).is_file():
             return str(path)
     try:
@@ -57,6 +59,16 @@ def font_path():
     except ImportError:
         pass
     return None
+
+
+def _packaged_cjk_font():
+    """Noto Sans CJK from the noto-cjk-sans-otc wheel (a dependency), if it is installed."""
+    try:
+        import noto_cjk_sans_otc
+    except ImportError:
+        return []
+    path = Path(str(noto_cjk_sans_otc.FONT_PATH))
+    return [str(path)] if path.is_file() else []
 
 
 def _fc_list_cjk():
@@ -101,6 +113,25 @@ def _glyph_mask(font, ch):
     except (UnicodeEncodeError, OSError):
         return None
     return mask.size, bytes(mask)
+
+
+@functools.lru_cache(maxsize=None)
+def use_font_in_matplotlib():
+    """Register the label font with matplotlib and put it first in ``font.family`` (DejaVu Sans
+    after it, for glyphs it lacks), so plots draw class names such as 安全帽; returns its name."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    path = font_path()
+    if not path:
+        return None
+    try:
+        font_manager.fontManager.addfont(path)
+        name = font_manager.FontProperties(fname=path).get_name()
+    except (OSError, RuntimeError):
+        return None
+    matplotlib.rcParams["font.family"] = [name, "DejaVu Sans"]
+    return name
 
 
 def font_name():
@@ -247,3 +278,159 @@ def anchor_legend(layer):
     sizes = ", ".join(f"{b[2] - b[0]:.0f}x{b[3] - b[1]:.0f}" for b in boxes)
     return (f"layer {layer.index}: {layer.grid[0]}x{layer.grid[1]} grid, stride "
             f"{layer.stride[0]:.0f}px, anchors {sizes}")
+
+
+# ----------------------------------------------------------------------------- ground truth vs predictions
+GT_LINE = "solid"  # how the two kinds of box differ, for captions and legends
+PRED_LINE = "dashed"
+ERROR_LABEL_COLOR = (16, 16, 16)  # the label of a missed object and of a false positive: black, no class has it
+
+
+def dashed_rectangle(draw, box, color, width, dash=6):
+    """An outline of ``box`` (x0, y0, x1, y1) in dashes of ``dash`` pixels (PIL has none)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    for a, b, fixed, horizontal in ((x0, x1, y0, True), (x0, x1, y1, True),
+                                    (y0, y1, x0, False), (y0, y1, x1, False)):
+        for start in range(a, b + 1, 2 * dash):
+            end = min(start + dash - 1, b)
+            if horizontal:
+                draw.line([(start, fixed), (end, fixed)], fill=color, width=width)
+            else:
+                draw.line([(fixed, start), (fixed, end)], fill=color, width=width)
+
+
+def _label(draw, box, text, color, font, image_size, line, below=False):
+    pad = max(1, font.size // 6)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    tw, th = right - left + 2 * pad, bottom - top + 2 * pad
+    if below:  # predictions label under their box, so they do not hide the ground truth's label
+        x = min(max(0, int(box[0])), max(0, image_size[0] - tw))
+        y = min(max(0, int(box[3]) + line), max(0, image_size[1] - th))
+    else:
+        x, y = place_label(box, (tw, th), image_size, line)
+    draw.rectangle([x, y, x + tw - 1, y + th - 1], fill=color)
+    draw.text((x + pad - left, y + pad - top), text, fill=text_color_for(color), font=font)
+
+
+def draw_truth_and_predictions(image, truth, predictions, classes, colors=None, polygons=None):
+    """A copy of ``image`` (HxWx3 uint8 RGB) with ground truth as solid boxes (name above) and
+    predictions as dashed boxes (name and score below), each in its class colour.
+
+    ``truth``: (boxes (N, 4), class ids (N,), missed (N,) bool or None): missed ones are labelled
+    "missed". ``predictions``: (boxes (M, 4), class ids, scores, false_positive (M,) bool or None)
+    or None: false positives are labelled "FP". ``polygons``: per truth object a list of flat
+    [x0, y0, x1, y1, ...] outlines (instance masks), filled translucently, or None.
+    """
+    from PIL import Image, ImageDraw
+
+    colors = colors or class_colors(len(classes))
+    canvas = Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
+    if polygons is not None:
+        canvas = _fill_polygons(canvas, polygons, truth[1], colors)
+    draw = ImageDraw.Draw(canvas)
+    line, font_size = _sizes(canvas.width, canvas.height)
+    font = load_font(max(10, font_size * 3 // 4))
+    boxes, ids, missed = truth
+    for k in range(len(boxes)):
+        color = colors[int(ids[k]) % len(colors)]
+        draw.rectangle([float(v) for v in boxes[k]], outline=color, width=line)
+        is_missed = missed is not None and missed[k]
+        _label(draw, boxes[k], ("missed " if is_missed else "") + classes[int(ids[k])],
+               ERROR_LABEL_COLOR if is_missed else color, font, canvas.size, line)
+    if predictions is not None:
+        pboxes, pids, scores, false_pos = predictions
+        for k in np.argsort(scores, kind="stable"):
+            color = colors[int(pids[k]) % len(colors)]
+            dashed_rectangle(draw, pboxes[k], color, line)
+            is_fp = false_pos is not None and false_pos[k]
+            text = f"{'FP ' if is_fp else ''}{classes[int(pids[k])]} {float(scores[k]):.2f}"
+            _label(draw, pboxes[k], text, ERROR_LABEL_COLOR if is_fp else color, font, canvas.size,
+                   line, below=True)
+    return np.asarray(canvas)
+
+
+def _fill_polygons(canvas, polygons, ids, colors, alpha=90):
+    from PIL import Image, ImageDraw
+
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for k, outlines in enumerate(polygons):
+        color = colors[int(ids[k]) % len(colors)]
+        for flat in outlines or []:
+            if len(flat) >= 6:
+                draw.polygon([(float(flat[i]), float(flat[i + 1])) for i in range(0, len(flat) - 1, 2)],
+                             fill=color + (alpha,), outline=color + (255,))
+    return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
+
+
+# ----------------------------------------------------------------------------- mosaics
+def fit_scale(width, height, tile):
+    """The scale that fits a width x height image into a tile x tile square (never enlarging twice)."""
+    return min(tile / width, tile / height)
+
+
+def resize_for_tile(image, tile):
+    """(image scaled to fit a tile x tile square, the scale used)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = fit_scale(w, h, tile)
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp), scale
+
+
+def mosaic(tiles, captions, grid, tile, caption_lines=2):
+    """Tiles (HxWx3 uint8, each at most tile x tile) in a grid (cols, rows), each placed at the
+    top-left of its cell with its caption below; returns the mosaic (white background)."""
+    from PIL import Image, ImageDraw
+
+    cols, rows = grid
+    font = load_font(max(11, tile // 24))
+    line_height = font.size + 4
+    cell_h = tile + caption_lines * line_height + 6
+    sheet = Image.new("RGB", (cols * (tile + 6), rows * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (image, caption) in enumerate(zip(tiles, captions)):
+        x, y = cell_origin(k, cols, tile, caption_lines, font.size)
+        sheet.paste(Image.fromarray(np.ascontiguousarray(image)), (x, y))
+        for n, text in enumerate(caption.split("\n")[:caption_lines]):
+            draw.text((x, y + tile + 2 + n * line_height), _fit_text(draw, text, font, tile),
+                      fill=(0, 0, 0), font=font)
+    return np.asarray(sheet)
+
+
+def cell_origin(k, cols, tile, caption_lines=2, font_size=None):
+    """Top-left pixel of cell ``k`` of a ``mosaic`` (row-major)."""
+    font_size = font_size or load_font(max(11, tile // 24)).size
+    cell_h = tile + caption_lines * (font_size + 4) + 6
+    return (k % cols) * (tile + 6), (k // cols) * cell_h
+
+
+def _fit_text(draw, text, font, width):
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-2] + "…" if len(text) > 2 else ""
+    return text
+
+
+def write_jpeg(image, path, quality=88):
+    """An HxWx3 uint8 RGB array as a JPEG, written atomically."""
+    from PIL import Image
+
+    from .fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="JPEG", quality=quality)
+
+
+def parse_grid(text):
+    """'4x4' -> (4, 4) columns x rows; a GluondetError for anything else."""
+    from .errors import GluondetError
+
+    try:
+        cols, rows = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise GluondetError(f"--grid {text!r}: expected COLSxROWS, e.g. 4x4") from None
+    if not (1 <= cols <= 16 and 1 <= rows <= 16):
+        raise GluondetError(f"--grid {text!r}: between 1x1 and 16x16")
+    return cols, rows

@@ -48,9 +48,10 @@ def _register():
     from .eval import eval_cmd
     from .export import export
     from .launch import launch
+    from .report import report
     from .train import train
 
-    for command in (data, train, eval_cmd, detect, export, launch):
+    for command in (data, train, eval_cmd, detect, export, launch, report):
         main.add_command(command)
 
 

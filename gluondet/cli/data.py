@@ -135,7 +135,8 @@ def check(root, dataset, config_dir, split_name, json_file, full_decode):
 @click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
 @json_option("the statistics")
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Also draw class counts, boxes per image, box sizes and aspect ratios into a PNG.")
+              help="Also draw class counts, boxes per image, box sizes, aspect ratios, box-centre and "
+                   "box-size heatmaps and (without --split) a per-split comparison into a PNG.")
 def stats(root, dataset, config_dir, split_name, json_file, plot):
     """Count images and boxes (per class, per image) and describe box sizes and aspect ratios.
 
@@ -156,13 +157,63 @@ def stats(root, dataset, config_dir, split_name, json_file, plot):
     if json_file != "-":
         click.echo(format_stats(result))
     if plot:
-        plot_stats(entries, plot, title=f"{cfg.name} ({split_name or 'all'})")
+        splits = None if split_name else _split_entries(cfg, READERS[cfg.format])
+        plot_stats(entries, plot, title=f"{cfg.name} ({split_name or 'all'})", splits=splits)
         if json_file != "-":
             click.echo(f"plot: {plot}")
     if broken:
         click.echo(f"gluondet: not counted: {len(broken)} problem(s) in files that cannot be read:\n"
                    + format_report(broken, limit=30), err=True)
         sys.exit(1)
+
+
+def _split_entries(cfg, reader):
+    """{role: readable entries} of the config's distinct splits (for the comparison); a split that
+    cannot be read is said on stderr and left out of the comparison."""
+    from ..data.stats import readable_entries
+
+    splits, seen = {}, []
+    for role, spec in cfg.splits.items():
+        if spec in seen:
+            continue
+        seen.append(spec)
+        try:
+            splits[role] = readable_entries(reader(cfg, role))[0]
+        except GluondetError as e:
+            click.echo(f"note: split {role} left out of the comparison: {e}", err=True)
+    return splits
+
+
+@data.command()
+@dataset_target
+@click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the mosaics (show_01.jpg, ...). Default: show-<dataset>/.")
+@click.option("--grid", default="4x4", show_default=True, metavar="COLSxROWS", help="Images per mosaic.")
+@click.option("--pages", default=1, show_default=True, type=click.IntRange(1, 100), help="Mosaics to write.")
+@click.option("--seed", default=0, show_default=True, help="Which images: the same seed picks the same ones.")
+def show(root, dataset, config_dir, split_name, out_dir, grid, pages, seed):
+    """Draw labelled images with their boxes and class names into mosaics, to look at the labels.
+
+    Images are read as training reads them; a caption says whether the file's EXIF orientation
+    was applied (the annotation describes the turned picture) or not (the stored pixels).
+    """
+    from ..data import READERS, ensure_dataset
+    from ..data.show import show_dataset
+    from ..data.stats import readable_entries
+    from ..viz import parse_grid
+
+    cfg = _resolve(root, dataset, config_dir)
+    cols_rows = parse_grid(grid)
+    ensure_dataset(cfg)
+    entries, broken = readable_entries(READERS[cfg.format](cfg, split_name))
+    if broken:
+        click.echo(f"note: {len(broken)} file(s) that cannot be read are not shown (see: gluondet data check)",
+                   err=True)
+    out_dir = out_dir or f"show-{cfg.name}"
+    paths = show_dataset(entries, out_dir, cols_rows, pages, seed, classes=cfg.classes, progress=True)
+    click.echo(f"wrote {len(paths)} mosaic(s) of {cfg.name} ({split_name or 'all'}) to {out_dir}/: "
+               + ", ".join(p.name for p in paths))
 
 
 @data.command()

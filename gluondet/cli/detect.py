@@ -20,6 +20,19 @@ def _anchor_pos(value):
     return fx, fy
 
 
+def _thresh_value(ctx, param, value):
+    """--thresh: a score in [0, 1], or 'best' (read from the run's evaluation once it is known)."""
+    if str(value).lower() == "best":
+        return "best"
+    try:
+        score = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a score in [0, 1] nor 'best'") from None
+    if not 0 <= score <= 1:
+        raise click.BadParameter(f"{value} is not in [0, 1]")
+    return score
+
+
 @click.command(name="detect")
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
@@ -29,8 +42,9 @@ def _anchor_pos(value):
               help="A .params file inside a run folder (config.yaml and classes.txt must be beside it).")
 @click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
               help="Which weights of the run folder.")
-@click.option("--thresh", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Keep boxes scoring at least this.")
+@click.option("--thresh", default="0.5", show_default=True, metavar="SCORE|best", callback=_thresh_value,
+              help="Keep boxes scoring at least this; 'best': the F1-best threshold gluondet eval "
+                   "found for these weights of the run (on the val split first).")
 @click.option("--max-boxes", default=100, show_default=True, type=click.IntRange(1),
               help="At most this many boxes per image (highest scores).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
@@ -85,6 +99,11 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     positions = [_anchor_pos(p) for p in anchor_pos] or [(0.5, 0.5)]
     source = _weights_source(run_dir, params_file)
     model_dir = source.parent if source.is_file() else source
+    if thresh == "best":
+        from ..eval.folder import best_threshold, weights_name
+
+        thresh, found_in = best_threshold(model_dir, weights_name(source if source.is_file() else which))
+        click.echo(f"--thresh best: {thresh:.4f} (F1-best, from {found_in})", err=True)
 
     from ..predict import Detector
     from ..runtime import make_contexts

@@ -1,4 +1,4 @@
-"""gluondet eval: score a trained run on a dataset split and print AP per class."""
+"""gluondet eval: score a trained run on a dataset split, print AP per class, write RUN/eval-<split>/."""
 import click
 
 from ..constants import METRICS
@@ -18,16 +18,31 @@ from .options import config_dir_option, dtype_option, emit_json, json_option, qu
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES", help="Devices, e.g. cpu or gpu0,gpu1.")
 @click.option("--batch-size", type=int, default=None, help="Images per batch [8; Faster R-CNN: one per device].")
 @click.option("--num-workers", type=int, default=None, help="DataLoader processes [half the usable CPUs, 1 to 4].")
-@json_option("the result ({\"map\": ..., \"per_class\": {...}, ...})")
+@json_option("the result ({\"map\": ..., \"per_class\": {...}, \"analysis\": {...}, ...})")
 @click.option("--coco-results", "coco_results", type=click.Path(dir_okay=False), default=None,
               help="Mask models: also write every scored detection in COCO's segm result format.")
+@click.option("--iou", default=0.5, show_default=True, type=click.FloatRange(0.05, 0.95),
+              help="IoU a detection needs to count (VOC metrics, PR/F1 curves, confusion matrix).")
+@click.option("--score", "score_thresh", default=None, type=click.FloatRange(0, 1),
+              help="Score threshold of the per-class table, confusion matrix and mosaics [the F1-best].")
+@click.option("--grid", default="4x4", show_default=True, metavar="COLSxROWS",
+              help="Images per mosaic of the worst images.")
+@click.option("--mosaics", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Mosaics of the worst images (most missed + false positives) to write.")
+@click.option("--no-analysis", is_flag=True, help="Only print AP; write no RUN/eval-<split>/ folder.")
 @skip_bad_option
 @config_dir_option
 @quiet_option
 @dtype_option
 def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, json_file, coco_results,
-             skip_bad, config_dir, quiet, dtype):
+             iou, score_thresh, grid, mosaics, no_analysis, skip_bad, config_dir, quiet, dtype):
     """Evaluate a run folder (or a .params file inside one) and print AP per class and the mean.
+
+    Box detectors: also writes RUN/eval-<split>/ (for other weights than best:
+    RUN/eval-<split>-last/, ...): per-class precision, recall, TP, FP, FN at the F1-best score
+    threshold, PR and F1 curves, the confusion matrix, a COCO-style error breakdown and mosaics of
+    the worst images (ground truth solid, predictions dashed), all in analysis.json too.
+    `gluondet detect --thresh best` uses the F1-best threshold; `gluondet report RUN` shows it all.
 
     \b
     Examples:
@@ -35,11 +50,17 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
       gluondet eval runs/helmet_voc-ssd_512_vgg16_atrous --split test --metric voc07 --json ap.json
     """
     from ..engine.validation import evaluate_run
+    from ..eval.folder import format_threshold_table
     from ..eval.report import format_ap_table
+    from ..viz import parse_grid
+
+    analysis = None if no_analysis else {"score_thresh": score_thresh, "grid": parse_grid(grid),
+                                         "pages": mosaics}
 
     result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
                           batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
-                          skip_bad=skip_bad, coco_results=coco_results, progress=not quiet, dtype=dtype)
+                          skip_bad=skip_bad, coco_results=coco_results, progress=not quiet, dtype=dtype,
+                          iou=iou, analysis=analysis)
     if json_file == "-":
         emit_json(json_file, result)
         return
@@ -48,7 +69,11 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
         click.echo("box AP:\n" + format_ap_table(result["box"]))
         click.echo("\nmask AP:\n" + format_ap_table(result["mask"]))
     else:
-        click.echo(format_ap_table(result))
+        click.echo(format_ap_table({k: v for k, v in result.items() if k != "analysis"}))
+    if "analysis" in result:
+        click.echo("")
+        click.echo(format_threshold_table(result["analysis"]))
+        click.echo(f"pictures, mosaics and every number: {result['analysis_dir']}/")
     if coco_results:
         click.echo(f"wrote {coco_results}")
     if json_file:

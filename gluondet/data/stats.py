@@ -12,6 +12,7 @@ import numpy as np
 from .base import FLAG_CROWD, FLAG_DIFFICULT
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
+HEATMAP_BINS = 32  # cells per side of the box-centre and box-size heatmaps
 
 
 def _summary(values):
@@ -103,18 +104,52 @@ def format_stats(stats):
     return "\n".join(lines)
 
 
-def plot_stats(entries, path, title=""):
-    """Draw class counts and the box distributions into a PNG (matplotlib, Agg backend)."""
+def box_geometry(entries):
+    """Per box (with a known image size): centre x, y and width, height as fractions of the image."""
+    rows = []
+    for e in entries:
+        if not e.size:
+            continue
+        w_img, h_img = float(e.size[0]), float(e.size[1])
+        for _name, x0, y0, x1, y1, _flag in e.objects:
+            w, h = x1 - x0 + e.max_offset, y1 - y0 + e.max_offset
+            if w > 0 and h > 0:
+                rows.append(((x0 + x1) / 2 / w_img, (y0 + y1) / 2 / h_img, w / w_img, h / h_img))
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def plot_stats(entries, path, title="", splits=None):
+    """Draw class counts, box distributions, box-centre and box-size heatmaps and, with ``splits``
+    ({name: entries}, two or more), a per-split comparison into a PNG (matplotlib, Agg backend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ..fileio import atomic_path
+    from ..viz import use_font_in_matplotlib
 
+    use_font_in_matplotlib()
+    compare = splits is not None and len(splits) > 1
+    fig, axes = plt.subplots(4 if compare else 3, 2, figsize=(11, 16 if compare else 12))
+    _plot_distributions(axes[:2], entries)
+    _plot_heatmaps(fig, axes[2], entries)
+    if compare:
+        _plot_split_comparison(axes[3], splits)
+    if title:
+        fig.suptitle(title)
+    with warnings.catch_warnings():
+        # Names in scripts the font lacks draw as boxes; a warning per glyph is noise.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def _plot_distributions(axes, entries):
     per_class = Counter(name for e in entries for name, *_ in e.objects)
     arrays = box_arrays(entries)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     names = sorted(per_class)
     axes[0, 0].bar(range(len(names)), [per_class[n] for n in names])
     axes[0, 0].set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -127,12 +162,34 @@ def plot_stats(entries, path, title=""):
     ratios = arrays["aspect_ratio"]
     axes[1, 1].hist(np.log2(ratios) if ratios.size else ratios, bins=30)
     axes[1, 1].set_title("aspect ratio: log2(width / height)")
-    if title:
-        fig.suptitle(title)
-    with warnings.catch_warnings():
-        # Names in scripts the default font lacks (e.g. 安全帽) draw as boxes; a warning per glyph is noise.
-        warnings.filterwarnings("ignore", message="Glyph .* missing from")
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+
+
+def _plot_heatmaps(fig, axes, entries, bins=HEATMAP_BINS):
+    geometry = box_geometry(entries)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (a, b), title, labels in (
+            (axes[0], (0, 1), "box centres (fraction of image)", ("x", "y")),
+            (axes[1], (2, 3), "box sizes (fraction of image)", ("width", "height"))):
+        counts, _, _ = np.histogram2d(geometry[:, b], geometry[:, a], bins=[edges, edges])
+        image = ax.imshow(counts, origin="upper" if a == 0 else "lower", extent=(0, 1, 1, 0) if a == 0
+                          else (0, 1, 0, 1), cmap="viridis", aspect="equal")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="boxes")
+        ax.set(title=title, xlabel=labels[0], ylabel=labels[1])
+
+
+def _plot_split_comparison(axes, splits):
+    names = sorted({n for entries in splits.values() for e in entries for n, *_ in e.objects})
+    width = 0.8 / len(splits)
+    for k, (split, entries) in enumerate(splits.items()):
+        counts = Counter(n for e in entries for n, *_ in e.objects)
+        total = max(sum(counts.values()), 1)
+        axes[0].bar(np.arange(len(names)) + k * width, [counts[n] / total for n in names], width,
+                    label=f"{split} ({len(entries)} images)")
+        sizes = box_arrays(entries)["relative_size"]
+        axes[1].hist(sizes, bins=np.linspace(0, 1, 31), density=True, histtype="step", lw=2,
+                     label=split)
+    axes[0].set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=45, ha="right")
+    axes[0].set_title("class share of boxes, per split")
+    axes[0].legend(fontsize=8)
+    axes[1].set_title("box size per split: sqrt(box area / image area)")
+    axes[1].legend(fontsize=8)

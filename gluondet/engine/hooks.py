@@ -196,6 +196,47 @@ class MetricsWriter(HookBase):
             self.board.close()
 
 
+class EvalReport(HookBase):
+    """At the end of training: ``RUN/eval-<val split>/`` from the best epoch's own validation (the
+    very matches behind best.json's mAP, kept in memory: no re-evaluation) and ``RUN/report.html``.
+
+    Validation fills the metric ``new_metric()`` hands out. A run stopped by Ctrl-C, SIGTERM or a
+    diverging loss gets neither; a resumed run whose best epoch came before the resume gets only
+    the page (``gluondet eval RUN`` writes the folder then).
+    """
+
+    def __init__(self, run, dataset, split, family, data_shape, metric_name, classes):
+        self.run, self.dataset, self.split = run, dataset, split
+        self.family, self.data_shape = family, data_shape
+        self.metric_name, self.classes = metric_name, classes
+        self.pending = self.best = None
+
+    def new_metric(self):
+        from ..eval import make_metric
+
+        self.pending = make_metric(self.metric_name, self.classes)
+        return self.pending
+
+    def after_epoch(self):
+        state = self.trainer.state
+        if state.scores is not None and state.best_epoch == state.epoch + 1:
+            self.best = (self.pending, dict(state.scores, epoch=state.best_epoch))
+
+    def after_train(self):
+        from ..eval.folder import eval_dir, write_eval_folder
+        from ..eval.html_report import write_report
+
+        if self.trainer.state.stop_reason not in (None, "early-stop"):
+            return
+        if self.best is not None and self.family != "mask_rcnn":  # the folder is about box detectors
+            metric, scores = self.best
+            result = dict(scores, run=str(self.run.path), params=str(self.run.path / "best.params"),
+                          dataset=self.dataset.name, split=self.split, images=len(self.dataset))
+            write_eval_folder(eval_dir(self.run.path, self.split), metric, self.dataset, result,
+                              self.family, self.data_shape)
+        say(f"report: {write_report(self.run.path)}")
+
+
 class Progress(HookBase):
     """Training progress by gluondet.progress's policy: a bar per epoch on a terminal, one plain
     line per epoch in a log (with the epoch's synchronized img/s), nothing with --quiet."""

@@ -234,17 +234,19 @@ def make_hooks(s, net, step, val_data, extra=()):
     hooks = [H.EpochSeed(config.seed, s.rank), H.NanGuard(), H.Progress(enabled=s.chief and not config.quiet)]
     if s.chief:
         label = METRIC_LABELS[config.metric]
+        report = H.EvalReport(s.run, s.val_ds, config.val_split, s.family, s.model_cfg.get("data_shape"),
+                              config.metric, s.classes)
 
         def run_validation(guard):
             return validate(net, s.family, guard(val_data), s.ctx_list, config.metric, s.classes,
-                            progress=not config.quiet)
+                            progress=not config.quiet, metric=report.new_metric())
 
         hooks += [H.Validation(run_validation, config.val_interval), H.BestCheckpoint(label),
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
                   H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
                   H.MetricsWriter(s.run, step.loss_names, lr_schedule=epoch_learning_rates(
                       config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every),
-                      log_every=config.log_every)]
+                      log_every=config.log_every), report]
     return hooks + list(extra)
 
 

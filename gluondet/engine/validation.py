@@ -1,12 +1,16 @@
 """Validation during training: switch to the predict graph, score with gluondet.eval, switch back."""
+from pathlib import Path
+
 from .steps import hybridize_for_prediction, hybridize_for_training
 
 DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
 
 
-def validate(net, family, loader, ctx_list, metric_name, classes, progress=True):
+def validate(net, family, loader, ctx_list, metric_name, classes, progress=True, metric=None):
     """``gluondet.eval.evaluate``'s result dict for ``net`` on ``loader``, with ``map`` a float
-    (an undefined mean, no ground truth at all, counts as 0); leaves the net ready to train again."""
+    (an undefined mean, no ground truth at all, counts as 0); leaves the net ready to train again.
+    ``metric``: the metric object to fill (a fresh one of ``metric_name`` when None), for a caller
+    that wants the matched detections afterwards."""
     from ..eval import make_metric
     from ..eval.evaluate import evaluate
 
@@ -17,7 +21,8 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
 
             result = validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress)
         else:
-            result = evaluate(net, loader, ctx_list, make_metric(metric_name, classes), progress=progress)
+            metric = metric if metric is not None else make_metric(metric_name, classes)
+            result = evaluate(net, loader, ctx_list, metric, progress=progress)
     finally:
         hybridize_for_training(net, family)
     result["map"] = float(result["map"] or 0.0)
@@ -26,9 +31,13 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True)
 
 def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which="best",
                  batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True,
-                 coco_results=None, dtype="float32"):
+                 coco_results=None, dtype="float32", iou=0.5, analysis=None):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
     gluondet.eval.report plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
+
+    ``analysis`` (a dict of ``write_eval_folder`` options, {} for the defaults) also writes
+    ``RUN/eval-<split>/`` from the same matched detections and adds ``analysis`` and
+    ``analysis_dir`` to the result.
 
     The dataset is read with the run's classes (a class the run does not know is an error in the
     dataset check, never silently dropped). ``ctx`` is a --ctx spec: the weights are copied to every
@@ -58,11 +67,20 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
 
         result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
                                         coco_results, progress=progress)
+        analysis = None  # the analysis folder is about boxes of box detectors (not mask models yet)
     else:
         net = _in_dtype(net, info, ctx_list, dtype)
-        result = evaluate(net, loader, ctx_list, make_metric(metric, info.classes), progress=progress)
+        scorer = make_metric(metric, info.classes, iou_thresh=iou)
+        result = evaluate(net, loader, ctx_list, scorer, progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,
                    "split": split, "images": len(ds), "dtype": dtype})
+    if analysis is not None:
+        from ..eval.folder import eval_dir, write_eval_folder
+
+        out_dir = eval_dir(info.path, split, weights=Path(params).stem)
+        doc = write_eval_folder(out_dir, scorer, ds, result, info.family, info.data_shape, iou=iou,
+                                **analysis)
+        result.update({"analysis_dir": str(out_dir), "analysis": doc["analysis"]})
     return result
 
 

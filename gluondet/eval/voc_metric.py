@@ -31,6 +31,9 @@ GroundTruths = namedtuple("GroundTruths", "image label flag box")
 # One update's arrays as numpy: (B, N, 4) boxes, (B, N) labels and scores, (B, M, 4) boxes,
 # (B, M) labels, (B, M) flags or None.
 _Batch = namedtuple("_Batch", "pred_bboxes pred_labels pred_scores gt_bboxes gt_labels gt_flags")
+# What VOCMApMetric.matching() returns: see its docstring.
+Matching = namedtuple("Matching", "dets gts gt_ignore num_pos match gt ranked num_classes "
+                                  "num_images iou_thresh")
 
 
 def _as_numpy(value):
@@ -155,48 +158,62 @@ class VOCMApMetric:
 
     def class_aps(self):
         """AP of each class id 0..max id seen, as a float64 array (NaN: no ground truth)."""
+        m = self.matching()
+        aps = np.full(m.num_classes, np.nan)
+        for c in range(m.num_classes):
+            if m.num_pos[c] == 0:
+                continue
+            hits = m.match[m.ranked[c]]
+            tp = np.cumsum(hits == 1)
+            fp = np.cumsum(hits == 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                precision = tp / (fp + tp)
+            aps[c] = self._average_precision(tp / m.num_pos[c], precision)
+        return aps
+
+    def matching(self):
+        """The matched detections the AP is computed from, as a ``Matching``.
+
+        ``match`` (per detection, input order): 1 true positive, 0 false positive, -1 ignored
+        (its best ground truth is difficult/crowd); ``gt`` the index of that best ground truth with
+        IoU >= ``iou_thresh`` (also for a duplicate that lost it to a higher score), else -1;
+        ``ranked[c]`` the detections of class ``c`` in the order the AP integrates them.
+        """
         dets, gts = flatten_batches(self._batches)
-        if len(dets.label) == 0 and len(gts.label) == 0:
-            return np.zeros(0)
+        num_images = sum(len(b.pred_labels) for b in self._batches)
         num_classes = int(max(dets.label.max(initial=-1), gts.label.max(initial=-1))) + 1
         ignore = gts.flag != 0  # difficult (1), crowd (2), any other non-zero flag
         num_pos = np.bincount(gts.label[~ignore], minlength=num_classes)
 
         # one group per (class, image): matching happens inside a group
-        num_images = sum(len(b.pred_labels) for b in self._batches)
         det_group = dets.label * num_images + dets.image
         gt_group = gts.label * num_images + gts.image
         by_score = _descending(dets.score)
         order = _image_order(dets.score, det_group, by_score)
         # boxes as contiguous columns: the IoU works column by column
-        match = _match(np.ascontiguousarray(dets.box.T), det_group, order,
-                       np.ascontiguousarray(gts.box.T), gt_group, ignore,
-                       num_classes * num_images, self.iou_thresh)
+        match, best = _match(np.ascontiguousarray(dets.box.T), det_group, order,
+                             np.ascontiguousarray(gts.box.T), gt_group, ignore,
+                             max(num_classes, 1) * num_images, self.iou_thresh)
+        match_of, gt_of = np.empty_like(match), np.empty_like(best)
+        match_of[order], gt_of[order] = match, best
 
         # Ranking per class: GluonCV sorts, with argsort()[::-1], the list of a class's detections
         # image after image, each image in matching order. Without ties that is the class's
         # detections by descending score (taken from the global ranking); with ties the order of
         # that very list matters, so those classes get it and argsort it as GluonCV does.
-        match_of = np.empty_like(match)
-        match_of[order] = match
-        ranked = by_score[_stable_argsort(dets.label[by_score])]
+        ranked_all = by_score[_stable_argsort(dets.label[by_score])]
         bounds = np.concatenate(([0], np.cumsum(np.bincount(dets.label, minlength=num_classes))))
-        tied_classes = set(dets.label[ranked][1:][_ties(dets.score[ranked], dets.label[ranked])])
-        aps = np.full(num_classes, np.nan)
+        tied_classes = set(dets.label[ranked_all][1:][_ties(dets.score[ranked_all],
+                                                            dets.label[ranked_all])])
+        ranked = []
         for c in range(num_classes):
-            if num_pos[c] == 0:
-                continue
             if c in tied_classes:
                 in_matching_order = order[bounds[c]:bounds[c + 1]]
-                hits = match_of[in_matching_order[dets.score[in_matching_order].argsort()[::-1]]]
+                ranked.append(in_matching_order[dets.score[in_matching_order].argsort()[::-1]])
             else:
-                hits = match_of[ranked[bounds[c]:bounds[c + 1]]]
-            tp = np.cumsum(hits == 1)
-            fp = np.cumsum(hits == 0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                precision = tp / (fp + tp)
-            aps[c] = self._average_precision(tp / num_pos[c], precision)
-        return aps
+                ranked.append(ranked_all[bounds[c]:bounds[c + 1]])
+        return Matching(dets, gts, ignore, num_pos, match_of, gt_of, ranked, num_classes,
+                        num_images, self.iou_thresh)
 
     @staticmethod
     def _average_precision(recall, precision):
@@ -267,14 +284,16 @@ def _stable_argsort(keys):
 
 
 def _match(det_box, det_group, order, gt_box, gt_group, ignore, num_groups, iou_thresh):
-    """For detections in ``order``: 1 true positive, 0 false positive, -1 ignored (difficult).
+    """For detections in ``order``: (match, gt) with match 1 true positive, 0 false positive, -1
+    ignored (difficult), and gt the index of the best ground truth reached (IoU >= threshold) or -1.
 
     Boxes are (4, n) columns; groups are the (class, image) keys, below ``num_groups``.
     """
     n = len(order)
     match = np.zeros(n, dtype=np.int32)
+    best_gt = np.full(n, -1, dtype=np.int64)
     if n == 0 or len(gt_group) == 0:
-        return match
+        return match, best_gt
     # ground truths sorted by group, keeping their input order within a group; for each detection
     # the range [first, first + count) of its group's ground truths in that sorted list
     gt_sorted = _stable_argsort(gt_group)
@@ -289,7 +308,7 @@ def _match(det_box, det_group, order, gt_box, gt_group, ignore, num_groups, iou_
         count = np.searchsorted(keys, group, side="right") - first
     has_gt = count > 0
     if not has_gt.any():
-        return match
+        return match, best_gt
 
     # one (detection, candidate ground truth) pair per row, detections in matching order
     rows = np.flatnonzero(has_gt)
@@ -315,7 +334,8 @@ def _match(det_box, det_group, order, gt_box, gt_group, ignore, num_groups, iou_
     claim_rows = rows[candidates]
     _, first_claim = np.unique(assigned[candidates], return_index=True)
     match[claim_rows[first_claim]] = 1
-    return match
+    best_gt[rows[matched]] = assigned[matched]
+    return match, best_gt
 
 
 def _pair_iou(pred, gt):

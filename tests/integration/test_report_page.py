@@ -1,0 +1,175 @@
+"""`gluondet report RUN`: report.html opened in a real headless Chromium with no network.
+
+The run folder is made without training: generated shapes images, detections made from their
+labels with known noise, ``write_eval_folder`` (what ``gluondet eval`` calls), training curves and
+metrics.csv as the engine writes them. Chromium and chromedriver come from Debian
+(scripts/test.sh installs them with apt-get when run as root).
+"""
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gluondet.cli import main
+
+CLASSES = ["circle", "安全帽", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from gluondet.config import dump_yaml
+    from gluondet.data.base import DetectionDataset
+    from gluondet.data.synth import write_shapes_voc
+    from gluondet.eval.folder import eval_dir, write_eval_folder
+    from gluondet.eval.voc_metric import VOCMApMetric
+
+    base = tmp_path_factory.mktemp("report")
+    root = write_shapes_voc(base / "data", n_train=1, n_val=10, seed=3, size=96)
+    from gluondet.config import resolve_dataset
+    from gluondet.data import load_dataset
+
+    shapes = load_dataset(resolve_dataset(str(root)), "val")
+    # the same images, with the second class renamed to a CJK name
+    ds = DetectionDataset(CLASSES, [shapes.image_path(i) for i in range(len(shapes))],
+                          [shapes.image_id(i) for i in range(len(shapes))],
+                          [shapes.image_size(i) for i in range(len(shapes))],
+                          [shapes.label(i) for i in range(len(shapes))], name="shapes")
+    metric = VOCMApMetric(0.5, CLASSES)
+    rng = np.random.default_rng(0)
+    for i in range(len(ds)):
+        gt = ds.label(i)
+        keep = rng.random(len(gt)) < 0.8
+        boxes = np.concatenate([gt[keep, :4] + rng.normal(0, 2, (keep.sum(), 4)), [[5, 5, 30, 30]]])
+        ids = np.concatenate([gt[keep, 4], [i % 3]])
+        scores = rng.uniform(0.2, 1, len(ids))
+        metric.update(boxes[None], ids[None], scores[None], gt[None, :, :4], gt[None, :, 4], gt[None, :, 5])
+    run = base / "run"
+    run.mkdir()
+    dump_yaml({"model": {"name": "tiny_ssd", "data_shape": 96}, "dataset": {"name": "shapes"}},
+              run / "config.yaml")
+    (run / "classes.txt").write_text("".join(c + "\n" for c in CLASSES), encoding="utf-8")
+    (run / "best.json").write_text(json.dumps({"epoch": 3, "map": 0.5, "metric": "voc"}))
+    _write_training_files(run)
+    result = {"map": metric.get()[1][-1], "metric": "voc", "dataset": "shapes", "split": "val",
+              "images": len(ds), "params": str(run / "best.params")}
+    write_eval_folder(eval_dir(run, "val"), metric, ds, result, "faster_rcnn", grid=(3, 2), pages=2)
+    return run
+
+
+def _write_training_files(run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "loss", "lr", "val_map"])
+        for epoch in range(4):
+            writer.writerow([epoch, 2.0 / (epoch + 1), 0.01, 0.1 * epoch])
+    fig, ax = plt.subplots()
+    ax.plot([2, 1, 0.6, 0.5])
+    fig.savefig(run / "curves.png")
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    result = CliRunner(mix_stderr=False).invoke(main, ["report", str(run_dir)])
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    return run_dir / "report.html"
+
+
+def expected_pictures(run_dir):
+    names = ["curves.png"]
+    for folder in sorted(run_dir.glob("eval-*")):
+        doc = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
+        names += [f"{folder.name}/{n}" for n in list(doc["pictures"].values()) + doc["mosaics"]]
+    return names
+
+
+def test_page_is_self_contained_and_names_every_picture(report, run_dir, tmp_path):
+    page = report.read_text(encoding="utf-8")
+    pictures = re.findall(r'data-picture="([^"]+)"', page)
+    assert sorted(pictures) == sorted(expected_pictures(run_dir))
+    assert len(expected_pictures(run_dir)) == 1 + 4 + 2
+    assert not re.search(r'(src|href)="(?!data:)', page)  # every resource inline
+    assert "安全帽" in page and "per_class" not in page
+    # it works from the run folder alone: copied elsewhere, with nothing else, it is the same page
+    alone = tmp_path / "copy.html"
+    shutil.copy(report, alone)
+    assert alone.read_text(encoding="utf-8") == page
+
+
+def _chromium():
+    for browser in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(browser):
+            return shutil.which(browser)
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver_path = _chromium(), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("no chromium and chromedriver on PATH (scripts/test.sh installs Debian's "
+                    "chromium and chromium-driver with apt-get when it runs as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                # no network: every request that is not file: or data: goes to a closed port
+                "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+                "--host-resolver-rules=MAP * ~NOTFOUND"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_page_in_headless_chromium(report, run_dir, browser, tmp_path):
+    from PIL import Image
+
+    browser.set_window_size(1280, 1000)
+    browser.get(report.as_uri())
+    browser.execute_async_script("document.fonts.ready.then(() => arguments[0](true))")
+    state = browser.execute_script(
+        "return {ready: document.readyState, images: Array.from(document.images).map(i => "
+        "({name: i.dataset.picture, ok: i.complete && i.naturalWidth > 0}))}")
+    assert state["ready"] == "complete"
+    assert sorted(i["name"] for i in state["images"]) == sorted(expected_pictures(run_dir))
+    assert all(i["ok"] for i in state["images"]), [i for i in state["images"] if not i["ok"]]
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == []
+    requests = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
+    urls = [r["params"]["request"]["url"] for r in requests if r["method"] == "Network.requestWillBeSent"]
+    assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls
+
+    shot = tmp_path / "desktop.png"  # (kept by pytest's tmp_path: look at it)
+    assert browser.save_screenshot(str(shot))
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10  # text, tables and pictures, not a blank page
+    assert (pixels < 128).mean() > 0.005
+    # CJK class names in the page's text draw with the embedded label font, on any machine
+    assert browser.execute_script("return document.fonts.check('16px gluondet-labels', '安全帽')")
+    loaded = browser.execute_script(
+        "return Array.from(document.fonts).filter(f => f.family.includes('gluondet-labels'))"
+        ".map(f => f.status)")
+    assert loaded == ["loaded"]
+
+
+def test_page_fits_a_phone_screen(report, browser):
+    browser.set_window_size(390, 844)
+    browser.get(report.as_uri())
+    widths = browser.execute_script(
+        "return {page: document.documentElement.scrollWidth, view: window.innerWidth, "
+        "widest: Math.max(...Array.from(document.images).map(i => i.getBoundingClientRect().width))}")
+    assert widths["page"] <= widths["view"] + 1, widths  # no sideways scrolling
+    assert widths["widest"] <= widths["view"]
