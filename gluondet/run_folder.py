@@ -119,7 +119,10 @@ class RunFolder:
         numbered ``-2``, ``-3``... when taken. Two processes never get the same folder."""
         if out is not None:
             run = cls(out)
-            run.path.mkdir(parents=True, exist_ok=True)
+            try:
+                run.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise disk_error(run.path, e, "nothing was written") from None
             run.lock()
             if any(p.name != LOCK_FILE for p in run.path.iterdir()):
                 run.unlock()
@@ -128,15 +131,17 @@ class RunFolder:
                     f"or continue that run with --resume {run.path}")
             return run
         base = Path(runs_root) / f"{_safe(dataset_name)}-{_safe(model_name)}"
-        base.parent.mkdir(parents=True, exist_ok=True)
         n = 1
         while True:
             candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
             try:
+                base.parent.mkdir(parents=True, exist_ok=True)
                 candidate.mkdir()  # atomic: the process that creates it owns it
             except FileExistsError:
                 n += 1
                 continue
+            except OSError as e:
+                raise disk_error(candidate, e, "nothing was written") from None
             run = cls(candidate)
             run.lock()
             return run

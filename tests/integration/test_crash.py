@@ -176,3 +176,18 @@ def test_straight_and_resumed_runs_are_equal_to_the_last_bit(setup, tmp_path):
 
     assert rows(straight) == rows(resumed)
     assert json.loads((straight / "best.json").read_text()) == json.loads((resumed / "best.json").read_text())
+
+
+def test_a_read_only_out_is_one_line(setup, tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        done = subprocess.run(_args(setup, mount / "run", 1), env=_env(), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert f"{mount / 'run'}: cannot write (read-only file system)" in done.stderr.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
