@@ -6,10 +6,13 @@ cover exactly these names. Facts with one obvious owner live in it instead: imag
 the reading policy in gluondet.image, label flags in gluondet.data.base.
 """
 
-# Validation metrics (--metric) and how reports name them.
+# Validation metrics (--metric) and how reports name them: box metrics (gluondet.eval.METRICS) and
+# the mask family's (gluondet.eval.instance.INSTANCE_METRICS: which COCO AP picks best.params).
 METRIC_LABELS = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]",
-                 "coco_segm": "COCO mask AP@[.5:.95]", "coco_bbox": "COCO box AP@[.5:.95]"}  # last two: masks
-METRICS = tuple(METRIC_LABELS)
+                 "coco_segm": "COCO mask AP@[.5:.95]", "coco_bbox": "COCO box AP@[.5:.95]"}
+BOX_METRICS = ("voc", "voc07", "coco")
+MASK_METRICS = ("coco_segm", "coco_bbox")
+METRICS = BOX_METRICS + MASK_METRICS
 
 # SSD training augmentation (--augment): GluonCV's (colour, expand, crop, flip), or resize + flip.
 AUGMENTATIONS = ("ssd", "flip")

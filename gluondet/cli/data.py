@@ -187,8 +187,8 @@ def _split_entries(cfg, reader):
 @data.command()
 @dataset_target
 @click.option("--split", "split_name", metavar="S", help=SPLIT_HELP)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the mosaics (show_01.jpg, ...). Default: show-<dataset>/.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Folder to write into: the mosaics show_01.jpg, ... [show-<dataset>/].")
 @click.option("--grid", default="4x4", show_default=True, metavar="COLSxROWS", help="Images per mosaic.")
 @click.option("--pages", default=1, show_default=True, type=click.IntRange(1, 100), help="Mosaics to write.")
 @click.option("--seed", default=0, show_default=True, help="Which images: the same seed picks the same ones.")

@@ -212,9 +212,11 @@ class EvalReport(HookBase):
         self.pending = self.best = None
 
     def new_metric(self):
+        """The box metric validation fills (None for the mask family: it validates through
+        gluondet.eval.instance, and its runs get the page without the folder)."""
         from ..eval import make_metric
 
-        self.pending = make_metric(self.metric_name, self.classes)
+        self.pending = None if self.family == "mask_rcnn" else make_metric(self.metric_name, self.classes)
         return self.pending
 
     def after_epoch(self):

@@ -98,8 +98,23 @@ def _check_schedule(config, resumed, saved_patience=0):
             f"that decay never happens")
 
 
+def _open_resumed(config, chief):
+    """The run folder to resume; the chief locks it and repairs it before anything reads last.*."""
+    run = RunFolder.open(config.resume)
+    if chief:
+        run.lock()
+        try:
+            for line in run.repair():
+                say(f"{run.path}: {line}")
+        except BaseException:
+            run.unlock()
+            raise
+    return run
+
+
 def prepare(config):
-    """Contexts, datasets and the run folder (locked). Nothing is written but the lock yet."""
+    """Contexts, datasets and the run folder (locked; a resumed one repaired). Nothing is written
+    into a new run folder but its lock yet."""
     from ..data import load_dataset
     from ..data.split import val_overlap_warning
     from ..models import model_family
@@ -107,26 +122,30 @@ def prepare(config):
 
     ctx_list = make_contexts(config.ctx)
     kvstore, rank, num_workers = _kvstore(config)
-    resumed_run = RunFolder.open(config.resume) if config.resume else None
-    resumed = resumed_run.last_state() if resumed_run else None
-    _check_schedule(config, resumed if rank == 0 else None,
-                    resumed_run.train_config.get("patience", 0) if resumed_run else 0)
-    dataset_cfg = resolve_dataset(config.dataset, config.config_dir)
-    model_cfg = _resolved_model_cfg(config)
-    classes = resumed_run.classes if resumed_run else None
-    masks = model_family(model_cfg) == "mask_rcnn"  # a mask model reads every object's mask too
-    train_ds = load_dataset(dataset_cfg, config.train_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
-    classes = list(train_ds.classes)
-    if rank == 0 and dataset_cfg.classes is None and not config.resume:
-        say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
-    val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
+    resumed_run = _open_resumed(config, rank == 0) if config.resume else None
+    try:
+        resumed = resumed_run.last_state() if resumed_run else None
+        _check_schedule(config, resumed if rank == 0 else None,
+                        resumed_run.train_config.get("patience", 0) if resumed_run else 0)
+        dataset_cfg = resolve_dataset(config.dataset, config.config_dir)
+        model_cfg = _resolved_model_cfg(config)
+        masks = model_family(model_cfg) == "mask_rcnn"  # a mask model reads every object's mask too
+        train_ds = load_dataset(dataset_cfg, config.train_split, skip_bad=config.skip_bad, masks=masks,
+                                classes=resumed_run.classes if resumed_run else None)
+        classes = list(train_ds.classes)
+        if rank == 0 and dataset_cfg.classes is None and not config.resume:
+            say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
+        val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
+    except BaseException:
+        if resumed_run is not None:
+            resumed_run.unlock()
+        raise
     overlap = val_overlap_warning(train_ds, val_ds) if rank == 0 else None
     if overlap:
         say(f"warning: {overlap}")
     run = None
     if rank == 0:
-        run = resumed_run.lock() if resumed_run else RunFolder.create(
-            config.out, dataset_cfg.name, model_cfg.get("name", config.model))
+        run = resumed_run or RunFolder.create(config.out, dataset_cfg.name, model_cfg.get("name", config.model))
     return Setup(config, ctx_list, rank, num_workers, kvstore, dataset_cfg, model_cfg,
                  model_family(model_cfg), classes, train_ds, val_ds, run, resumed)
 
@@ -301,9 +320,6 @@ def train(config, extra_hooks=()):
     s = prepare(config)
     written = bool(config.resume)
     try:
-        if s.chief and config.resume:  # before anything reads last.*: back to the last commit
-            for line in s.run.repair():
-                say(f"{s.run.path}: {line}")
         trainer = build_trainer(s, extra_hooks)
         if s.chief and not config.resume:  # only now: a start that fails leaves no folder behind
             write_run_info(s)

@@ -77,7 +77,7 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     if analysis is not None:
         from ..eval.folder import eval_dir, write_eval_folder
 
-        out_dir = eval_dir(info.path, split, weights=Path(params).stem)
+        out_dir = eval_dir(info.path, split, weights=Path(params).stem, dtype=dtype)
         doc = write_eval_folder(out_dir, scorer, ds, result, info.family, info.data_shape, iou=iou,
                                 **analysis)
         result.update({"analysis_dir": str(out_dir), "analysis": doc["analysis"]})

@@ -23,11 +23,12 @@ MOSAIC_PATTERN = "worst_{:02d}.jpg"
 MOSAIC_TILE = 320  # pixels per image in a mosaic
 
 
-def eval_dir(run_dir, split, weights="best"):
-    """``RUN/eval-<split>`` for the run's best weights, ``RUN/eval-<split>-<weights>`` for others
-    (``last``, ``epoch_0006``), so evaluating other weights never replaces the best's analysis."""
+def eval_dir(run_dir, split, weights="best", dtype="float32"):
+    """``RUN/eval-<split>`` for the run's best weights in float32, ``RUN/eval-<split>-<weights>``
+    for others (``last``, ``epoch_0006``) and a ``-<dtype>`` suffix for another precision, so
+    evaluating other weights or precisions never replaces the best's analysis."""
     name = "eval-" + _safe(split) + ("" if weights == "best" else "-" + _safe(weights))
-    return Path(run_dir) / name
+    return Path(run_dir) / (name + ("" if dtype == "float32" else "-" + _safe(dtype)))
 
 
 def weights_name(which):

@@ -38,7 +38,7 @@ def test_num_workers_means_dataloader_processes_and_launch_says_workers():
 
 def test_out_is_the_folder_a_command_writes_into():
     found = _options("--out")
-    assert {path for path, _ in found} == {("train",), ("detect",), ("export",)}
+    assert {path for path, _ in found} == {("train",), ("detect",), ("export",), ("data", "show")}
     for path, option in found:
         assert option.metavar == "DIR" and option.help.startswith("Folder to write into"), path
 
