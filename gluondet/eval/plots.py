@@ -65,12 +65,17 @@ def draw_pr(ax, pr):
     ax.legend(loc="lower left", fontsize=8)
 
 
-def save_pr(pr, path, title):
+def _save_one(draw, data, path, title):
+    """One panel drawn by ``draw(ax, data)``, titled, saved to ``path``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
-    draw_pr(ax, pr)
+    draw(ax, data)
     ax.set_title(title)
     _save(fig, path)
+
+
+def save_pr(pr, path, title):
+    _save_one(draw_pr, pr, path, title)
 
 
 # ----------------------------------------------------------------------------- F1
@@ -99,11 +104,7 @@ def draw_f1(ax, f1):
 
 
 def save_f1(f1, path, title):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6))
-    draw_f1(ax, f1)
-    ax.set_title(title)
-    _save(fig, path)
+    _save_one(draw_f1, f1, path, title)
 
 
 # ----------------------------------------------------------------------------- confusion

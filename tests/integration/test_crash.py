@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -134,14 +135,22 @@ def test_two_trains_on_one_out_one_is_refused(setup, tmp_path):
     assert "epochs: 200" in config  # the first run's, untouched
 
 
-def test_a_full_disk_is_one_line_and_the_run_resumes(setup, tmp_path):
-    """On a tiny tmpfs: training stops with one line naming the file; the committed epochs resume."""
-    mount = tmp_path / "small"
+@contextmanager
+def _tmpfs(mount, options):
+    """A tmpfs mounted at ``mount`` for the block (the test is skipped where mounting is not allowed)."""
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=14m", "tmpfs", str(mount)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
     try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(setup, tmp_path):
+    """On a tiny tmpfs: training stops with one line naming the file; the committed epochs resume."""
+    with _tmpfs(tmp_path / "small", "size=14m") as mount:
         run = mount / "run"
         done = subprocess.run(_args(setup, run, 20), env=_env(), capture_output=True, text=True, timeout=300)
         assert done.returncode != 0
@@ -149,8 +158,6 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(setup, tmp_path):
         assert "no space left on the device" in message and "Traceback" not in done.stderr, done.stderr
         state = json.loads((run / "last.json").read_text())
         assert _epochs_in_metrics(run) == list(range(1, state["epoch"] + 1))
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 def test_straight_and_resumed_runs_are_equal_to_the_last_bit(setup, tmp_path):
@@ -179,15 +186,8 @@ def test_straight_and_resumed_runs_are_equal_to_the_last_bit(setup, tmp_path):
 
 
 def test_a_read_only_out_is_one_line(setup, tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
-    try:
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
         done = subprocess.run(_args(setup, mount / "run", 1), env=_env(), capture_output=True, text=True,
                               timeout=300)
         assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
         assert f"{mount / 'run'}: cannot write (read-only file system)" in done.stderr.strip().splitlines()[-1]
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
