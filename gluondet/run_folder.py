@@ -27,8 +27,6 @@ import re
 import shutil
 import socket
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config import dump_yaml, load_yaml
@@ -68,14 +66,6 @@ def disk_error(path, error, kept=""):
                errno.EDQUOT: "disk quota exceeded"}
     reason = reasons.get(getattr(error, "errno", None)) or str(error).splitlines()[0][:160]
     return GluondetError(f"{path}: cannot write ({reason})" + (f"; {kept}" if kept else ""))
-
-
-@dataclass
-class Weights:
-    """A weights file of a run and the run it belongs to."""
-
-    run: "RunFolder"
-    path: Path
 
 
 class RunFolder:
@@ -442,12 +432,3 @@ def _weights_problem(net, params, error, run):
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     where = f" in {run.path / CONFIG_FILE}" if run else ""
     return RunFolderError(f"{params}: weights of another network, not the model{where} ({first})")
-
-
-@contextmanager
-def held(run):
-    """Hold ``run``'s lock for the block (released however it ends)."""
-    try:
-        yield run
-    finally:
-        run.unlock()

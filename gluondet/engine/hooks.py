@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from ..run_folder import CURVES_FILE, METRICS_FILE, TENSORBOARD_DIR
 from .trainer import FORCED_STOP, HookBase, check_finite
 
 
@@ -177,19 +178,19 @@ class MetricsWriter(HookBase):
     def before_train(self):
         from .logging import TensorBoard, write_metrics
 
-        self.board = TensorBoard(self.run.path / "tb")
+        self.board = TensorBoard(self.run.path / TENSORBOARD_DIR)
         if self.trainer.state.history:  # a resumed run: the views follow the committed history
-            write_metrics(self.run.path / "metrics.csv", self.trainer.state.history)
+            write_metrics(self.run.path / METRICS_FILE, self.trainer.state.history)
 
     def after_epoch(self):
         from .logging import draw_curves, write_metrics
 
         history = self.trainer.state.history
-        write_metrics(self.run.path / "metrics.csv", history)
+        write_metrics(self.run.path / METRICS_FILE, history)
         row = history[-1]
         self.board.scalars({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
         if "val_map" in row:
-            draw_curves(history, self.run.path / "curves.png", self.loss_names, lr_schedule=self.lr_schedule)
+            draw_curves(history, self.run.path / CURVES_FILE, self.loss_names, lr_schedule=self.lr_schedule)
 
     def after_train(self):
         if self.board is not None:
