@@ -272,6 +272,10 @@ class RunFolder:
             hint = ""
         raise RunFolderError(f"{path}: missing{hint}")
 
+    def optimizer_states(self):
+        """last.states: the optimizer state of the last committed epoch (it may be missing)."""
+        return self.path / "last.states"
+
     def last_state(self):
         """last.json (the commit record), or None for a run with no finished epoch."""
         path = self.path / LAST_JSON

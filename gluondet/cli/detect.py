@@ -99,11 +99,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     positions = [_anchor_pos(p) for p in anchor_pos] or [(0.5, 0.5)]
     source = _weights_source(run_dir, params_file)
     model_dir = source.parent if source.is_file() else source
-    if thresh == "best":
-        from ..eval.folder import best_threshold, weights_name
-
-        thresh, found_in = best_threshold(model_dir, weights_name(source if source.is_file() else which))
-        click.echo(f"--thresh best: {thresh:.4f} (F1-best, from {found_in})", err=True)
+    thresh = _resolve_thresh(thresh, source, model_dir, which)
 
     from ..predict import Detector
     from ..runtime import make_contexts
@@ -146,6 +142,17 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     if failed:
         click.echo(f"{len(failed)} of {len(images)} file(s) failed", err=True)
         sys.exit(1)
+
+
+def _resolve_thresh(thresh, source, model_dir, which):
+    """A score, or with ``best`` the F1-best threshold that ``gluondet eval`` found for these weights."""
+    if thresh != "best":
+        return thresh
+    from ..eval.folder import best_threshold, weights_name
+
+    thresh, found_in = best_threshold(model_dir, weights_name(source if source.is_file() else which))
+    click.echo(f"--thresh best: {thresh:.4f} (F1-best, from {found_in})", err=True)
+    return thresh
 
 
 def _weights_source(run_dir, params_file):

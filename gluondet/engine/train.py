@@ -159,7 +159,8 @@ def build_network(s):
     config = s.config
     if config.resume:
         net = build_model(s.model_cfg, s.classes, pretrained_base=False)
-        load_weights(net, Path(config.resume) / "last.params", s.family, run=RunFolder(config.resume))
+        run = RunFolder(config.resume)
+        load_weights(net, run.weights("last"), s.family, run=run)
         return net
     if config.init_from:
         source = Path(str(config.init_from)).expanduser()
@@ -224,13 +225,14 @@ def restore_state(s, optimizer):
 
         from ..run_folder import RunFolderError
 
-        states = Path(s.config.resume) / "last.states"
+        run = RunFolder(s.config.resume)
+        states = run.optimizer_states()
         try:
             optimizer.load_states(str(states))
         except (OSError, EOFError, ValueError, pickle.UnpicklingError, mx.base.MXNetError) as e:
             raise RunFolderError(f"{states}: missing or damaged ({str(e).splitlines()[0][:100]}); "
                                  f"the weights are in last.params: start a new run with --init-from "
-                                 f"{Path(s.config.resume) / 'last.params'}") from None
+                                 f"{run.weights('last')}") from None
     elif s.chief:
         say("resuming a distributed run: its optimizer state stayed on the parameter servers, "
             "so the momentum starts afresh")
