@@ -47,12 +47,15 @@ def write_eval_folder(out_dir, metric, dataset, result, family, data_shape=None,
                       grid=(4, 4), pages=2, supercategories=None, iou=0.5):
     """Analyse ``metric``'s stored matches (the ones ``result`` was computed from) and write the
     folder; returns the analysis document (also written as analysis.json). ``iou``: the matching
-    IoU when ``metric`` is not a VOC metric (which brings its own)."""
+    IoU when ``metric`` is not a VOC metric (which brings its own). ``supercategories``: the
+    dataset's own (``dataset.supercategories``) when None."""
     from .plots import save_confusion, save_errors, save_f1, save_pr
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(dataset.classes)
+    if supercategories is None:
+        supercategories = getattr(dataset, "supercategories", None)
     analysis = analyze(metric, classes, score_thresh=score_thresh, supercategories=supercategories,
                        iou=iou)
     where = f"{result.get('dataset', dataset.name)} ({result.get('split', '')})"
