@@ -244,3 +244,37 @@ def test_data_show_counts_the_masks_it_cannot_draw(exif_image):
     tint = np.array(colors[0]) - GREY
     assert np.sign(inside - GREY).tolist() == np.sign(tint).tolist()  # moved towards the class colour
     assert "1 bad masks not drawn" in caption
+
+
+def test_a_mask_models_panel_fills_truth_and_predicted_masks_at_their_pixels(exif_image):
+    """The eval mosaics of a mask model: ground truth and predicted masks (the segm metric's RLEs)
+    filled on the image's pixels, nothing else changed; the boxes as for any detector."""
+    from pycocotools import mask as mask_utils
+
+    from gluondet.data.masks import InstanceDataset, encode_masks
+    from gluondet.eval.analysis import matched
+    from gluondet.eval.instance import InstanceMetric
+
+    truth = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([TRIANGLE], 120, 200)))
+    pred = np.zeros_like(truth)
+    pred[50:100, 110:180] = 1  # a false positive's mask, elsewhere
+    labels = np.array([[14, 16, 70, 96, 1, 0]], np.float32)
+    ds = InstanceDataset(CLASSES, [exif_image], ["phone"], [(200, 120)], [labels],
+                         masks=[[encode_masks(truth[None])[0]]], turned=[False])
+    metric = InstanceMetric(CLASSES)
+    boxes = np.array([[14, 16, 70, 96], [110, 50, 179, 99]], np.float64)
+    metric.update_image(boxes, [1, 0], [0.9, 0.8], encode_masks(np.stack([truth, pred])), labels[:, :4],
+                        labels[:, 4], labels[:, 5], encode_masks(truth[None]))
+    colors = viz.class_colors(2)
+    m = matched(metric.bbox)  # the COCO box metric's detections matched at IoU 0.5
+    plain, _ = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors)
+    panel, caption = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors, masks=metric.segm)
+    assert caption.splitlines()[1] == "0 missed, 1 FP, 1 TP"
+    tiles = viz.resize_masks(np.stack([truth, pred]), (400, 240))
+    changed = np.any(panel != plain, axis=2)
+    assert not changed[~cv2_dilate(tiles.max(axis=0), 5).astype(bool)].any()
+    for tile_mask, color in zip(tiles, (colors[1], colors[0])):
+        inside = cv2_erode(tile_mask, 9).astype(bool)
+        assert inside.sum() > 500 and changed[inside].mean() > 0.9
+        moved = panel[inside].astype(int) - plain[inside].astype(int)
+        assert (np.sign(moved.mean(axis=0)) == np.sign(np.array(color) - GREY)).all()
