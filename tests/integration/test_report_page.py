@@ -236,3 +236,16 @@ def test_eval_of_a_mask_run_writes_the_analysis_with_its_printed_mask_ap(mask_ru
     assert {r["class"]: r["segm_ap"] for r in doc["analysis"]["per_class"]} == printed["mask"]["per_class"]
     assert {r["class"]: r["bbox_ap"] for r in doc["analysis"]["per_class"]} == printed["box"]["per_class"]
     assert doc["mosaics"] == ["worst_01.jpg"]  # 3 images fill one page
+    # detect --thresh best takes the mask run's F1-best threshold from that folder
+    image = next((mask_run.parent / "shapes" / "JPEGImages").glob("*.jpg"))
+    scores = {}
+    for thresh in ("0", "best"):
+        result = CliRunner(mix_stderr=False).invoke(main, ["detect", str(image), "--run", str(mask_run), "--thresh",
+                                                           thresh, "--out", str(tmp_path), "--json",
+                                                           str(tmp_path / "d.json")])
+        assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+        [record] = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))["images"]
+        scores[thresh] = sorted(b["score"] for b in record["boxes"])
+    best = doc["analysis"]["f1"]["best"]["threshold"]
+    assert min(scores["0"]) < best
+    assert scores["best"] == [s for s in scores["0"] if s >= best]
