@@ -4,8 +4,8 @@
 pictures), ``pr_curve.png``, ``f1_curve.png``, ``confusion_matrix.png``, ``error_breakdown.png``
 and ``worst_NN.jpg``: mosaics of the images with the most errors (FN + FP at the threshold), ground
 truth solid, predictions dashed. A mask model (an ``InstanceMetric``) is analysed by its boxes, its
-table carries COCO box and mask AP per class, and its mosaics fill the masks as ``detect`` does. ``best_threshold`` reads the F1-best score threshold back for
-``gluondet detect --thresh best``.
+table carries COCO box and mask AP per class, and its mosaics fill the masks as ``detect`` does.
+``best_threshold`` reads the F1-best score threshold back for ``gluondet detect --thresh best``.
 """
 import json
 import re
@@ -106,8 +106,8 @@ def worst_images(analysis, limit):
 def image_panel(m, i, dataset, thresh, scale, tile, colors=None, masks=None):
     """Image ``i`` as the dataset reads it (the pixels the network saw, the ones its boxes refer
     to) fitted to a tile, with its ground truth and its detections with score >= ``thresh`` drawn
-    at their places; (panel, caption). ``masks``: a ``COCOSegmMetric`` whose RLEs (at the image's
-    own size) are the masks of ``m``'s detections and objects, filled translucently."""
+    at their places; (panel, caption). ``masks``: (detections' RLEs, objects' RLEs) at the image's
+    own size, indexed as ``m``'s detections and objects (``COCOSegmMetric.rles``), filled in."""
     from ..viz import draw_truth_and_predictions, resize_for_tile
 
     raw = dataset[i][0].asnumpy()
@@ -131,11 +131,11 @@ def image_panel(m, i, dataset, thresh, scale, tile, colors=None, masks=None):
 
 def _tile_masks(masks, gts, dets, image_shape, tile_shape):
     """(ground truth masks, detection masks) of objects ``gts`` and detections ``dets`` of one
-    image, decoded from the segm metric's RLEs (pycocotools) and fitted to the tile."""
+    image, decoded from their RLEs (pycocotools) and fitted to the tile."""
     from ..data.masks import decode_masks
     from ..viz import resize_masks
 
-    pred_rles, gt_rles = masks.rles()
+    pred_rles, gt_rles = masks
     size = (tile_shape[1], tile_shape[0])
     return tuple(resize_masks(decode_masks([rles[k] for k in index], *image_shape), size)
                  for rles, index in ((gt_rles, gts), (pred_rles, dets)))
@@ -143,7 +143,7 @@ def _tile_masks(masks, gts, dets, image_shape, tile_shape):
 
 def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, grid, pages, masks=None):
     """worst_01.jpg, ... ``pages`` mosaics of grid (cols, rows) images; returns their names.
-    ``masks``: see ``image_panel``."""
+    ``masks``: a ``COCOSegmMetric`` whose masks are drawn (see ``image_panel``)."""
     from ..viz import class_colors, mosaic, write_jpeg
 
     m = matched(metric, analysis["iou"])
@@ -152,11 +152,12 @@ def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, 
     per_page = grid[0] * grid[1]
     chosen = worst_images(analysis, per_page * pages)
     colors = class_colors(len(dataset.classes))
+    rles = masks.rles() if masks is not None else None
     names = []
     for page in range(0, len(chosen), per_page):
         panels = [image_panel(m, i, dataset, analysis["threshold"],
                               original_scale(family, data_shape, dataset.image_size(i)), MOSAIC_TILE,
-                              colors, masks) for i in chosen[page:page + per_page]]
+                              colors, rles) for i in chosen[page:page + per_page]]
         sheet = mosaic([p for p, _ in panels], [c for _, c in panels], grid, MOSAIC_TILE)
         name = MOSAIC_PATTERN.format(len(names) + 1)
         write_jpeg(sheet, out_dir / name)

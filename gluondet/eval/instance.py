@@ -42,8 +42,9 @@ class COCOSegmMetric(COCOMetric):
 
     def rles(self):
         """(detections' RLEs, ground truth's RLEs), each in ``flatten_batches`` order: entry j is the
-        mask of detection / object j of any matching of these batches (``VOCMApMetric.matching``)."""
-        return list(self._pred_rles), list(self._gt_rles)
+        mask of detection / object j of any matching of these batches (``VOCMApMetric.matching``).
+        The metric's own lists: read them, do not change them."""
+        return self._pred_rles, self._gt_rles
 
     def coco_datasets(self):
         from pycocotools import mask as mask_utils

@@ -268,7 +268,7 @@ def test_a_mask_models_panel_fills_truth_and_predicted_masks_at_their_pixels(exi
     colors = viz.class_colors(2)
     m = matched(metric.bbox)  # the COCO box metric's detections matched at IoU 0.5
     plain, _ = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors)
-    panel, caption = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors, masks=metric.segm)
+    panel, caption = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors, masks=metric.segm.rles())
     assert caption.splitlines()[1] == "0 missed, 1 FP, 1 TP"
     tiles = viz.resize_masks(np.stack([truth, pred]), (400, 240))
     changed = np.any(panel != plain, axis=2)
