@@ -403,3 +403,24 @@ def test_sim_forgives_confusions_within_a_supercategory_as_pycocotools_analyze(s
         else:  # c shares its supercategory with nobody
             assert curves["Sim"]["ap"] == curves["Loc"]["ap"]
         assert curves["Loc"]["ap"] <= curves["Sim"]["ap"] <= curves["Oth"]["ap"] <= curves["BG"]["ap"]
+
+
+@pytest.mark.parametrize("groups", [None, {"a": "thing", "b": "thing"}])
+def test_the_error_picture_draws_sim_only_with_supercategories_and_says_why(hand, groups):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gluondet.eval.plots import SIM_OMITTED_LEGEND, draw_errors
+
+    metric, _ = hand
+    errors = A.error_breakdown(metric, ["a", "b"], supercategories=groups)
+    fig, ax = plt.subplots()
+    draw_errors(ax, errors["all"], "all", note=SIM_OMITTED_LEGEND if errors["sim_omitted"] else None)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    names = [t.split("] ")[-1] for t in legend if t.startswith("[")]
+    assert names == (["C75", "C50", "Loc", "Sim", "Oth", "BG", "FN"] if groups else
+                     ["C75", "C50", "Loc", "Oth", "BG", "FN"])
+    assert (SIM_OMITTED_LEGEND in legend) == (groups is None)
