@@ -120,6 +120,8 @@ class DatasetConfig:
     ``annotations`` (the instances JSON) and ``images`` (the image folder).
     ``classes`` is None when they are to be discovered from the annotations.
     ``synth`` (demo data only) holds ``gluondet data synth`` arguments used to create it on first use.
+    ``supercategories`` ({class: group}, optional) groups classes for the error breakdown's Sim
+    curve; a COCO file's own ``supercategory`` fields serve when it is not given.
     """
 
     name: str
@@ -129,6 +131,7 @@ class DatasetConfig:
     splits: Dict[str, Any] = field(default_factory=dict)
     synth: Optional[Dict[str, Any]] = None
     source: Optional[Path] = None
+    supercategories: Optional[Dict[str, str]] = None
 
     def split_spec(self, role_or_split):
         """The reader's spec for a role (train/val/test), or the argument itself if it is no role."""
@@ -142,7 +145,8 @@ class DatasetConfig:
 
 
 DATASET_FORMATS = ("voc", "coco")
-DATASET_KEYS = ("name", "format", "root", "classes", "splits", "synth", "source")  # source: in run folders
+DATASET_KEYS = ("name", "format", "root", "classes", "splits", "synth", "source",  # source: in run folders
+                "supercategories")
 VOC_DEFAULT_SPLITS = {"train": "train", "val": "val", "test": "test"}
 
 
@@ -184,6 +188,7 @@ def dataset_config_from_dict(data, source=None, name=None):
         if len(set(classes)) != len(classes):
             dup = next(c for c in classes if classes.count(c) > 1)
             raise GluondetError(f"{where}: class '{dup}' is listed twice")
+    supercategories = _supercategories(data.get("supercategories"), classes, where)
     base = Path(source).parent if source else None
     root = data["root"]
     if isinstance(root, list):  # alternatives: the first that exists (else the first, for the message)
@@ -201,7 +206,22 @@ def dataset_config_from_dict(data, source=None, name=None):
         splits=splits,
         synth=data.get("synth"),
         source=Path(source) if source else None,
+        supercategories=supercategories,
     )
+
+
+def _supercategories(value, classes, where):
+    """A dataset YAML's ``supercategories: {class: group}``, checked: a mapping of names, whose keys
+    are listed classes when ``classes`` is given (a typo is refused like an unknown key)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                              for k, v in value.items()):
+        raise GluondetError(f"{where}: 'supercategories' must map class names to group names, "
+                            "e.g. {hat: headwear, helmet: headwear}")
+    if classes is not None:
+        refuse_unknown_keys(value, classes, f"{where}: supercategories")
+    return {str(k): str(v).strip() for k, v in value.items()}
 
 
 def resolve_dataset(name_or_path, config_dir=None):

@@ -246,7 +246,8 @@ class RunFolder:
         if not isinstance(saved, dict) or not saved.get("root"):
             raise RunFolderError(f"{self.path / CONFIG_FILE}: no dataset recorded; pass --dataset")
         # the run's classes are passed to the reader explicitly, not taken from here
-        keep = {k: saved[k] for k in ("name", "format", "root", "splits", "synth") if k in saved}
+        keep = {k: saved[k] for k in ("name", "format", "root", "splits", "synth", "supercategories")
+                if saved.get(k) is not None}
         return dataset_config_from_dict(keep, name=saved.get("name"))
 
     def weights(self, which="best"):

@@ -38,10 +38,11 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
              iou, score_thresh, grid, mosaics, no_analysis, skip_bad, config_dir, quiet, dtype):
     """Evaluate a run folder (or a .params file inside one) and print AP per class and the mean.
 
-    Box detectors: also writes RUN/eval-<split>/ (for other weights than best:
-    RUN/eval-<split>-last/, ...): per-class precision, recall, TP, FP, FN at the F1-best score
-    threshold, PR and F1 curves, the confusion matrix, a COCO-style error breakdown and mosaics of
-    the worst images (ground truth solid, predictions dashed), all in analysis.json too.
+    Also writes RUN/eval-<split>/ (for other weights than best: RUN/eval-<split>-last/, ...):
+    per-class precision, recall, TP, FP, FN at the F1-best score threshold, PR and F1 curves, the
+    confusion matrix, a COCO-style error breakdown and mosaics of the worst images (ground truth
+    solid, predictions dashed), all in analysis.json too. Mask models get the same analysis of
+    their boxes, COCO box and mask AP per class in its table, and their masks in the mosaics.
     `gluondet detect --thresh best` uses the F1-best threshold; `gluondet report RUN` shows it all.
 
     \b

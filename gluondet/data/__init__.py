@@ -47,7 +47,7 @@ def load_dataset(cfg, split, classes=None, skip_bad=False, masks=False):
         raise GluondetError(f"{what}: no usable images")
     dataset_class = InstanceDataset if masks else DetectionDataset
     return dataset_class.from_entries(entries, result.classes, name=cfg.name, problems=result.problems,
-                                      skipped=skipped)
+                                      skipped=skipped, supercategories=result.supercategories)
 
 
 __all__ = ["READERS", "load_dataset", "check_dataset", "CheckResult", "DetectionDataset", "Problem",

@@ -7,7 +7,7 @@ layout GluonCV's transforms expect.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -74,13 +74,15 @@ class DatasetIndex:
     """What a reader found for one split: its entries, split-level problems, and context for checks.
 
     ``all_entries`` covers the whole dataset (class discovery must not depend on the split);
-    ``file_classes`` are class names the annotation format itself declares (COCO categories).
+    ``file_classes`` are class names the annotation format itself declares (COCO categories);
+    ``file_supercategories`` ({class: group}) the groups it declares (COCO ``supercategory``).
     """
 
     entries: List[Entry]
     problems: List[Problem]
     all_entries: List[Entry]
     file_classes: Optional[List[str]] = None
+    file_supercategories: Optional[Dict[str, str]] = None
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -92,7 +94,7 @@ class DetectionDataset:
     """
 
     def __init__(self, classes, image_paths, image_ids, image_sizes, labels, name="", problems=None,
-                 skipped=0, turned=None):
+                 skipped=0, turned=None, supercategories=None):
         if not (len(image_paths) == len(image_ids) == len(image_sizes) == len(labels)):
             raise ValueError("image_paths, image_ids, image_sizes and labels differ in length")
         self.classes = list(classes)
@@ -105,6 +107,8 @@ class DetectionDataset:
         self._turned = [bool(t) for t in turned] if turned is not None else [False] * len(self._paths)
         self.problems = list(problems or [])  # warnings (and, with skip_bad, the errors left out)
         self.skipped = skipped  # images left out by skip_bad
+        # {class: group} for the error breakdown's Sim curve, or None
+        self.supercategories = dict(supercategories) if supercategories else None
 
     @classmethod
     def from_entries(cls, entries, classes, **kwargs):

@@ -13,8 +13,9 @@ COCO's float boxes); such boxes are clipped to the image when the dataset is bui
 """
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from ..config import refuse_unknown_keys
 from .base import Entry, Problem, error, warning
 from .masks import mask_problems
 
@@ -30,6 +31,7 @@ class CheckResult:
     problems: List[Problem]
     bad: set = field(default_factory=set)  # indices into entries of images with errors
     blocking: List[Problem] = field(default_factory=list)  # errors skip_bad cannot leave out
+    supercategories: Optional[Dict[str, str]] = None  # {class: group} of the classes in force
 
     @property
     def errors(self):
@@ -65,7 +67,13 @@ def check_dataset(cfg, split=None, classes=None, full_decode=False, progress=Fal
         add_pixel_problems(index.entries, cfg.root, full_decode, progress)
         declared = list(classes) if classes is not None else (cfg.classes or index.file_classes)
         where = str(cfg.source or cfg.root)
-        return check_index(index, declared, where)
+        result = check_index(index, declared, where)
+    groups = cfg.supercategories or index.file_supercategories or {}
+    unknown = sorted(set(groups) - set(result.classes)) if cfg.supercategories else []
+    if unknown:  # the YAML named classes without listing them: checked against the discovered ones
+        refuse_unknown_keys({k: None for k in unknown}, result.classes, f"{where}: supercategories")
+    result.supercategories = {c: groups[c] for c in result.classes if c in groups} or None
+    return result
 
 
 def add_pixel_problems(entries, root, full=False, progress=False):

@@ -116,9 +116,11 @@ def load_coco_json(ann_path):
 
 
 def read_coco(root, spec, api=None):
-    """Entries of a COCO split, file-level problems, and the category names in file order.
+    """Entries of a COCO split, file-level problems, the category names in file order and their
+    supercategories.
 
-    Returns ``(entries, problems, category_names)``. ``api``: the file's pycocotools COCO object, if
+    Returns ``(entries, problems, category_names, supercategories)``, the last {name: group} of
+    the categories with a non-empty ``supercategory``. ``api``: the file's pycocotools COCO object, if
     loaded (its dataset is left as it is). One pass groups the annotations by image and
     each image's annotation dicts are released once its entry is built, so reading takes less
     time and memory than pycocotools' ``COCO()`` index (scripts/bench/coco_reader.py).
@@ -134,6 +136,9 @@ def read_coco(root, spec, api=None):
                 problems.append(error(ann_path, "duplicate-class", f"category name '{name}' is used by two ids"))
             categories[cat.get("id")] = name
         names = list(dict.fromkeys(categories.values()))
+        groups = {str(cat.get("name", "")).strip(): str(cat.get("supercategory") or "").strip()
+                  for cat in data["categories"]}
+        supercategories = {name: group for name, group in groups.items() if group}
         images = []
         by_image = {}  # image id -> its annotation dicts
         for img in data["images"]:
@@ -158,7 +163,7 @@ def read_coco(root, spec, api=None):
                    for img in images]
     if cache is not None:
         cache.save()
-    return entries, problems, names
+    return entries, problems, names, supercategories
 
 
 def _hashable(value, ann_path):
@@ -258,9 +263,10 @@ def read_coco_dataset(cfg, split=None):
             known = ", ".join(cfg.splits) or "none"
             raise GluondetError(f"dataset {cfg.name}: no split '{split}' (known: {known})")
         specs = [spec]
-    entries, problems, names, seen = [], [], None, set()
+    entries, problems, names, seen, supercategories = [], [], None, set(), {}
     for spec in specs:
-        got, found, file_names = read_coco(cfg.root, spec)
+        got, found, file_names, groups = read_coco(cfg.root, spec)
+        supercategories = {**groups, **supercategories}  # the first file's word stands
         # split files overlap (trainval = train + val): each image once, unless it has its own problems
         entries.extend(e for e in got if e.problems or e.image_path is None or e.image_path not in seen)
         seen.update(e.image_path for e in got)
@@ -271,4 +277,4 @@ def read_coco_dataset(cfg, split=None):
             ann, _ = coco_paths(cfg.root, spec)
             problems.append(error(ann, "class-mismatch", "its categories differ from the other split's "
                                                          f"({', '.join(file_names)} vs {', '.join(names)})"))
-    return DatasetIndex(entries, problems, entries, names)
+    return DatasetIndex(entries, problems, entries, names, supercategories or None)

@@ -37,7 +37,7 @@ def read_coco_collection(src):
     for split, root, spec in _source_specs(Path(src)):
         ann_path, _ = coco_paths(root, spec)
         api = load_coco_api(ann_path)
-        entries, found, names = read_coco(root, spec, api)
+        entries, found, names, _ = read_coco(root, spec, api)
         result = check_index(DatasetIndex(entries, found, entries, names), names, str(ann_path))
         problems += result.errors
         if classes is None:

@@ -37,37 +37,51 @@ def pick_entries(entries, count, seed=0):
 
 
 def entry_tile(entry, classes, tile=TILE, colors=None):
-    """(tile image, caption) for one reader entry: its boxes and class names drawn on it."""
-    from ..viz import draw_truth_and_predictions, resize_for_tile
+    """(tile image, caption) for one reader entry: its boxes, masks and class names drawn on it."""
+    from ..viz import draw_truth_and_predictions, resize_for_tile, resize_masks
 
     raw, note = read_for_show(entry)
     image, fit = resize_for_tile(raw, tile)
     index = {name: i for i, name in enumerate(classes)}
     boxes = np.array([o[1:5] for o in entry.objects], np.float64).reshape(-1, 4) * fit
     ids = np.array([index[o[0]] for o in entry.objects], np.int64)
-    polygons, undrawn = _polygons(entry, fit)
+    masks, undrawn = entry_masks(entry, raw.shape[0], raw.shape[1])
+    if masks is not None:
+        masks = resize_masks(masks, (image.shape[1], image.shape[0]))
     panel = draw_truth_and_predictions(image, (boxes, ids, None), None, classes, colors=colors,
-                                       polygons=polygons)
+                                       truth_masks=masks)
     h, w = raw.shape[:2]
     caption = f"{entry.image_id} ({w}x{h}, {len(entry.objects)} boxes)\n{note or 'no EXIF orientation to apply'}"
     if undrawn:
-        caption += f"; {undrawn} RLE/PNG masks not drawn"
+        caption += f"; {undrawn} bad masks not drawn (see data check)"
     return panel, caption
 
 
-def _polygons(entry, fit):
-    """(per object its polygon outlines scaled by ``fit``, or None; how many masks are not polygons).
+def entry_masks(entry, height, width):
+    """((N, height, width) uint8 masks of an entry's objects, or None when it has none; how many
+    could not be drawn). Every kind the readers give (COCO polygons and RLE, VOC SegmentationObject
+    PNGs) is rasterized by ``data.masks.decode_masks`` (pycocotools); an object without a mask, or
+    whose mask does not decode to the image's size (see ``data check``), gets an empty one."""
+    from .masks import decode_masks
 
-    Seam: instance masks arrive with the masks work as ``Entry.masks`` (parallel to ``objects``; a
-    COCO polygon list, an RLE or a VOC PNG spec each). Polygons are drawn here; RLE and PNG masks
-    are counted in the caption until they are drawn through that work's decoder.
-    """
     specs = getattr(entry, "masks", None)
     if not specs:
         return None, 0
-    polygons = [[np.asarray(p, np.float64) * fit for p in spec] if isinstance(spec, list) else None
-                for spec in specs]
-    return polygons, sum(1 for spec in specs if spec is not None and not isinstance(spec, list))
+    masks = np.zeros((len(entry.objects), height, width), np.uint8)
+    undrawn = 0
+    for k, spec in enumerate(specs[:len(masks)]):
+        if spec is None:
+            continue
+        try:
+            mask = decode_masks([spec], height, width)[0]
+        except (GluondetError, ValueError, TypeError, KeyError):  # unreadable PNG, invalid RLE
+            undrawn += 1
+            continue
+        if mask.shape != (height, width):
+            undrawn += 1
+            continue
+        masks[k] = mask
+    return masks, undrawn
 
 
 def show_dataset(entries, out_dir, grid=(4, 4), pages=1, seed=0, classes=None, progress=False):

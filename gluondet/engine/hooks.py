@@ -213,11 +213,13 @@ class EvalReport(HookBase):
         self.pending = self.best = None
 
     def new_metric(self):
-        """The box metric validation fills (None for the mask family: it validates through
-        gluondet.eval.instance, and its runs get the page without the folder)."""
+        """The metric validation fills: the run's box metric, or for the mask family an
+        ``InstanceMetric`` (its boxes are analysed, its masks drawn in the mosaics)."""
         from ..eval import make_metric
+        from ..eval.instance import InstanceMetric
 
-        self.pending = None if self.family == "mask_rcnn" else make_metric(self.metric_name, self.classes)
+        self.pending = InstanceMetric(self.classes) if self.family == "mask_rcnn" else \
+            make_metric(self.metric_name, self.classes)
         return self.pending
 
     def after_epoch(self):
@@ -231,7 +233,7 @@ class EvalReport(HookBase):
 
         if self.trainer.state.stop_reason not in (None, "early-stop"):
             return
-        if self.best is not None and self.family != "mask_rcnn":  # the folder is about box detectors
+        if self.best is not None:
             metric, scores = self.best
             result = dict(scores, run=str(self.run.path), params=str(self.run.path / "best.params"),
                           dataset=self.dataset.name, split=self.split, images=len(self.dataset))

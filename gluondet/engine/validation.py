@@ -9,8 +9,8 @@ DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
 def validate(net, family, loader, ctx_list, metric_name, classes, progress=True, metric=None):
     """``gluondet.eval.evaluate``'s result dict for ``net`` on ``loader``, with ``map`` a float
     (an undefined mean, no ground truth at all, counts as 0); leaves the net ready to train again.
-    ``metric``: the metric object to fill (a fresh one of ``metric_name`` when None), for a caller
-    that wants the matched detections afterwards."""
+    ``metric``: the metric object to fill (a fresh one of ``metric_name`` when None; the mask
+    family's: an ``InstanceMetric``), for a caller that wants the matched detections afterwards."""
     from ..eval import make_metric
     from ..eval.evaluate import evaluate
 
@@ -19,7 +19,8 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True,
         if family == "mask_rcnn":
             from ..eval.instance import validate_instances
 
-            result = validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress)
+            result = validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress,
+                                        metric=metric)
         else:
             metric = metric if metric is not None else make_metric(metric_name, classes)
             result = evaluate(net, loader, ctx_list, metric, progress=progress)
@@ -63,11 +64,11 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     loader = val_loader(info.family, net, ds, info.data_shape, batch_size, workers)
     hybridize_for_prediction(net, info.family)
     if info.family == "mask_rcnn":
-        from ..eval.instance import evaluate_run_instances
+        from ..eval.instance import InstanceMetric, evaluate_run_instances
 
+        scorer = InstanceMetric(info.classes)  # the analysis reads its boxes, the mosaics its masks
         result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
-                                        coco_results, progress=progress)
-        analysis = None  # the analysis folder is about boxes of box detectors (not mask models yet)
+                                        coco_results, progress=progress, metric=scorer)
     else:
         net = _in_dtype(net, info, ctx_list, dtype)
         scorer = make_metric(metric, info.classes, iou_thresh=iou)

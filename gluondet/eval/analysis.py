@@ -22,8 +22,10 @@ mAP to the last digit:
 - ``error_breakdown``: pycocotools' ``analyze()`` curves with this project's matching: C75, C50
   (AP at IoU .75 and .5), Loc (IoU .1: localisation errors forgiven, duplicates not), Sim and Oth
   (additionally ignoring false positives on objects of a class of the same supercategory / of any
-  other class), BG (every false positive ignored) and FN (1: nothing missed). Without
-  supercategories each class is its own, and Sim equals Loc.
+  other class: analyze() makes those objects crowd regions of the detection's class, so a false
+  positive is forgiven when at least 0.1 of its own area lies on one), BG (every false positive
+  ignored) and FN (1: nothing missed). Without supercategories Sim would equal Loc, so it is left
+  out (``sim_omitted`` says why).
 """
 import numpy as np
 
@@ -32,6 +34,8 @@ from .voc_metric import VOCMApMetric, _pair_iou
 BACKGROUND = "background"
 ERROR_CURVES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 LOOSE_IOU = 0.1  # pycocotools' analyze(): the IoU at which localisation errors are forgiven
+SIM_OMITTED = ("no two classes share a supercategory (COCO categories' 'supercategory', or the dataset "
+               "YAML's 'supercategories:'), so Sim would repeat Loc: left out")
 # score thresholds at which F1 curves are drawn and kept (the exact best is searched over every score)
 F1_GRID = np.linspace(0.0, 1.0, 501)
 
@@ -249,61 +253,84 @@ def normalize_rows(counts):
 
 
 # ----------------------------------------------------------------------------- error breakdown
+def _crowd_overlap(det_boxes, gt_boxes):
+    """(n, k) overlap of detections with regions treated as crowd, as pycocotools measures it for
+    ``iscrowd`` ground truth: intersection over the detection's own area (metric's +1 convention)."""
+    d = [det_boxes[:, None, j] for j in range(4)]
+    g = [gt_boxes[None, :, j] for j in range(4)]
+    width = np.minimum(d[2], g[2]) - np.maximum(d[0], g[0]) + 1
+    height = np.minimum(d[3], g[3]) - np.maximum(d[1], g[1]) + 1
+    inter = np.maximum(width, 0) * np.maximum(height, 0)
+    return inter / ((d[2] - d[0] + 1) * (d[3] - d[1] + 1))
+
+
 def _other_class_hits(m, supercategory_of=None):
-    """Per detection: does it overlap (IoU >= LOOSE_IOU) a counted object of another class
-    (of the same supercategory when ``supercategory_of`` maps class id -> group)?"""
+    """Per detection: is it a false positive that pycocotools' analyze() forgives, because it
+    overlaps (>= LOOSE_IOU of its own area, see ``_crowd_overlap``) an object of another class
+    (of the same supercategory when ``supercategory_of`` maps class id -> group id)? analyze()
+    turns those objects into crowd regions of the detection's class, difficult ones included."""
     hit = np.zeros(len(m.dets.label), bool)
     candidates = np.flatnonzero(m.match == 0)
     for image in np.unique(m.dets.image[candidates]):
         dets = candidates[m.dets.image[candidates] == image]
-        gts = np.flatnonzero((m.gts.image == image) & ~m.gt_ignore)
+        gts = np.flatnonzero(m.gts.image == image)
         if not len(gts):
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
-            iou = _iou_matrix(m.dets.box[dets], m.gts.box[gts])
+            overlap = _crowd_overlap(m.dets.box[dets], m.gts.box[gts])
         dl, gl = m.dets.label[dets][:, None], m.gts.label[gts][None, :]
         related = dl != gl
         if supercategory_of is not None:
             group = np.vectorize(lambda c: supercategory_of.get(int(c), -1 - int(c)), otypes=[int])
             related &= group(dl) == group(gl)
-        hit[dets] = np.any(related & (iou >= LOOSE_IOU), axis=1)
+        hit[dets] = np.any(related & (overlap >= LOOSE_IOU), axis=1)
     return hit
 
 
 def error_breakdown(metric, class_names, supercategories=None):
     """pycocotools-style error analysis: per class and for all, the AP and envelope of each of
-    ``ERROR_CURVES``. ``supercategories``: optional {class name: group name}."""
+    ``ERROR_CURVES``. ``supercategories``: optional {class name: group name}. Without any (or
+    with no two classes sharing one) Sim would repeat Loc: it is left out, and ``sim_omitted``
+    says why."""
     ap_of = _average_precision_fn(metric)
     m75, m50, loose = (matching_at(metric, t) for t in (0.75, 0.5, LOOSE_IOU))
-    group_ids = None
-    if supercategories:
-        names = sorted(set(supercategories.values()))
-        group_ids = {c: names.index(supercategories[n]) for c, n in enumerate(class_names)
-                     if n in supercategories}
-    similar = _other_class_hits(loose, group_ids) if group_ids else np.zeros(len(loose.match), bool)
-    other = _other_class_hits(loose)
-    per_class, envelopes = {}, {name: [] for name in ERROR_CURVES}
+    group_ids = _group_ids(class_names, supercategories)
+    curves_kept = [c for c in ERROR_CURVES if group_ids or c != "Sim"]
+    forgiving = {"C75": (m75, None), "C50": (m50, None), "Loc": (loose, None),
+                 "Oth": (loose, _other_class_hits(loose)), "BG": (loose, loose.match == 0)}
+    if group_ids:
+        forgiving["Sim"] = (loose, _other_class_hits(loose, group_ids))
+    per_class, envelopes = {}, {name: [] for name in curves_kept}
     for c, name in enumerate(class_names):
         if c >= len(loose.num_pos) or loose.num_pos[c] == 0:
             continue
         curves = {}
-        for label, mm, forgiven in (("C75", m75, None), ("C50", m50, None), ("Loc", loose, None),
-                                    ("Sim", loose, similar), ("Oth", loose, other),
-                                    ("BG", loose, loose.match == 0)):
+        for label in curves_kept[:-1]:
+            mm, forgiven = forgiving[label]
             recall, precision = _pr_forgiving(mm, c, forgiven)
             x, y = envelope(recall, precision)
             curves[label] = {"ap": float(ap_of(recall, precision)), "recall": x, "precision": y}
         curves["FN"] = {"ap": 1.0, "recall": np.array([0., 1.]), "precision": np.array([1., 1.])}
-        for label in ERROR_CURVES:
+        for label in curves_kept:
             envelopes[label].append((curves[label]["recall"], curves[label]["precision"]))
         per_class[name] = curves
     overall = {}
-    for label in ERROR_CURVES:
+    for label in curves_kept:
         x, y = mean_envelope(envelopes[label])
         aps = [per_class[n][label]["ap"] for n in per_class]
         overall[label] = {"ap": float(np.mean(aps)) if aps else None, "recall": x, "precision": y}
-    return {"curves": list(ERROR_CURVES), "supercategories": bool(group_ids), "classes": per_class,
-            "all": overall}
+    return {"curves": curves_kept, "supercategories": bool(group_ids),
+            "sim_omitted": None if group_ids else SIM_OMITTED, "classes": per_class, "all": overall}
+
+
+def _group_ids(class_names, supercategories):
+    """{class id: supercategory id} when at least two classes share a supercategory, else None."""
+    if not supercategories:
+        return None
+    names = sorted(set(supercategories.values()))
+    groups = {c: names.index(supercategories[n]) for c, n in enumerate(class_names) if n in supercategories}
+    shared = np.bincount(list(groups.values()), minlength=1) if groups else np.zeros(1)
+    return groups if shared.max() >= 2 else None
 
 
 def _pr_forgiving(m, c, forgiven):

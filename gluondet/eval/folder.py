@@ -3,8 +3,9 @@
 ``analysis.json`` (every number of ``gluondet.eval.analysis``, plus the AP result and the list of
 pictures), ``pr_curve.png``, ``f1_curve.png``, ``confusion_matrix.png``, ``error_breakdown.png``
 and ``worst_NN.jpg``: mosaics of the images with the most errors (FN + FP at the threshold), ground
-truth solid, predictions dashed. ``best_threshold`` reads the F1-best score threshold back for
-``gluondet detect --thresh best``.
+truth solid, predictions dashed. A mask model (an ``InstanceMetric``) is analysed by its boxes, its
+table carries COCO box and mask AP per class, and its mosaics fill the masks as ``detect`` does.
+``best_threshold`` reads the F1-best score threshold back for ``gluondet detect --thresh best``.
 """
 import json
 import re
@@ -47,25 +48,43 @@ def write_eval_folder(out_dir, metric, dataset, result, family, data_shape=None,
                       grid=(4, 4), pages=2, supercategories=None, iou=0.5):
     """Analyse ``metric``'s stored matches (the ones ``result`` was computed from) and write the
     folder; returns the analysis document (also written as analysis.json). ``iou``: the matching
-    IoU when ``metric`` is not a VOC metric (which brings its own)."""
+    IoU when ``metric`` is not a VOC metric (which brings its own). ``supercategories``: the
+    dataset's own (``dataset.supercategories``) when None."""
+    from .instance import InstanceMetric
     from .plots import save_confusion, save_errors, save_f1, save_pr
 
+    masks = metric.segm if isinstance(metric, InstanceMetric) else None
+    metric = metric.bbox if masks is not None else metric  # a mask model: its boxes are analysed
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(dataset.classes)
+    if supercategories is None:
+        supercategories = getattr(dataset, "supercategories", None)
     analysis = analyze(metric, classes, score_thresh=score_thresh, supercategories=supercategories,
                        iou=iou)
+    add_instance_ap(analysis, result)
     where = f"{result.get('dataset', dataset.name)} ({result.get('split', '')})"
     save_pr(analysis["pr"], out_dir / PICTURES["pr"], f"PR at IoU {analysis['iou']:g}: {where}")
     save_f1(analysis["f1"], out_dir / PICTURES["f1"], f"F1 vs score threshold: {where}")
     save_confusion(analysis["confusion"], out_dir / PICTURES["confusion"],
                    f"confusion at IoU {analysis['iou']:g}, score >= {analysis['threshold']:.3f}: {where}")
     save_errors(analysis["errors"], out_dir / PICTURES["errors"], f"error breakdown: {where}")
-    mosaics = write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, grid, pages)
+    mosaics = write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, grid, pages,
+                                  masks)
     doc = {"result": {k: v for k, v in result.items() if k != "analysis"},
            "pictures": dict(PICTURES), "mosaics": mosaics, "analysis": to_jsonable(analysis)}
     atomic_write_text(out_dir / ANALYSIS_FILE, json.dumps(doc, ensure_ascii=False) + "\n")
     return doc
+
+
+def add_instance_ap(analysis, result):
+    """A mask model's COCO AP per class beside each row of the table: ``bbox_ap`` and ``segm_ap``
+    from ``result["box"]`` and ``result["mask"]`` (what ``gluondet eval`` and validation print)."""
+    for key, section in (("bbox_ap", "box"), ("segm_ap", "mask")):
+        per_class = (result.get(section) or {}).get("per_class")
+        if per_class is not None:
+            for row in analysis["per_class"]:
+                row[key] = per_class.get(row["class"])
 
 
 def original_scale(family, data_shape, image_size):
@@ -84,13 +103,15 @@ def worst_images(analysis, limit):
     return [int(i) for i in order[:limit]]
 
 
-def image_panel(m, i, dataset, thresh, scale, tile, colors=None):
+def image_panel(m, i, dataset, thresh, scale, tile, colors=None, masks=None):
     """Image ``i`` as the dataset reads it (the pixels the network saw, the ones its boxes refer
     to) fitted to a tile, with its ground truth and its detections with score >= ``thresh`` drawn
-    at their places; (panel, caption)."""
+    at their places; (panel, caption). ``masks``: (detections' RLEs, objects' RLEs) at the image's
+    own size, indexed as ``m``'s detections and objects (``COCOSegmMetric.rles``), filled in."""
     from ..viz import draw_truth_and_predictions, resize_for_tile
 
-    image, fit = resize_for_tile(dataset[i][0].asnumpy(), tile)
+    raw = dataset[i][0].asnumpy()
+    image, fit = resize_for_tile(raw, tile)
     to_tile = np.array([scale[0], scale[1]] * 2) * fit
     g = np.flatnonzero(m.gts.image == i)
     d = np.flatnonzero((m.dets.image == i) & (m.dets.score >= thresh))
@@ -98,14 +119,31 @@ def image_panel(m, i, dataset, thresh, scale, tile, colors=None):
     missed = np.array([(k not in found) and not m.gt_ignore[k] for k in g], bool)
     truth = (m.gts.box[g] * to_tile, m.gts.label[g], missed)
     preds = (m.dets.box[d] * to_tile, m.dets.label[d], m.dets.score[d], m.match[d] == 0)
-    panel = draw_truth_and_predictions(image, truth, preds, dataset.classes, colors=colors)
+    truth_masks = pred_masks = None
+    if masks is not None:
+        truth_masks, pred_masks = _tile_masks(masks, g, d, raw.shape[:2], image.shape[:2])
+    panel = draw_truth_and_predictions(image, truth, preds, dataset.classes, colors=colors,
+                                       truth_masks=truth_masks, pred_masks=pred_masks)
     caption = (f"{dataset.image_id(i)}\n{int(missed.sum())} missed, {int((m.match[d] == 0).sum())} FP, "
                f"{int((m.match[d] == 1).sum())} TP")
     return panel, caption
 
 
-def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, grid, pages):
-    """worst_01.jpg, ... ``pages`` mosaics of grid (cols, rows) images; returns their names."""
+def _tile_masks(masks, gts, dets, image_shape, tile_shape):
+    """(ground truth masks, detection masks) of objects ``gts`` and detections ``dets`` of one
+    image, decoded from their RLEs (pycocotools) and fitted to the tile."""
+    from ..data.masks import decode_masks
+    from ..viz import resize_masks
+
+    pred_rles, gt_rles = masks
+    size = (tile_shape[1], tile_shape[0])
+    return tuple(resize_masks(decode_masks([rles[k] for k in index], *image_shape), size)
+                 for rles, index in ((gt_rles, gts), (pred_rles, dets)))
+
+
+def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, grid, pages, masks=None):
+    """worst_01.jpg, ... ``pages`` mosaics of grid (cols, rows) images; returns their names.
+    ``masks``: a ``COCOSegmMetric`` whose masks are drawn (see ``image_panel``)."""
     from ..viz import class_colors, mosaic, write_jpeg
 
     m = matched(metric, analysis["iou"])
@@ -114,11 +152,12 @@ def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, 
     per_page = grid[0] * grid[1]
     chosen = worst_images(analysis, per_page * pages)
     colors = class_colors(len(dataset.classes))
+    rles = masks.rles() if masks is not None else None
     names = []
     for page in range(0, len(chosen), per_page):
         panels = [image_panel(m, i, dataset, analysis["threshold"],
                               original_scale(family, data_shape, dataset.image_size(i)), MOSAIC_TILE,
-                              colors) for i in chosen[page:page + per_page]]
+                              colors, rles) for i in chosen[page:page + per_page]]
         sheet = mosaic([p for p, _ in panels], [c for _, c in panels], grid, MOSAIC_TILE)
         name = MOSAIC_PATTERN.format(len(names) + 1)
         write_jpeg(sheet, out_dir / name)

@@ -150,15 +150,22 @@ def _evaluation(run_dir, folder):
              (f"mAP ({analysis.get('metric', result.get('metric', '?'))})", _num(result.get("map"))),
              ("IoU", analysis.get("iou")),
              ("score threshold", f"{_num(analysis.get('threshold'))} ({analysis.get('threshold_source', '')})")]
+    if (analysis.get("errors") or {}).get("sim_omitted"):
+        facts.append(("error breakdown", analysis["errors"]["sim_omitted"]))
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
     figures = [_figure(run_dir, f"{folder.name}/{name}", PICTURE_TITLES.get(key, key),
                        wide=key in WIDE_PICTURES)
                for key, name in (doc.get("pictures") or PICTURES).items() if (folder / name).is_file()]
     mosaics = [_figure(run_dir, f"{folder.name}/{name}",
-                       f"Worst images {k + 1}: ground truth solid, predictions dashed")
+                       f"Worst images {k + 1}: ground truth solid, predictions dashed"
+                       + (" (masks filled)" if _has_masks(analysis) else ""))
                for k, name in enumerate(doc.get("mosaics") or []) if (folder / name).is_file()]
     return (f"<section><h2>{_e(title)}</h2><dl>{dl}</dl>{_class_table(analysis)}"
             f"<div class=\"grid\">{''.join(figures)}</div>{''.join(mosaics)}</section>")
+
+
+def _has_masks(analysis):
+    return any("segm_ap" in r for r in analysis.get("per_class") or [])
 
 
 def _class_table(analysis):
@@ -167,6 +174,9 @@ def _class_table(analysis):
         return ""
     cols = ("ap", "precision", "recall", "tp", "fp", "fn", "gt", "best_threshold")
     names = ("AP", "precision", "recall", "TP", "FP", "FN", "GT", "F1-best score")
+    if _has_masks(analysis):  # a mask model: COCO box and mask AP beside the box analysis
+        cols = cols[:1] + ("bbox_ap", "segm_ap") + cols[1:]
+        names = (f"AP (IoU {analysis.get('iou', 0.5):g})", "box AP (COCO)", "mask AP (COCO)") + names[1:]
     head = "<tr><th>class</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
     body = "".join("<tr><td>" + _e(r["class"]) + "</td>" +
                    "".join(f"<td>{_e(_num(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)

@@ -40,6 +40,12 @@ class COCOSegmMetric(COCOMetric):
         self._pred_rles.extend(r for r, label in zip(pred_rles, pred_labels) if label >= 0)
         self._gt_rles.extend(r for r, label in zip(gt_rles, gt_labels) if label >= 0)
 
+    def rles(self):
+        """(detections' RLEs, ground truth's RLEs), each in ``flatten_batches`` order: entry j is the
+        mask of detection / object j of any matching of these batches (``VOCMApMetric.matching``).
+        The metric's own lists: read them, do not change them."""
+        return self._pred_rles, self._gt_rles
+
     def coco_datasets(self):
         from pycocotools import mask as mask_utils
 
@@ -103,17 +109,21 @@ def instances_from_output(ids, scores, boxes, masks, scale, size, threshold=0.0)
     return ids[keep].astype(int), scores[keep], boxes, full
 
 
-def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_ids=None, results=None):
+def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_ids=None, results=None,
+                       metric=None):
     """COCO bbox and segm results of ``net`` (predict mode) on a ``mask_val_loader`` (images in
     dataset order). ``results``, a list, receives COCO result entries (segm format, with ``bbox``)
     for ``--coco-results``, with image ids from ``image_ids`` (dataset order; default 1, 2, ...).
+    ``metric``: the ``InstanceMetric`` to fill (reset first; a fresh one when None), for a caller
+    that analyses its matched boxes and masks afterwards (eval/folder.py).
     """
     from mxnet import autograd
     from tqdm import tqdm
 
     from ..data.masks import encode_masks
 
-    metric = InstanceMetric(class_names)
+    metric = metric if metric is not None else InstanceMetric(class_names)
+    metric.reset()
     ctx_list = list(ctx_list) if isinstance(ctx_list, (list, tuple)) else [ctx_list]
     seen = 0
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
@@ -143,31 +153,33 @@ def coco_results(image_id, labels, scores, boxes, rles):
             for c, s, r in zip(labels, scores, rles)]
 
 
-def validate_instances(net, loader, ctx_list, metric_name, class_names, progress=True):
+def validate_instances(net, loader, ctx_list, metric_name, class_names, progress=True, metric=None):
     """``evaluate_instances`` on a ``mask_val_loader`` as validation wants it: the result dict of
     ``metric_name`` (coco_segm or coco_bbox, which picks the best checkpoint) with ``row``, every
-    number of both metrics for metrics.csv (``segm/AP``, ``bbox/AP50``, ..., ``segm_ap/<class>``)."""
+    number of both metrics for metrics.csv (``segm/AP``, ``bbox/AP50``, ..., ``segm_ap/<class>``),
+    and ``box`` and ``mask``, each metric's full result. ``metric``: see ``evaluate_instances``."""
     from ..errors import GluondetError
 
     if metric_name not in INSTANCE_METRICS:
         raise GluondetError(f"--metric {metric_name}: a mask model is validated with "
                             f"{' or '.join(INSTANCE_METRICS)}")
-    results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress)
+    results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress, metric=metric)
     result = dict(results[metric_name])
     row = {}
     for name, short in (("coco_segm", "segm"), ("coco_bbox", "bbox")):
         row.update({f"{short}/{k}": v for k, v in (results[name].get(name) or {}).items()})
         row.update({f"{short}_ap/{c}": v for c, v in results[name]["per_class"].items()})
-    result.update(row=row, coco_bbox=results["coco_bbox"]["coco_bbox"], coco_segm=results["coco_segm"]["coco_segm"])
+    result.update(row=row, coco_bbox=results["coco_bbox"]["coco_bbox"], coco_segm=results["coco_segm"]["coco_segm"],
+                  box=results["coco_bbox"], mask=results["coco_segm"])
     return result
 
 
 def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, dataset, dataset_cfg, split,
-                           coco_results=None, progress=True):
+                           coco_results=None, progress=True, metric=None):
     """``gluondet eval`` of a mask model: the result dict of ``metric_name`` (coco_segm unless
     coco_bbox) with ``box`` and ``mask``, each a full result dict with AP per class. ``coco_results``
     (a path) receives every scored detection in COCO's segm result format, with the dataset's
-    image and category ids when it is a COCO dataset."""
+    image and category ids when it is a COCO dataset. ``metric``: see ``evaluate_instances``."""
     import json
 
     from ..fileio import atomic_write_text
@@ -176,7 +188,7 @@ def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, data
     entries = [] if coco_results else None
     image_ids = [dataset.image_id(i) for i in range(len(dataset))]
     results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress, image_ids=image_ids,
-                                 results=entries)
+                                 results=entries, metric=metric)
     result = dict(results[metric_name])
     result.update(box=results["coco_bbox"], mask=results["coco_segm"])
     if coco_results:

@@ -137,14 +137,20 @@ def save_confusion(confusion, path, title):
 
 
 # ----------------------------------------------------------------------------- error breakdown
-def draw_errors(ax, curves, title):
-    """pycocotools analyze()-style stacked areas: FN outermost, C75 innermost; legend [AP] name."""
+SIM_OMITTED_LEGEND = "Sim: left out (no supercategories)"
+
+
+def draw_errors(ax, curves, title, note=None):
+    """pycocotools analyze()-style stacked areas: FN outermost, C75 innermost; legend [AP] name,
+    and ``note`` (a line with no area, e.g. why Sim is left out) first."""
     for name in reversed(list(curves)):
         c = curves[name]
         if c["ap"] is None or not len(c["recall"]):
             continue
         ax.fill_between(c["recall"], c["precision"], color=ERROR_COLORS[name], lw=0.5,
                         edgecolor="#555555", label=f"[{c['ap']:.3f}] {name}")
+    if note:
+        ax.plot([], [], " ", label=note)
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], loc="lower left", fontsize=7)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="recall", ylabel="precision", title=title)
@@ -158,7 +164,8 @@ def save_errors(errors, path, title, max_classes=12):
     cols = min(4, panels)
     rows = (panels + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
-    draw_errors(axes[0, 0], errors["all"], "all classes")
+    draw_errors(axes[0, 0], errors["all"], "all classes",
+                note=SIM_OMITTED_LEGEND if errors.get("sim_omitted") else None)
     for k, name in enumerate(names, start=1):
         draw_errors(axes[k // cols, k % cols], errors["classes"][name], name)
     for k in range(panels, rows * cols):

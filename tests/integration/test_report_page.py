@@ -135,6 +135,12 @@ def browser():
 
 
 def test_page_in_headless_chromium(report, run_dir, browser, tmp_path):
+    _check_page_in_browser(browser, report, run_dir, tmp_path)
+
+
+def _check_page_in_browser(browser, report, run_dir, tmp_path):
+    """Loaded with no console error, every picture the run folder names decoded, no request but
+    file: and data:, a non-blank screenshot, the CJK label font embedded and loaded."""
     from PIL import Image
 
     browser.set_window_size(1280, 1000)
@@ -173,3 +179,73 @@ def test_page_fits_a_phone_screen(report, browser):
         "widest: Math.max(...Array.from(document.images).map(i => i.getBoundingClientRect().width))}")
     assert widths["page"] <= widths["view"] + 1, widths  # no sideways scrolling
     assert widths["widest"] <= widths["view"]
+
+
+# ----------------------------------------------------------------------------- a mask model's run
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory):
+    """A few iterations of mask_rcnn_tiny on generated masked shapes (class 安全帽 among them);
+    training ends by writing eval-val/ and report.html (the EvalReport hook)."""
+    from gluondet.data.synth import write_shapes_voc
+
+    base = tmp_path_factory.mktemp("mask_report")
+    root = write_shapes_voc(base / "shapes", n_train=3, n_val=3, seed=4, size=96, masks=True)
+    for name in ("instances_train.json", "instances_val.json"):  # a CJK class name, in one supercategory
+        path = root / "annotations" / name
+        path.write_text(path.read_text(encoding="utf-8").replace('"square"', '"安全帽"'), encoding="utf-8")
+    (root / "coco.yaml").write_text((root / "coco.yaml").read_text(encoding="utf-8").replace(
+        "classes: [circle, square, triangle]", "classes: [circle, 安全帽, triangle]"), encoding="utf-8")
+    run = base / "run"
+    result = CliRunner(mix_stderr=False).invoke(main, [
+        "train", "--dataset", str(root / "coco.yaml"), "--model", "mask_rcnn_tiny", "--out", str(run),
+        "--data-shape", "96", "--epochs", "1", "--max-iters", "2", "--lr", "0.003", "--lr-steps", "5",
+        "--num-workers", "0", "--quiet"])
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    return run
+
+
+@pytest.mark.slow
+def test_a_mask_runs_page_has_the_box_analysis_mask_ap_and_masks(mask_run, browser, tmp_path):
+    from gluondet.engine.logging import read_metrics
+
+    doc = json.loads((mask_run / "eval-val" / "analysis.json").read_text(encoding="utf-8"))
+    [row] = read_metrics(mask_run / "metrics.csv")
+    rows = doc["analysis"]["per_class"]
+    assert [r["class"] for r in rows] == ["circle", "安全帽", "triangle"]
+    for r in rows:  # COCO box and mask AP per class: validation's own numbers, beside the box analysis
+        for key, column in (("segm_ap", "segm_ap/"), ("bbox_ap", "bbox_ap/")):
+            want = row[column + r["class"]]
+            assert (r[key] is None and want in ("", "nan")) or r[key] == pytest.approx(float(want))
+    assert doc["mosaics"] and doc["analysis"]["errors"]["curves"][3] == "Sim"  # one supercategory: "shape"
+    page = (mask_run / "report.html").read_text(encoding="utf-8")
+    assert "mask AP (COCO)" in page and "box AP (COCO)" in page and "(masks filled)" in page
+    assert sorted(re.findall(r'data-picture="([^"]+)"', page)) == sorted(expected_pictures(mask_run))
+    _check_page_in_browser(browser, mask_run / "report.html", mask_run, tmp_path)
+
+
+@pytest.mark.slow
+def test_eval_of_a_mask_run_writes_the_analysis_with_its_printed_mask_ap(mask_run, tmp_path):
+    shutil.rmtree(mask_run / "eval-val")
+    result = CliRunner(mix_stderr=False).invoke(main, ["eval", str(mask_run), "--split", "val", "--num-workers",
+                                                       "0", "--quiet", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    assert "mask AP:" in result.output and "(F1-best), IoU 0.5" in result.output
+    printed = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    doc = json.loads((mask_run / "eval-val" / "analysis.json").read_text(encoding="utf-8"))
+    assert doc["analysis"] == printed["analysis"]
+    assert {r["class"]: r["segm_ap"] for r in doc["analysis"]["per_class"]} == printed["mask"]["per_class"]
+    assert {r["class"]: r["bbox_ap"] for r in doc["analysis"]["per_class"]} == printed["box"]["per_class"]
+    assert doc["mosaics"] == ["worst_01.jpg"]  # 3 images fill one page
+    # detect --thresh best takes the mask run's F1-best threshold from that folder
+    image = next((mask_run.parent / "shapes" / "JPEGImages").glob("*.jpg"))
+    scores = {}
+    for thresh in ("0", "best"):
+        result = CliRunner(mix_stderr=False).invoke(main, ["detect", str(image), "--run", str(mask_run), "--thresh",
+                                                           thresh, "--out", str(tmp_path), "--json",
+                                                           str(tmp_path / "d.json")])
+        assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+        [record] = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))["images"]
+        scores[thresh] = sorted(b["score"] for b in record["boxes"])
+    best = doc["analysis"]["f1"]["best"]["threshold"]
+    assert min(scores["0"]) < best
+    assert scores["best"] == [s for s in scores["0"] if s >= best]

@@ -181,3 +181,31 @@ def test_unknown_key_in_a_model_yaml_names_the_file(tmp_path):
     path.write_text("family: ssd\nbuilder: tiny_ssd\ndata_shap: 64\n")
     with pytest.raises(GluondetError, match=rf"{path}: unknown key 'data_shap'; did you mean data_shape\?"):
         resolve_model_config(str(path))
+
+
+def test_voc_supercategories_in_a_dataset_yaml_reach_the_dataset(tmp_path):
+    from data_helpers import write_voc
+
+    from gluondet.data import load_dataset
+
+    root = write_voc(tmp_path / "voc", {"a": {"objects": [("hat", 1, 1, 20, 20), ("helmet", 30, 5, 50, 40)]}})
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"root: {root}\nsupercategories: {{hat: headwear, helmet: headwear}}\n")
+    assert load_dataset(resolve_dataset(str(path)), "train").supercategories == {"hat": "headwear",
+                                                                                 "helmet": "headwear"}
+    # a class the data does not have is refused like an unknown key, naming the file and the nearest
+    path.write_text(f"root: {root}\nsupercategories: {{hat: headwear, helmets: headwear}}\n")
+    with pytest.raises(GluondetError, match=rf"{path}: supercategories: unknown key 'helmets'; did you mean helmet\?"):
+        load_dataset(resolve_dataset(str(path)), "train")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("classes: [hat, helmet]\nsupercategories: {hat: headwear, helmt: headwear}\n",
+     r"supercategories: unknown key 'helmt'; did you mean helmet\?"),
+    ("supercategories: [hat, helmet]\n", "'supercategories' must map class names to group names"),
+    ("supercategoris: {hat: headwear}\n", r"unknown key 'supercategoris'; did you mean supercategories\?")])
+def test_bad_supercategories_are_refused_with_the_file(tmp_path, text, match):
+    path = tmp_path / "mine.yaml"
+    path.write_text("root: data\n" + text)
+    with pytest.raises(GluondetError, match=rf"{path}: {match}"):
+        resolve_dataset(str(path))

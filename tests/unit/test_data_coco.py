@@ -104,3 +104,16 @@ def test_whole_coco_root_counts_each_image_once_across_overlapping_split_files(t
     entries = READERS["coco"](cfg, None).entries
     assert sorted(e.image_id for e in entries) == ["1", "2", "3"]
     assert len(READERS["coco"](cfg, "train").entries) == 2
+
+
+def test_supercategories_reach_the_dataset_from_the_file_or_the_yaml(tmp_path):
+    cats = [dict(CATS[0], supercategory="people"), dict(CATS[1], supercategory="headwear"),
+            dict(CATS[2], supercategory="")]
+    path = write_coco(tmp_path, [img(1)], [ann(1, 1, 3, [4, 5, 10, 20])], cats)
+    ds = load_dataset(resolve_dataset(path), "train")
+    assert ds.supercategories == {"person": "people", "安全帽": "headwear"}  # an empty one is none
+    # a dataset YAML's own supercategories win over the file's
+    yaml_path = tmp_path / "mine.yaml"
+    yaml_path.write_text(f"format: coco\nroot: {tmp_path}\nsplits: {{train: {{annotations: {path}, "
+                         "images: images}}\nsupercategories: {安全帽: gear, Dog: animal}\n", encoding="utf-8")
+    assert load_dataset(resolve_dataset(yaml_path), "train").supercategories == {"安全帽": "gear", "Dog": "animal"}

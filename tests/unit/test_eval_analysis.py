@@ -89,17 +89,21 @@ def test_hand_made_confusion_matrix(hand):
 
 def test_hand_made_error_breakdown(hand):
     _, result = hand
-    a, b = result["errors"]["classes"]["a"], result["errors"]["classes"]["b"]
+    errors = result["errors"]
+    a, b = errors["classes"]["a"], errors["classes"]["b"]
+    # no supercategories: Sim would repeat Loc, so it is left out, and the document says why
+    assert errors["curves"] == ["C75", "C50", "Loc", "Oth", "BG", "FN"]
+    assert "Sim" not in a and "Sim" not in errors["all"] and "supercategor" in errors["sim_omitted"]
     # exact boxes: C75 = C50 = Loc; b's confused detection is forgiven from Oth on
-    assert [a[k]["ap"] for k in A.ERROR_CURVES] == pytest.approx([.5, .5, .5, .5, .5, .5, 1])
-    assert [b[k]["ap"] for k in A.ERROR_CURVES] == pytest.approx([.25, .25, .25, .25, .5, .5, 1])
-    assert result["errors"]["all"]["Oth"]["ap"] == pytest.approx(0.5)
+    assert [a[k]["ap"] for k in errors["curves"]] == pytest.approx([.5, .5, .5, .5, .5, 1])
+    assert [b[k]["ap"] for k in errors["curves"]] == pytest.approx([.25, .25, .25, .5, .5, 1])
+    assert errors["all"]["Oth"]["ap"] == pytest.approx(0.5)
 
 
 def test_supercategories_make_sim_differ_from_loc(hand):
     metric, _ = hand
     errors = A.error_breakdown(metric, ["a", "b"], supercategories={"a": "thing", "b": "thing"})
-    assert errors["supercategories"]
+    assert errors["supercategories"] and errors["sim_omitted"] is None and "Sim" in errors["curves"]
     assert errors["classes"]["b"]["Sim"]["ap"] == pytest.approx(0.5)
     assert errors["classes"]["b"]["Loc"]["ap"] == pytest.approx(0.25)
 
@@ -280,7 +284,7 @@ def test_error_breakdown_c50_is_the_class_ap_and_bg_the_loose_recall():
         found = np.sum(loose.match[loose.dets.label == c] == 1)
         assert curves["BG"]["ap"] == pytest.approx(found / loose.num_pos[c])
         assert curves["FN"]["ap"] == 1.0
-        for name_ in A.ERROR_CURVES:
+        for name_ in errors["curves"]:
             x, y = curves[name_]["recall"], curves[name_]["precision"]
             assert np.trapz(y, x) == pytest.approx(curves[name_]["ap"], abs=1e-12)
 
@@ -302,3 +306,121 @@ def test_a_coco_metric_is_analysed_with_the_voc_matching_of_its_detections():
     assert theirs["map"] == ours["map"] and theirs["per_class"] == ours["per_class"]
     np.testing.assert_array_equal(theirs["confusion"]["counts"], ours["confusion"]["counts"])
     assert A.analyze(coco, ["a", "b"], iou=0.75)["iou"] == 0.75
+
+
+# ----------------------------------------------------------------------------- Sim, as analyze() says
+GROUPS = {"a": "headwear", "b": "headwear", "c": "other"}
+
+
+def _confusion_case(rng, num_images=15):
+    """One object per 100-px cell (classes a, b, c); detections near it of its own class, of the
+    other headwear class (a <-> b: similar-class confusions), of any class, small ones inside it
+    (IoU < 0.09 but wholly on it: pycocotools measures a crowd region's overlap by the detection's
+    own area), or on empty cells; far from every threshold, nothing across cells."""
+    images = []
+    for _ in range(num_images):
+        dets, gts = [], []
+        for cell in rng.permutation(16)[:rng.integers(2, 7)]:
+            ox, oy = (cell % 4) * 100.0, (cell // 4) * 100.0
+            box = np.array([ox + 20, oy + 20, ox + 20 + rng.uniform(30, 50), oy + 20 + rng.uniform(30, 50)])
+            cls = int(rng.integers(3))
+            if rng.random() < 0.15:  # an empty cell: background detections only
+                dets.append((int(rng.integers(3)), float(rng.random()), tuple(box.round(1))))
+                continue
+            gts.append((cls, tuple(box.round(1)), 0))
+            for _ in range(rng.integers(1, 4)):
+                kind = rng.random()
+                label = cls if kind < 0.5 else ({0: 1, 1: 0}.get(cls, 2) if kind < 0.8 else int(rng.integers(3)))
+                dets.append((label, float(rng.random()), tuple((box + rng.uniform(-3, 3, 4)).round(1))))
+            if rng.random() < 0.3:  # a small part of the object: IoU < 0.1, all of it on the object
+                corner = box[:2] + rng.uniform(2, 15, 2)
+                dets.append(({0: 1, 1: 0}.get(cls, 0), float(rng.random()), tuple(np.concatenate([corner, corner + 8]))))
+        images.append((dets, gts))
+    return images
+
+
+def _analyze_reference(metric, classes, c, related):
+    """Recall and precision of class ``c`` as pycocotools' analyze() (MMDetection's
+    coco_error_analysis) computes its Sim / Oth curves: the objects of the ``related`` classes
+    become ignored crowd regions of class ``c``, COCOeval matches at IoU 0.1."""
+    import copy
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco = COCOMetric(classes)
+    coco._batches = metric._batches
+    gt_dataset, dt_dataset = coco.coco_datasets()
+    gt_dataset = copy.deepcopy(gt_dataset)
+    for ann in gt_dataset["annotations"]:
+        if classes[ann["category_id"] - 1] in related:
+            ann.update(ignore=1, iscrowd=1, category_id=c + 1)
+    dt_dataset = dict(dt_dataset, annotations=[a for a in dt_dataset["annotations"] if a["category_id"] == c + 1])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt, coco_dt = COCO(), COCO()
+        coco_gt.dataset, coco_dt.dataset = gt_dataset, dt_dataset
+        coco_gt.createIndex()
+        coco_dt.createIndex()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.iouThrs, ev.params.catIds = np.array([A.LOOSE_IOU]), [c + 1]
+        ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
+        ev.evaluate()
+    found = [e for e in ev.evalImgs if e is not None]
+    scores = np.concatenate([e["dtScores"] for e in found])
+    matched = np.concatenate([e["dtMatches"][0] for e in found]) > 0
+    ignored = np.concatenate([e["dtIgnore"][0] for e in found]).astype(bool)
+    num_pos = sum(int(np.sum(e["gtIgnore"] == 0)) for e in found)
+    order = np.argsort(-scores, kind="mergesort")
+    hits = matched[order][~ignored[order]]
+    tp, fp = np.cumsum(hits), np.cumsum(~hits)
+    return tp / num_pos, tp / (tp + fp)
+
+
+def _voc_area(recall, precision):
+    """VOC area AP, written out: the precision envelope integrated over the recall steps."""
+    r = np.concatenate(([0.0], recall, [1.0]))
+    p = np.concatenate(([0.0], precision, [0.0]))
+    for i in range(len(p) - 2, -1, -1):
+        p[i] = max(p[i], p[i + 1])
+    steps = np.flatnonzero(r[1:] != r[:-1])
+    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sim_forgives_confusions_within_a_supercategory_as_pycocotools_analyze(seed):
+    classes = ["a", "b", "c"]
+    metric = _update(VOCMApMetric(0.5, classes), _confusion_case(np.random.default_rng(seed)))
+    errors = A.error_breakdown(metric, classes, supercategories=GROUPS)
+    assert errors["curves"] == list(A.ERROR_CURVES)
+    for c, name in enumerate(classes):
+        curves = errors["classes"][name]
+        similar = {n for n in classes if n != name and GROUPS[n] == GROUPS[name]}
+        for label, related in (("Sim", similar), ("Oth", set(classes) - {name})):
+            want = _voc_area(*_analyze_reference(metric, classes, c, related))
+            assert curves[label]["ap"] == pytest.approx(want, abs=1e-12), (name, label)
+        if similar:  # a and b: the a <-> b confusions are forgiven, so Sim rises above Loc
+            assert curves["Sim"]["ap"] > curves["Loc"]["ap"] + 0.02, name
+        else:  # c shares its supercategory with nobody
+            assert curves["Sim"]["ap"] == curves["Loc"]["ap"]
+        assert curves["Loc"]["ap"] <= curves["Sim"]["ap"] <= curves["Oth"]["ap"] <= curves["BG"]["ap"]
+
+
+@pytest.mark.parametrize("groups", [None, {"a": "thing", "b": "thing"}])
+def test_the_error_picture_draws_sim_only_with_supercategories_and_says_why(hand, groups):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gluondet.eval.plots import SIM_OMITTED_LEGEND, draw_errors
+
+    metric, _ = hand
+    errors = A.error_breakdown(metric, ["a", "b"], supercategories=groups)
+    fig, ax = plt.subplots()
+    draw_errors(ax, errors["all"], "all", note=SIM_OMITTED_LEGEND if errors["sim_omitted"] else None)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    names = [t.split("] ")[-1] for t in legend if t.startswith("[")]
+    assert names == (["C75", "C50", "Loc", "Sim", "Oth", "BG", "FN"] if groups else
+                     ["C75", "C50", "Loc", "Oth", "BG", "FN"])
+    assert (SIM_OMITTED_LEGEND in legend) == (groups is None)

@@ -159,16 +159,122 @@ def test_data_show_draws_names_the_config_does_not_list(exif_image, tmp_path):
     assert [p.name for p in paths] == ["show_01.jpg"]
 
 
-def test_data_show_fills_polygon_masks_and_counts_the_others(exif_image):
+TRIANGLE = [14.0, 16.0, 70.0, 22.0, 30.0, 96.0]  # a lopsided triangle: a wrong turn moves its pixels
+
+
+def _mask_specs(tmp_path, mask):
+    """The same 0/1 mask as each kind of spec the readers give: COCO polygon, compressed RLE,
+    uncompressed RLE (column-major run lengths) and a VOC SegmentationObject PNG (value 1)."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    flat = mask.ravel(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+    counts = ([0] if flat[0] else []) + runs
+    png = tmp_path / "object.png"
+    values = np.where(mask > 0, 1, 0).astype(np.uint8)
+    values[0, :] = 255  # VOC's void border value, elsewhere: never an object
+    im = Image.fromarray(values, mode="P")
+    im.putpalette([0, 0, 0, 200, 0, 0] + [0, 0, 0] * 253 + [255, 255, 255])
+    im.save(png)
+    return {"polygon": [TRIANGLE], "rle": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+            "uncompressed": {"size": list(mask.shape), "counts": counts}, "png": {"png": str(png), "value": 1}}
+
+
+@pytest.mark.parametrize("turned", [False, True])
+@pytest.mark.parametrize("kind", ["polygon", "rle", "uncompressed", "png"])
+def test_data_show_draws_every_mask_kind_on_its_pixels(exif_image, tmp_path, turned, kind):
+    from pycocotools import mask as mask_utils
+
+    from gluondet.data.show import entry_tile
+
+    size = (120, 200) if turned else (200, 120)  # (w, h) of the picture the annotation describes
+    mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([TRIANGLE], size[1], size[0])))
+    box = (14, 16, 70, 96)
+    entry = Entry("phone", "phone.xml", str(exif_image), size, size, objects=[("安全帽",) + box + (0,)],
+                  orientation=6, apply_orientation=turned)
+    colors = viz.class_colors(2)
+    plain, _ = entry_tile(entry, CLASSES, tile=400, colors=colors)  # no masks: boxes and labels only
+    entry.masks = [_mask_specs(tmp_path, mask)[kind]]
+    panel, caption = entry_tile(entry, CLASSES, tile=400, colors=colors)
+    assert "not drawn" not in caption
+    # the mask fitted to the tile (scale 2) is where the panel changed: filled inside, outlined
+    tile_mask = viz.resize_masks(mask[None], (panel.shape[1], panel.shape[0]))[0]
+    assert tile_mask.sum() == pytest.approx(4 * mask.sum(), rel=0.05)
+    changed = np.any(panel != plain, axis=2)
+    near = cv2_dilate(tile_mask, 5)
+    assert changed[~near.astype(bool)].sum() == 0  # nothing outside the mask and its outline
+    inside = cv2_erode(tile_mask, 5).astype(bool)
+    untouched = inside & np.all(plain == viz.resize_for_tile(_read(exif_image, turned), 400)[0], axis=2)
+    assert untouched.sum() > 0.5 * inside.sum() and changed[untouched].all()
+    blend = np.round(plain[untouched] * (1 - viz.MASK_ALPHA) + np.array(colors[1]) * viz.MASK_ALPHA)
+    np.testing.assert_array_equal(panel[untouched], blend)
+
+
+def _read(path, turned):
+    from gluondet.image import read_image
+
+    return read_image(path, apply_orientation=turned)
+
+
+def cv2_dilate(mask, k):
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8))
+
+
+def cv2_erode(mask, k):
+    import cv2
+
+    return cv2.erode(mask.astype(np.uint8), np.ones((k, k), np.uint8))
+
+
+def test_data_show_counts_the_masks_it_cannot_draw(exif_image):
     from gluondet.data.show import entry_tile
 
     entry = Entry("phone", "phone.xml", str(exif_image), (200, 120), (200, 120),
                   objects=[("helmet", 20, 30, 80, 90, 0), ("安全帽", 120, 20, 180, 60, 0)])
-    entry.masks = [[[20, 30, 80, 30, 50, 90]], {"size": [120, 200], "counts": "abc"}]  # polygon, RLE
+    entry.masks = [[[20, 30, 80, 30, 50, 90]], {"size": [120, 200], "counts": "abc"}]  # polygon, broken RLE
     colors = viz.class_colors(2)
     panel, caption = entry_tile(entry, CLASSES, tile=400, colors=colors)
     inside, outside = panel[100, 100].astype(int), panel[170, 60].astype(int)  # in the triangle / not
-    assert np.abs(outside - GREY).max() <= 3  # untouched (JPEG noise aside)
+    assert np.abs(outside - GREY).max() <= 3  # untouched
     tint = np.array(colors[0]) - GREY
     assert np.sign(inside - GREY).tolist() == np.sign(tint).tolist()  # moved towards the class colour
-    assert "1 RLE/PNG masks not drawn" in caption
+    assert "1 bad masks not drawn" in caption
+
+
+def test_a_mask_models_panel_fills_truth_and_predicted_masks_at_their_pixels(exif_image):
+    """The eval mosaics of a mask model: ground truth and predicted masks (the segm metric's RLEs)
+    filled on the image's pixels, nothing else changed; the boxes as for any detector."""
+    from pycocotools import mask as mask_utils
+
+    from gluondet.data.masks import InstanceDataset, encode_masks
+    from gluondet.eval.analysis import matched
+    from gluondet.eval.instance import InstanceMetric
+
+    truth = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([TRIANGLE], 120, 200)))
+    pred = np.zeros_like(truth)
+    pred[50:100, 110:180] = 1  # a false positive's mask, elsewhere
+    labels = np.array([[14, 16, 70, 96, 1, 0]], np.float32)
+    ds = InstanceDataset(CLASSES, [exif_image], ["phone"], [(200, 120)], [labels],
+                         masks=[[encode_masks(truth[None])[0]]], turned=[False])
+    metric = InstanceMetric(CLASSES)
+    boxes = np.array([[14, 16, 70, 96], [110, 50, 179, 99]], np.float64)
+    metric.update_image(boxes, [1, 0], [0.9, 0.8], encode_masks(np.stack([truth, pred])), labels[:, :4],
+                        labels[:, 4], labels[:, 5], encode_masks(truth[None]))
+    colors = viz.class_colors(2)
+    m = matched(metric.bbox)  # the COCO box metric's detections matched at IoU 0.5
+    plain, _ = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors)
+    panel, caption = image_panel(m, 0, ds, 0.5, (1.0, 1.0), 400, colors, masks=metric.segm.rles())
+    assert caption.splitlines()[1] == "0 missed, 1 FP, 1 TP"
+    tiles = viz.resize_masks(np.stack([truth, pred]), (400, 240))
+    changed = np.any(panel != plain, axis=2)
+    assert not changed[~cv2_dilate(tiles.max(axis=0), 5).astype(bool)].any()
+    for tile_mask, color in zip(tiles, (colors[1], colors[0])):
+        inside = cv2_erode(tile_mask, 9).astype(bool)
+        assert inside.sum() > 500 and changed[inside].mean() > 0.9
+        moved = panel[inside].astype(int) - plain[inside].astype(int)
+        assert (np.sign(moved.mean(axis=0)) == np.sign(np.array(color) - GREY)).all()
