@@ -6,7 +6,7 @@ Runs the demo training twice with the model YAML's schedule,
     gluondet train --dataset shapes_voc --model tiny_ssd --metric voc07 --val-interval K --seed S [--amp]
 
 and prints both runs' VOC07 mAP on shapes_voc val (best and last), the difference in points,
-and the wall and training minutes of each. The aim: --amp within 1 VOC07 mAP point of float32.
+and the wall and training minutes of each. The aim: --amp no more than 1 VOC07 mAP point below float32.
 On a CPU without native bfloat16, --amp stays in float32 (it says so) and the two runs match.
 
     .venv/bin/python scripts/bench/bench_amp_tiny.py [--epochs N] [--val-interval K] [--out DIR]
@@ -52,8 +52,10 @@ def main():
     for name, r in results.items():
         print(f"{name:8} {r['best']:9.4f} {r['last']:9.4f} {r['train_min']:9.2f} {r['wall_min']:9.2f}")
     diff = 100 * (results["--amp"]["best"] - results["float32"]["best"])
-    verdict = "within" if abs(diff) <= 1.0 else "NOT within"
-    print(f"--amp - float32: {diff:+.2f} VOC07 mAP points (best of each run), {verdict} 1 point")
+    # The aim is about what --amp may cost: a run above float32 meets it however far above it is.
+    verdict = "meets" if diff >= -1.0 else "MISSES"
+    print(f"--amp - float32: {diff:+.2f} VOC07 mAP points (best of each run): {verdict} the aim "
+          f"(no more than 1 point below float32)")
     print(f"run folders: {out}")
 
 
