@@ -97,7 +97,9 @@ class FileCache:
 
     def save(self):
         """Write the entries used since loading (atomically) if anything changed; never raises."""
-        if not self.misses and self._new.keys() == self._old.keys():
+        # Without a miss every used key came from the loaded cache, so the two key sets are equal
+        # exactly when their sizes are: no walk over hundreds of thousands of keys to find out.
+        if not self.misses and len(self._new) == len(self._old):
             return
         from ..fileio import atomic_write_text
 
