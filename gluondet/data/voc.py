@@ -42,67 +42,83 @@ def parse_voc_xml(path):
 
     Returns ``{"filename", "size": [w, h] | None, "objects": [[name, xmin, ymin, xmax, ymax,
     difficult]], "problems": [[severity, code, detail]]}`` with coordinates as written in the file.
+    A file that cannot be read or parsed gets one problem and nothing else; a bad ``<size>`` or a bad
+    object gets a problem and is left out, and the rest of the file is still read.
     """
+    problems = []
+    out = {"filename": None, "size": None, "objects": [], "problems": problems}
+    root = _annotation_root(path, problems)
+    if root is None:
+        return out
+    filename = root.findtext("filename")
+    out["filename"] = filename.strip() if filename and filename.strip() else None
+    size = root.find("size")
+    if size is not None:
+        out["size"] = _declared_size(size, problems)
+    for k, obj in enumerate(root.findall("object"), 1):
+        row = _object_row(k, obj, problems)
+        if row is not None:
+            out["objects"].append(row)
+    return out
+
+
+def _annotation_root(path, problems):
+    """The <annotation> element of the file at ``path``, or None with the reason added to ``problems``."""
     import defusedxml
     import defusedxml.ElementTree as DET
     from xml.etree.ElementTree import ParseError
-
-    out = {"filename": None, "size": None, "objects": [], "problems": []}
-
-    def fail(code, detail, severity="error"):
-        out["problems"].append([severity, code, detail])
-        return out
 
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        return fail("unreadable-annotation", f"cannot read ({e.strerror or e})")
+        return _fail(problems, "unreadable-annotation", f"cannot read ({e.strerror or e})")
     if not data.strip():
-        return fail("empty-annotation", "the annotation file is empty")
+        return _fail(problems, "empty-annotation", "the annotation file is empty")
     try:
         root = DET.fromstring(data)
     except defusedxml.DefusedXmlException as e:
-        return fail("xml-entities", f"refused: the XML uses entity declarations, a DTD or external "
-                                    f"references, which annotation tools never write ({type(e).__name__})")
+        return _fail(problems, "xml-entities", f"refused: the XML uses entity declarations, a DTD or external "
+                                               f"references, which annotation tools never write ({type(e).__name__})")
     except ParseError as e:
-        return fail("unparseable-xml", f"not well-formed XML ({e})")
+        return _fail(problems, "unparseable-xml", f"not well-formed XML ({e})")
     if root.tag != "annotation":
-        return fail("unparseable-xml", f"root element is <{root.tag}>, expected <annotation>")
+        return _fail(problems, "unparseable-xml", f"root element is <{root.tag}>, expected <annotation>")
+    return root
 
-    filename = root.findtext("filename")
-    out["filename"] = filename.strip() if filename and filename.strip() else None
-    size = root.find("size")
-    if size is not None:
-        try:
-            w, h = (_number(size.findtext(tag)) for tag in ("width", "height"))
-        except ValueError as e:
-            fail("bad-value", f"<size>: {e}")
-        else:
-            if w and h:  # 0 or missing: some exporters write 0 when they do not know
-                out["size"] = [int(round(w)), int(round(h))]
 
-    for k, obj in enumerate(root.findall("object"), 1):
-        name = (obj.findtext("name") or "").strip()
-        if not name:
-            fail("bad-value", f"object {k} has no <name>")
-            continue
-        box = obj.find("bndbox")
-        if box is None:
-            fail("bad-box", f"object {k} ({name}) has no <bndbox>")
-            continue
-        try:
-            coords = [_number(box.findtext(tag), required=True) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        except ValueError as e:
-            fail("bad-box", f"object {k} ({name}): {e}")
-            continue
-        try:
-            difficult = _flag(obj.findtext("difficult"))
-        except ValueError as e:
-            fail("bad-value", f"object {k} ({name}): <difficult> {e}")
-            continue
-        out["objects"].append([name] + coords + [difficult])
-    return out
+def _declared_size(size, problems):
+    """[w, h] of a <size> element; None when missing or 0 (some exporters write 0) or bad (a problem)."""
+    try:
+        w, h = (_number(size.findtext(tag)) for tag in ("width", "height"))
+    except ValueError as e:
+        return _fail(problems, "bad-value", f"<size>: {e}")
+    return [int(round(w)), int(round(h))] if w and h else None
+
+
+def _object_row(k, obj, problems):
+    """``[name, xmin, ymin, xmax, ymax, difficult]`` of the k-th <object>, or None with a problem."""
+    name = (obj.findtext("name") or "").strip()
+    if not name:
+        return _fail(problems, "bad-value", f"object {k} has no <name>")
+    box = obj.find("bndbox")
+    if box is None:
+        return _fail(problems, "bad-box", f"object {k} ({name}) has no <bndbox>")
+    try:
+        coords = [_number(box.findtext(tag), required=True) for tag in ("xmin", "ymin", "xmax", "ymax")]
+    except ValueError as e:
+        return _fail(problems, "bad-box", f"object {k} ({name}): {e}")
+    try:
+        difficult = _flag(obj.findtext("difficult"))
+    except ValueError as e:
+        return _fail(problems, "bad-value", f"object {k} ({name}): <difficult> {e}")
+    return [name] + coords + [difficult]
+
+
+def _fail(problems, code, detail):
+    """Add an error to a parse's ``problems``; returns None, for ``return _fail(...)``."""
+    problems.append(["error", code, detail])
+    return None
 
 
 def _number(text, required=False):
