@@ -22,6 +22,7 @@ XML goes through defusedxml: entity declarations and external references are ref
 import math
 import os
 import re
+import stat
 from pathlib import Path
 
 from ..errors import GluondetError
@@ -167,25 +168,28 @@ def index_voc_root(voc_root):
     voc_root = Path(voc_root)
     ann_dir, img_dir = voc_root / "Annotations", voc_root / "JPEGImages"
     try:
-        xml_files = sorted((e for e in os.scandir(ann_dir) if e.name.endswith(".xml") and e.is_file()),
-                           key=lambda e: e.name)
+        xml_names = sorted(n for n in os.listdir(ann_dir) if n.endswith(".xml"))
     except OSError as e:
         raise GluondetError(f"{ann_dir}: cannot list annotations ({e.strerror or e})") from None
     images_by_stem, image_names = _list_images(img_dir)
     mask_pngs = _list_names(voc_root / SEGMENTATION_OBJECT_DIR)
     cache = FileCache(voc_root, f"voc-index-v{PARSER_VERSION}")
     entries = {}
-    for item in _progress(xml_files, f"indexing {voc_root.name}"):
-        key = "a:" + item.name
-        signature = file_signature(item.stat())
+    for name in _progress(xml_names, f"indexing {voc_root.name}"):
+        ann_file = os.path.join(ann_dir, name)
+        stat_result = _file_stat(ann_file)
+        if stat_result is None:
+            continue  # not a file (a folder named like one), or gone since the listing
+        key = "a:" + name
+        signature = file_signature(stat_result)
         parsed = cache.get(key, signature)
         if not isinstance(parsed, dict) or parsed.keys() != _PARSED_KEYS:  # a miss, or a hand-edited cache
             parsed = None
         if parsed is None:
-            parsed = parse_voc_xml(item.path)
+            parsed = parse_voc_xml(ann_file)
             cache.put(key, signature, parsed)
-        image_id = item.name[:-4]
-        entries[image_id] = _make_entry(image_id, item.path, parsed, str(img_dir), images_by_stem,
+        image_id = name[:-4]
+        entries[image_id] = _make_entry(image_id, ann_file, parsed, str(img_dir), images_by_stem,
                                         image_names, cache)
         if mask_pngs:
             attach_voc_masks(entries[image_id], voc_root, mask_pngs,
@@ -201,21 +205,31 @@ def _list_names(folder):
         return set()
 
 
+def _file_stat(path):
+    """os.stat of a regular file (symlinks followed); None for anything else or a file gone."""
+    try:
+        stat_result = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise GluondetError(f"{path}: cannot read ({e.strerror or e})") from None
+    return stat_result if stat.S_ISREG(stat_result.st_mode) else None
+
+
 def _list_images(img_dir):
     """{stem: [file names with an image extension]} and the set of all names in JPEGImages/."""
-    by_stem, names = {}, set()
+    by_stem = {}
     try:
-        listing = list(os.scandir(img_dir))
+        names = os.listdir(img_dir)
     except OSError:
-        return by_stem, names
-    for e in listing:
-        names.add(e.name)
-        stem, ext = os.path.splitext(e.name)
+        return by_stem, set()
+    for name in names:
+        stem, ext = os.path.splitext(name)
         if ext.lower() in IMAGE_SUFFIXES:
-            by_stem.setdefault(stem, []).append(e.name)
+            by_stem.setdefault(stem, []).append(name)
     for stem, found in by_stem.items():
         found.sort(key=lambda n: (IMAGE_SUFFIXES.index(os.path.splitext(n)[1].lower()), n))
-    return by_stem, names
+    return by_stem, set(names)
 
 
 def _make_entry(image_id, ann_file, parsed, img_dir, images_by_stem, image_names, cache):
