@@ -66,10 +66,11 @@ class FileCache:
 
     Readers ask for their files in the same order every time (sorted names, split order, a COCO
     file's image order), so a lookup first tries the entry after the previous one: a cached run
-    walks the stored list in order and hashes no names. Hash tables of every name were what grew
-    faster than the file count: at 200,000 names (two per annotation at 100,000 annotations) a
-    dict lookup and insert cost ~2.5x what they did at 50,000, once the table outgrew the CPU's
-    caches. A name asked for out of order falls back to a dict of all names, built once.
+    walks the stored list in order and hashes no names. Hash tables of every name (two per
+    annotation) were what grew faster than the file count: once a table outgrows the CPU's caches,
+    each lookup costs more, and a cached check's cost per file rose ~7% from 50,000 to 100,000
+    annotations (scripts/bench/data_index.py --scaling). A name asked for out of order falls back
+    to a dict of all names, built once.
     """
 
     def __init__(self, root, kind):
