@@ -71,11 +71,17 @@ class FileCache:
     each lookup costs more, and a cached check's cost per file rose ~7% from 50,000 to 100,000
     annotations (scripts/bench/data_index.py --scaling). A name asked for out of order falls back
     to a dict of all names, built once.
+
+    An entry not used since loading is dropped at the next save (its file is gone), unless
+    ``keep_unused(name)`` is true for it: the image-integrity cache, of which a check reads one
+    split's images, passes ``os.path.exists``, so checking train keeps val's answers (and the
+    entries of deleted images drop out whenever the cache is next written).
     """
 
-    def __init__(self, root, kind):
+    def __init__(self, root, kind, keep_unused=None):
         self.root = Path(root).resolve()
         self.kind = kind
+        self.keep_unused = keep_unused
         self.path = cache_path(self.root, kind)
         self._old, self._dropped = self._load()
         self._next = 0  # where an in-order lookup looks
@@ -129,14 +135,18 @@ class FileCache:
         self._new.append([key, signature, value])
 
     def save(self):
-        """Write the entries used since loading (atomically) if anything changed; never raises."""
-        if not self.misses and not self._dropped and self._hits == len(self._old):
-            return  # every stored entry used, as stored, and nothing added
+        """Write the entries used since loading, and those kept, atomically if anything changed; never raises."""
+        if not self.misses and not self._dropped and (self._hits == len(self._old) or self.keep_unused is not None):
+            return  # nothing added, and nothing to drop
         from ..fileio import atomic_write_text
 
         latest = {}  # one entry per name: where it was first used, with its last value
         for key, signature, value in self._new:
             latest[key] = [key, signature, value]
+        if self.keep_unused is not None:
+            for i, entry in enumerate(self._old):
+                if not self._used[i] and entry[0] not in latest and self.keep_unused(entry[0]):
+                    latest[entry[0]] = entry
         text = json.dumps({"version": CACHE_VERSION, "root": str(self.root), "entries": list(latest.values())},
                           ensure_ascii=False, separators=(",", ":"))
         for path in (self.path, _user_cache_path(self.root, self.kind)):

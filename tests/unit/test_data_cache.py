@@ -59,7 +59,8 @@ def test_added_and_deleted_files_and_changed_splits(tmp_path, parse_count):
     ds = load_dataset(voc_config(tmp_path), "train")
     assert parse_count == ["d.xml"]
     assert [ds.image_id(i) for i in range(len(ds))] == ["a", "d"] and ds.classes == ["cat", "owl"]
-    stored = [e[0] for e in json.loads(next((tmp_path / ".gluondet_cache").glob("voc-index-*.json")).read_text())["entries"]]
+    cache_file = next((tmp_path / ".gluondet_cache").glob("voc-index-*.json"))
+    stored = [e[0] for e in json.loads(cache_file.read_text())["entries"]]
     assert "a:c.xml" not in stored and "a:d.xml" in stored
 
 
