@@ -89,11 +89,11 @@ def pixel_problems(paths, root, full=False, progress=False):
     """{path: sentence} for the image files among ``paths`` that are cut or corrupt.
 
     Answers are cached in ``root``'s dataset cache with each file's signature (an answer from a
-    full decode also serves a quick check).
+    full decode also serves a quick check); checking one split keeps the other splits' answers.
     """
     from .cache import FileCache, file_signature
 
-    cache = FileCache(root, CACHE_KIND)
+    cache = FileCache(root, CACHE_KIND, keep_unused=os.path.exists)  # a check reads one split's images
     level = 1 if full else 0
     found, todo = {}, []
     for path in dict.fromkeys(paths):

@@ -22,6 +22,7 @@ XML goes through defusedxml: entity declarations and external references are ref
 import math
 import os
 import re
+import stat
 from pathlib import Path
 
 from ..errors import GluondetError
@@ -42,67 +43,83 @@ def parse_voc_xml(path):
 
     Returns ``{"filename", "size": [w, h] | None, "objects": [[name, xmin, ymin, xmax, ymax,
     difficult]], "problems": [[severity, code, detail]]}`` with coordinates as written in the file.
+    A file that cannot be read or parsed gets one problem and nothing else; a bad ``<size>`` or a bad
+    object gets a problem and is left out, and the rest of the file is still read.
     """
+    problems = []
+    out = {"filename": None, "size": None, "objects": [], "problems": problems}
+    root = _annotation_root(path, problems)
+    if root is None:
+        return out
+    filename = root.findtext("filename")
+    out["filename"] = filename.strip() if filename and filename.strip() else None
+    size = root.find("size")
+    if size is not None:
+        out["size"] = _declared_size(size, problems)
+    for k, obj in enumerate(root.findall("object"), 1):
+        row = _object_row(k, obj, problems)
+        if row is not None:
+            out["objects"].append(row)
+    return out
+
+
+def _annotation_root(path, problems):
+    """The <annotation> element of the file at ``path``, or None with the reason added to ``problems``."""
     import defusedxml
     import defusedxml.ElementTree as DET
     from xml.etree.ElementTree import ParseError
-
-    out = {"filename": None, "size": None, "objects": [], "problems": []}
-
-    def fail(code, detail, severity="error"):
-        out["problems"].append([severity, code, detail])
-        return out
 
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        return fail("unreadable-annotation", f"cannot read ({e.strerror or e})")
+        return _fail(problems, "unreadable-annotation", f"cannot read ({e.strerror or e})")
     if not data.strip():
-        return fail("empty-annotation", "the annotation file is empty")
+        return _fail(problems, "empty-annotation", "the annotation file is empty")
     try:
         root = DET.fromstring(data)
     except defusedxml.DefusedXmlException as e:
-        return fail("xml-entities", f"refused: the XML uses entity declarations, a DTD or external "
-                                    f"references, which annotation tools never write ({type(e).__name__})")
+        return _fail(problems, "xml-entities", f"refused: the XML uses entity declarations, a DTD or external "
+                                               f"references, which annotation tools never write ({type(e).__name__})")
     except ParseError as e:
-        return fail("unparseable-xml", f"not well-formed XML ({e})")
+        return _fail(problems, "unparseable-xml", f"not well-formed XML ({e})")
     if root.tag != "annotation":
-        return fail("unparseable-xml", f"root element is <{root.tag}>, expected <annotation>")
+        return _fail(problems, "unparseable-xml", f"root element is <{root.tag}>, expected <annotation>")
+    return root
 
-    filename = root.findtext("filename")
-    out["filename"] = filename.strip() if filename and filename.strip() else None
-    size = root.find("size")
-    if size is not None:
-        try:
-            w, h = (_number(size.findtext(tag)) for tag in ("width", "height"))
-        except ValueError as e:
-            fail("bad-value", f"<size>: {e}")
-        else:
-            if w and h:  # 0 or missing: some exporters write 0 when they do not know
-                out["size"] = [int(round(w)), int(round(h))]
 
-    for k, obj in enumerate(root.findall("object"), 1):
-        name = (obj.findtext("name") or "").strip()
-        if not name:
-            fail("bad-value", f"object {k} has no <name>")
-            continue
-        box = obj.find("bndbox")
-        if box is None:
-            fail("bad-box", f"object {k} ({name}) has no <bndbox>")
-            continue
-        try:
-            coords = [_number(box.findtext(tag), required=True) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        except ValueError as e:
-            fail("bad-box", f"object {k} ({name}): {e}")
-            continue
-        try:
-            difficult = _flag(obj.findtext("difficult"))
-        except ValueError as e:
-            fail("bad-value", f"object {k} ({name}): <difficult> {e}")
-            continue
-        out["objects"].append([name] + coords + [difficult])
-    return out
+def _declared_size(size, problems):
+    """[w, h] of a <size> element; None when missing or 0 (some exporters write 0) or bad (a problem)."""
+    try:
+        w, h = (_number(size.findtext(tag)) for tag in ("width", "height"))
+    except ValueError as e:
+        return _fail(problems, "bad-value", f"<size>: {e}")
+    return [int(round(w)), int(round(h))] if w and h else None
+
+
+def _object_row(k, obj, problems):
+    """``[name, xmin, ymin, xmax, ymax, difficult]`` of the k-th <object>, or None with a problem."""
+    name = (obj.findtext("name") or "").strip()
+    if not name:
+        return _fail(problems, "bad-value", f"object {k} has no <name>")
+    box = obj.find("bndbox")
+    if box is None:
+        return _fail(problems, "bad-box", f"object {k} ({name}) has no <bndbox>")
+    try:
+        coords = [_number(box.findtext(tag), required=True) for tag in ("xmin", "ymin", "xmax", "ymax")]
+    except ValueError as e:
+        return _fail(problems, "bad-box", f"object {k} ({name}): {e}")
+    try:
+        difficult = _flag(obj.findtext("difficult"))
+    except ValueError as e:
+        return _fail(problems, "bad-value", f"object {k} ({name}): <difficult> {e}")
+    return [name] + coords + [difficult]
+
+
+def _fail(problems, code, detail):
+    """Add an error to a parse's ``problems``; returns None, for ``return _fail(...)``."""
+    problems.append(["error", code, detail])
+    return None
 
 
 def _number(text, required=False):
@@ -151,25 +168,28 @@ def index_voc_root(voc_root):
     voc_root = Path(voc_root)
     ann_dir, img_dir = voc_root / "Annotations", voc_root / "JPEGImages"
     try:
-        xml_files = sorted((e for e in os.scandir(ann_dir) if e.name.endswith(".xml") and e.is_file()),
-                           key=lambda e: e.name)
+        xml_names = sorted(n for n in os.listdir(ann_dir) if n.endswith(".xml"))
     except OSError as e:
         raise GluondetError(f"{ann_dir}: cannot list annotations ({e.strerror or e})") from None
     images_by_stem, image_names = _list_images(img_dir)
     mask_pngs = _list_names(voc_root / SEGMENTATION_OBJECT_DIR)
     cache = FileCache(voc_root, f"voc-index-v{PARSER_VERSION}")
     entries = {}
-    for item in _progress(xml_files, f"indexing {voc_root.name}"):
-        key = "a:" + item.name
-        signature = file_signature(item.stat())
+    for name in _progress(xml_names, f"indexing {voc_root.name}"):
+        ann_file = os.path.join(ann_dir, name)
+        stat_result = _file_stat(ann_file)
+        if stat_result is None:
+            continue  # not a file (a folder named like one), or gone since the listing
+        key = "a:" + name
+        signature = file_signature(stat_result)
         parsed = cache.get(key, signature)
         if not isinstance(parsed, dict) or parsed.keys() != _PARSED_KEYS:  # a miss, or a hand-edited cache
             parsed = None
         if parsed is None:
-            parsed = parse_voc_xml(item.path)
+            parsed = parse_voc_xml(ann_file)
             cache.put(key, signature, parsed)
-        image_id = item.name[:-4]
-        entries[image_id] = _make_entry(image_id, item.path, parsed, str(img_dir), images_by_stem,
+        image_id = name[:-4]
+        entries[image_id] = _make_entry(image_id, ann_file, parsed, str(img_dir), images_by_stem,
                                         image_names, cache)
         if mask_pngs:
             attach_voc_masks(entries[image_id], voc_root, mask_pngs,
@@ -185,21 +205,31 @@ def _list_names(folder):
         return set()
 
 
+def _file_stat(path):
+    """os.stat of a regular file (symlinks followed); None for anything else or a file gone."""
+    try:
+        stat_result = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise GluondetError(f"{path}: cannot read ({e.strerror or e})") from None
+    return stat_result if stat.S_ISREG(stat_result.st_mode) else None
+
+
 def _list_images(img_dir):
     """{stem: [file names with an image extension]} and the set of all names in JPEGImages/."""
-    by_stem, names = {}, set()
+    by_stem = {}
     try:
-        listing = list(os.scandir(img_dir))
+        names = os.listdir(img_dir)
     except OSError:
-        return by_stem, names
-    for e in listing:
-        names.add(e.name)
-        stem, ext = os.path.splitext(e.name)
+        return by_stem, set()
+    for name in names:
+        stem, ext = os.path.splitext(name)
         if ext.lower() in IMAGE_SUFFIXES:
-            by_stem.setdefault(stem, []).append(e.name)
+            by_stem.setdefault(stem, []).append(name)
     for stem, found in by_stem.items():
         found.sort(key=lambda n: (IMAGE_SUFFIXES.index(os.path.splitext(n)[1].lower()), n))
-    return by_stem, names
+    return by_stem, set(names)
 
 
 def _make_entry(image_id, ann_file, parsed, img_dir, images_by_stem, image_names, cache):

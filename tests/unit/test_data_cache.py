@@ -59,7 +59,8 @@ def test_added_and_deleted_files_and_changed_splits(tmp_path, parse_count):
     ds = load_dataset(voc_config(tmp_path), "train")
     assert parse_count == ["d.xml"]
     assert [ds.image_id(i) for i in range(len(ds))] == ["a", "d"] and ds.classes == ["cat", "owl"]
-    stored = json.loads(next((tmp_path / ".gluondet_cache").glob("voc-index-*.json")).read_text())["entries"]
+    cache_file = next((tmp_path / ".gluondet_cache").glob("voc-index-*.json"))
+    stored = [e[0] for e in json.loads(cache_file.read_text())["entries"]]
     assert "a:c.xml" not in stored and "a:d.xml" in stored
 
 
@@ -102,3 +103,61 @@ def test_read_only_dataset_caches_under_xdg_cache_home(tmp_path, monkeypatch, pa
     parse_count.clear()
     check_dataset(voc_config(root))
     assert parse_count == []
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """The entries FileCache.save writes, one list per write."""
+    import gluondet.fileio as fileio
+
+    done = []
+    real = fileio.atomic_write_text
+
+    def counting(path, text):
+        done.append([e[0] for e in json.loads(text)["entries"]])
+        return real(path, text)
+
+    monkeypatch.setattr(fileio, "atomic_write_text", counting)
+    return done
+
+
+def filled_cache(tmp_path, names):
+    cache = cache_mod.FileCache(tmp_path, "test")
+    for n in names:
+        cache.put(n, [1, 2, 3], {"value": n})
+    cache.save()
+    return cache_mod.FileCache(tmp_path, "test")
+
+
+def test_cache_lookups_in_any_order_and_no_write_when_every_entry_was_used(tmp_path, writes):
+    cache = filled_cache(tmp_path, ["a", "b", "c", "d"])
+    assert writes == [["a", "b", "c", "d"]]
+    # in order, then out of order (the fallback), then in order again after the found entry
+    assert [cache.get(k, [1, 2, 3]) for k in ("a", "c", "d", "b", "b")] == [{"value": k} for k in "acdbb"]
+    assert cache.get("zz", [1, 2, 3]) is None and cache.get("a", [1, 2, 4]) is None  # unknown; other signature
+    cache.save()
+    assert len(writes) == 1  # each entry used (b twice counts once), nothing put: not rewritten
+
+
+def test_cache_keeps_what_was_used_in_the_order_used_with_the_last_value(tmp_path, writes):
+    cache = filled_cache(tmp_path, ["a", "b", "c", "d"])
+    assert cache.get("c", [1, 2, 3]) == {"value": "c"}
+    assert cache.get("a", [1, 2, 3]) == {"value": "a"}
+    cache.put("c", [1, 2, 9], {"value": "c2"})  # e.g. a value the reader refused: parsed again
+    cache.put("e", [1, 2, 3], {"value": "e"})
+    cache.save()  # b and d were not used (their files are gone): dropped
+    assert writes[-1] == ["c", "a", "e"]
+    again = cache_mod.FileCache(tmp_path, "test")
+    assert again.get("c", [1, 2, 9]) == {"value": "c2"} and again.get("c", [1, 2, 3]) is None
+
+
+def test_cache_leaves_out_malformed_entries_and_rewrites_without_them(tmp_path, writes):
+    filled_cache(tmp_path, ["a"])
+    path = next(tmp_path.glob(".gluondet_cache/test.json"))
+    data = json.loads(path.read_text())
+    data["entries"] += [5, ["b"], [7, [1, 2, 3], "x"]]  # hand-edited
+    path.write_text(json.dumps(data))
+    cache = cache_mod.FileCache(tmp_path, "test")
+    assert cache.get("a", [1, 2, 3]) == {"value": "a"} and cache.get("b", [1, 2, 3]) is None
+    cache.save()
+    assert writes == [["a"], ["a"]]  # rewritten, without them

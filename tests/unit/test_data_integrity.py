@@ -85,3 +85,23 @@ def test_check_finds_cut_images_in_parallel_and_caches_the_answers(tmp_path, mon
     with pytest.raises(GluondetError, match=r"i17\.jpg: error: corrupt-image: truncated"):
         load_dataset(voc_config(root), None)  # what training calls before it reads an image
     assert len(load_dataset(voc_config(root), None, skip_bad=True)) == 23
+
+
+def test_checking_one_split_keeps_the_answers_for_the_others(tmp_path, monkeypatch):
+    import json
+
+    ids = [f"i{k}" for k in range(6)]
+    root = write_voc(tmp_path / "voc", {i: GOOD for i in ids}, {"train": ids[:3], "val": ids[3:]})
+    calls = []
+    real = integrity.file_problem
+    monkeypatch.setattr(integrity, "file_problem", lambda p, full=False: calls.append(p) or real(p, full))
+    for split in ("train", "val", "train", "val"):  # what every training run checks
+        assert check_dataset(voc_config(root), split).ok
+    assert sorted(p.rsplit("/", 1)[-1] for p in calls) == [f"{i}.jpg" for i in ids]  # each image once
+    (root / "JPEGImages" / "i5.jpg").unlink()
+    (root / "ImageSets" / "Main" / "val.txt").write_text("i3\ni4\n")
+    noisy(root / "JPEGImages" / "i0.jpg")  # changed: checked again, and the cache is saved
+    calls.clear()
+    assert check_dataset(voc_config(root), "train").ok and [p.rsplit("/", 1)[-1] for p in calls] == ["i0.jpg"]
+    stored = json.loads((root / ".gluondet_cache" / f"{integrity.CACHE_KIND}.json").read_text())["entries"]
+    assert sorted(e[0].rsplit("/", 1)[-1] for e in stored) == ["i0.jpg", "i1.jpg", "i2.jpg", "i3.jpg", "i4.jpg"]

@@ -167,3 +167,18 @@ def test_transform_keeps_dataset_attributes_and_pickles(tmp_path):
     again = pickle.loads(pickle.dumps(ds))
     assert again.classes == ["x"] and len(again) == 1 and again.image_id(0) == "a"
     np.testing.assert_array_equal(again[0][1], [[0, 0, 29, 19, 3, 2]])  # [2, 3, 19, 29, 0, 0] reversed
+
+
+def test_annotations_are_the_regular_xml_files_in_name_order_symlinks_followed(tmp_path):
+    from gluondet.data.voc import read_voc
+
+    write_voc(tmp_path, {i: {"objects": [("hat", 2, 3, 20, 30)]} for i in ("b", "a", "c")})
+    (tmp_path / "Annotations" / "folder.xml").mkdir()  # named like an annotation, not one
+    (tmp_path / "Annotations" / "notes.txt").write_text("not an annotation")
+    (tmp_path / "Annotations" / "c.xml").rename(tmp_path / "c-real.xml")
+    (tmp_path / "Annotations" / "c.xml").symlink_to(tmp_path / "c-real.xml")
+    (tmp_path / "Annotations" / "gone.xml").symlink_to(tmp_path / "missing.xml")  # dangling: skipped
+    index = read_voc(tmp_path, None)
+    assert [e.image_id for e in index.entries] == ["a", "b", "c"]
+    assert not [p for e in index.entries for p in e.problems] and not index.problems
+    assert index.entries[2].objects == [("hat", 1.0, 2.0, 19.0, 29.0, 0)]
