@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import GluondetError
 from ..image import read_image
-from .base import DetectionDataset, error
+from .base import DetectionDataset, error, warning
 
 SEGMENTATION_OBJECT_DIR = "SegmentationObject"
 SEGMENTATION_CLASS_DIR = "SegmentationClass"
@@ -130,24 +130,24 @@ def attach_voc_masks(entry, voc_root, png_names, header_size, class_png_names=()
     if path is None:
         return entry
     specs = [{"png": path, "value": k} for k in range(1, len(entry.objects) + 1)]
-    if name in class_png_names:
-        class_path = _sized_png(entry, voc_root, SEGMENTATION_CLASS_DIR, name, header_size)
+    if name in class_png_names:  # only a cross-check (training reads the XML's classes): warnings
+        class_path = _sized_png(entry, voc_root, SEGMENTATION_CLASS_DIR, name, header_size, severity=warning)
         if class_path is not None:
             specs = [dict(spec, class_png=class_path) for spec in specs]
     entry.masks = specs
     return entry
 
 
-def _sized_png(entry, voc_root, folder, name, header_size):
+def _sized_png(entry, voc_root, folder, name, header_size, severity=error):
     """The path of ``folder/name`` if its header is readable and its size is the image's; else
-    None, with the problem added to the entry."""
+    None, with the problem (``severity``: base.error or base.warning) added to the entry."""
     path = os.path.join(str(voc_root), folder, name)
     size = header_size(path, f"{folder}/{name}")
     if isinstance(size, str):
-        entry.problems.append(error(path, "unreadable-mask", size))
+        entry.problems.append(severity(path, "unreadable-mask", size))
         return None
     if entry.size and tuple(size) != tuple(entry.size):
-        entry.problems.append(error(path, "mask-size-mismatch",
+        entry.problems.append(severity(path, "mask-size-mismatch",
                                     f"the {folder} PNG is {size[0]}x{size[1]} but the image is "
                                     f"{entry.size[0]}x{entry.size[1]}"))
         return None
@@ -186,9 +186,11 @@ def mask_problems(entry, classes=None):
 
 
 def segmentation_class_problems(entry, classes, png_cache=None):
-    """One ``segmentation-class-mismatch`` per VOC object whose pixels in SegmentationClass/ID.png
-    mostly carry another class than its XML ``<name>`` (index k is ``classes[k - 1]``; background
-    and void pixels are not counted, an object with none left is not judged)."""
+    """One ``segmentation-class-mismatch`` warning per VOC object whose pixels in
+    SegmentationClass/ID.png mostly carry another class than its XML ``<name>`` (index k is
+    ``classes[k - 1]``; background and void pixels are not counted, an object with none left is not
+    judged). Warnings, not errors: training takes the class from the XML and never reads this PNG,
+    and a tool that numbers its classes in another order would otherwise block every image."""
     specs = [(k, obj, spec) for k, (obj, spec) in enumerate(zip(entry.objects, entry.masks), 1)
              if isinstance(spec, dict) and "class_png" in spec]
     if not specs:
@@ -199,7 +201,7 @@ def segmentation_class_problems(entry, classes, png_cache=None):
         objects = _read_png_values(object_png) if objects is None else objects
         class_values = _read_png_values(class_png)
     except GluondetError as e:
-        return [error(entry.ann_file, "unreadable-mask", str(e))]
+        return [warning(entry.ann_file, "unreadable-mask", str(e))]
     problems = []
     for k, obj, spec in specs:
         values = class_values[(objects == spec["value"]) & (class_values != 0) & (class_values != VOC_VOID)]
@@ -209,7 +211,7 @@ def segmentation_class_problems(entry, classes, png_cache=None):
         name = classes[index - 1] if index <= len(classes) else None
         if name != obj[0]:
             there = f"class {index} ({name})" if name else f"class index {index}, beyond the {len(classes)} classes"
-            problems.append(error(class_png, "segmentation-class-mismatch",
+            problems.append(warning(class_png, "segmentation-class-mismatch",
                                   f"object {k} of {os.path.basename(entry.ann_file)} is '{obj[0]}' in the XML "
                                   f"but its pixels here are {there}"))
     return problems
