@@ -148,8 +148,8 @@ def _sized_png(entry, voc_root, folder, name, header_size, severity=error):
         return None
     if entry.size and tuple(size) != tuple(entry.size):
         entry.problems.append(severity(path, "mask-size-mismatch",
-                                    f"the {folder} PNG is {size[0]}x{size[1]} but the image is "
-                                    f"{entry.size[0]}x{entry.size[1]}"))
+                                       f"the {folder} PNG is {size[0]}x{size[1]} but the image is "
+                                       f"{entry.size[0]}x{entry.size[1]}"))
         return None
     return path
 
@@ -212,8 +212,8 @@ def segmentation_class_problems(entry, classes, png_cache=None):
         if name != obj[0]:
             there = f"class {index} ({name})" if name else f"class index {index}, beyond the {len(classes)} classes"
             problems.append(warning(class_png, "segmentation-class-mismatch",
-                                  f"object {k} of {os.path.basename(entry.ann_file)} is '{obj[0]}' in the XML "
-                                  f"but its pixels here are {there}"))
+                                    f"object {k} of {os.path.basename(entry.ann_file)} is '{obj[0]}' in the XML "
+                                    f"but its pixels here are {there}"))
     return problems
 
 

@@ -14,6 +14,8 @@ them, right for an ImageNet backbone; a backbone trained from scratch needs them
 trains from scratch at one image per step without BatchNorm's statistics (the demo model's choice:
 measured in configs/models/mask_rcnn_tiny.yaml).
 """
+from ..errors import GluondetError
+
 FPN_DEFAULTS = {
     "min_stage": 2, "max_stage": 6, "nms_thresh": 0.5, "nms_topk": -1, "post_nms": -1,
     "roi_mode": "align", "roi_size": (7, 7), "strides": (4, 8, 16, 32, 64), "clip": 4.42,
@@ -42,6 +44,9 @@ def _kwargs(defaults, kwargs):
     elif norm == "groupnorm":
         merged["norm_layer"] = GroupNormLayer()
         merged["norm_kwargs"] = {"num_groups": int(groups)}
+    elif norm is not None:
+        raise GluondetError(f"model kwargs: norm '{norm}' is not one of batchnorm, groupnorm "
+                            f"(leave it out for GluonCV's frozen BatchNorm)")
     return merged
 
 

@@ -107,3 +107,11 @@ def test_groupnorm_replaces_every_batchnorm_and_trains():
     assert len(gammas) == 1 + 16 + 3 + 2
     train = trainable_params(net, "mask_rcnn")
     assert set(gammas) <= set(train)  # every GroupNorm learns (GluonCV freezes only a plain BatchNorm)
+
+
+def test_an_unknown_norm_is_refused_by_name():
+    from gluondet.errors import GluondetError
+    from gluondet.models.rcnn_fpn import _kwargs
+
+    with pytest.raises(GluondetError, match="norm 'groupnrom' is not one of batchnorm, groupnorm"):
+        _kwargs({}, {"norm": "groupnrom"})
