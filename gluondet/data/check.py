@@ -105,7 +105,7 @@ def check_index(index, declared_classes=None, where="classes"):
     folded = {c.casefold(): c for c in classes}
     bad = set()
     for i, entry in enumerate(index.entries):
-        found = list(entry.problems) + entry_problems(entry, known, folded, renamed) + mask_problems(entry)
+        found = list(entry.problems) + entry_problems(entry, known, folded, renamed) + mask_problems(entry, classes)
         problems.extend(found)
         if any(p.severity == "error" for p in found):
             bad.add(i)

@@ -7,7 +7,10 @@ An object's mask is kept as a small JSON-safe *mask spec* until an image is serv
   in continuous pixel coordinates, or an RLE ``{"size": [h, w], "counts": [...] | "..."}``;
 - ``{"png": path, "value": k}`` for the VOC instance layout: the pixels of
   ``SegmentationObject/ID.png`` equal to ``k``, the 1-based position of the object in the XML
-  (0 is background, 255 the "void" border VOC draws around objects).
+  (0 is background, 255 the "void" border VOC draws around objects). Where the image also has
+  ``SegmentationClass/ID.png`` (class index per pixel: 0 background, k the k-th class of the
+  dataset's list, 255 void), the spec names it as ``"class_png"``; only ``data check`` reads it,
+  as a cross-check of each object's class.
 
 Rasterizing is pycocotools' (``annToRLE``'s rules: polygons through ``frPyObjects`` and ``merge``,
 uncompressed RLE through ``frPyObjects``, compressed RLE as is), so a mask served here is the mask
@@ -20,7 +23,7 @@ import numpy as np
 
 from ..errors import GluondetError
 from ..image import read_image
-from .base import DetectionDataset, error
+from .base import DetectionDataset, error, warning
 
 SEGMENTATION_OBJECT_DIR = "SegmentationObject"
 SEGMENTATION_CLASS_DIR = "SegmentationClass"
@@ -113,33 +116,49 @@ def paste_masks(probs, boxes, size):
 
 
 # ----------------------------------------------------------------------------- VOC instance layout
-def attach_voc_masks(entry, voc_root, png_names, header_size):
+def attach_voc_masks(entry, voc_root, png_names, header_size, class_png_names=()):
     """Give a VOC entry the masks of ``SegmentationObject/<id>.png`` when that file exists.
 
-    ``png_names`` is the set of file names in that folder; ``header_size(path, key)`` reads (w, h)
-    from a PNG header through the reader's cache, or returns a string saying why it cannot.
+    ``png_names`` is the set of file names in that folder, ``class_png_names`` those in
+    ``SegmentationClass/`` (may be empty: the class PNGs are optional); ``header_size(path, key)``
+    reads (w, h) from a PNG header through the reader's cache, or returns a string saying why it cannot.
     """
     name = f"{entry.image_id}.png"
     if name not in png_names:
         return entry
-    path = os.path.join(str(voc_root), SEGMENTATION_OBJECT_DIR, name)
-    size = header_size(path, f"{SEGMENTATION_OBJECT_DIR}/{name}")
-    if isinstance(size, str):
-        entry.problems.append(error(path, "unreadable-mask", size))
+    path = _sized_png(entry, voc_root, SEGMENTATION_OBJECT_DIR, name, header_size)
+    if path is None:
         return entry
-    if entry.size and tuple(size) != tuple(entry.size):
-        entry.problems.append(error(path, "mask-size-mismatch",
-                                    f"the mask PNG is {size[0]}x{size[1]} but the image is "
-                                    f"{entry.size[0]}x{entry.size[1]}"))
-        return entry
-    entry.masks = [{"png": path, "value": k} for k in range(1, len(entry.objects) + 1)]
+    specs = [{"png": path, "value": k} for k in range(1, len(entry.objects) + 1)]
+    if name in class_png_names:  # only a cross-check (training reads the XML's classes): warnings
+        class_path = _sized_png(entry, voc_root, SEGMENTATION_CLASS_DIR, name, header_size, severity=warning)
+        if class_path is not None:
+            specs = [dict(spec, class_png=class_path) for spec in specs]
+    entry.masks = specs
     return entry
 
 
+def _sized_png(entry, voc_root, folder, name, header_size, severity=error):
+    """The path of ``folder/name`` if its header is readable and its size is the image's; else
+    None, with the problem (``severity``: base.error or base.warning) added to the entry."""
+    path = os.path.join(str(voc_root), folder, name)
+    size = header_size(path, f"{folder}/{name}")
+    if isinstance(size, str):
+        entry.problems.append(severity(path, "unreadable-mask", size))
+        return None
+    if entry.size and tuple(size) != tuple(entry.size):
+        entry.problems.append(severity(path, "mask-size-mismatch",
+                                       f"the {folder} PNG is {size[0]}x{size[1]} but the image is "
+                                       f"{entry.size[0]}x{entry.size[1]}"))
+        return None
+    return path
+
+
 # ----------------------------------------------------------------------------- checks
-def mask_problems(entry):
+def mask_problems(entry, classes=None):
     """Problems of the masks of one image: polygons with < 3 points or outside the image, RLE
-    of the wrong size, masks with no pixels, and boxes that disagree with their masks."""
+    of the wrong size, masks with no pixels, boxes that disagree with their masks, and (given the
+    dataset's ``classes``) VOC objects whose SegmentationClass pixels carry another class."""
     if not any(spec is not None for spec in entry.masks) or not entry.size:
         return []
     file = entry.ann_file
@@ -161,6 +180,40 @@ def mask_problems(entry):
         problem = _mask_box_problem(area, mask_box, obj)
         if problem:
             problems.append(error(file, problem[0], f"{what}: {problem[1]}"))
+    if classes is not None and not problems:
+        problems.extend(segmentation_class_problems(entry, classes, png_cache))
+    return problems
+
+
+def segmentation_class_problems(entry, classes, png_cache=None):
+    """One ``segmentation-class-mismatch`` warning per VOC object whose pixels in
+    SegmentationClass/ID.png mostly carry another class than its XML ``<name>`` (index k is
+    ``classes[k - 1]``; background and void pixels are not counted, an object with none left is not
+    judged). Warnings, not errors: training takes the class from the XML and never reads this PNG,
+    and a tool that numbers its classes in another order would otherwise block every image."""
+    specs = [(k, obj, spec) for k, (obj, spec) in enumerate(zip(entry.objects, entry.masks), 1)
+             if isinstance(spec, dict) and "class_png" in spec]
+    if not specs:
+        return []
+    object_png, class_png = specs[0][2]["png"], specs[0][2]["class_png"]
+    try:
+        objects = (png_cache or {}).get(object_png)
+        objects = _read_png_values(object_png) if objects is None else objects
+        class_values = _read_png_values(class_png)
+    except GluondetError as e:
+        return [warning(entry.ann_file, "unreadable-mask", str(e))]
+    problems = []
+    for k, obj, spec in specs:
+        values = class_values[(objects == spec["value"]) & (class_values != 0) & (class_values != VOC_VOID)]
+        if not values.size:
+            continue
+        index = int(np.bincount(values).argmax())
+        name = classes[index - 1] if index <= len(classes) else None
+        if name != obj[0]:
+            there = f"class {index} ({name})" if name else f"class index {index}, beyond the {len(classes)} classes"
+            problems.append(warning(class_png, "segmentation-class-mismatch",
+                                    f"object {k} of {os.path.basename(entry.ann_file)} is '{obj[0]}' in the XML "
+                                    f"but its pixels here are {there}"))
     return problems
 
 

@@ -29,7 +29,7 @@ from ..errors import GluondetError
 from ..image import IMAGE_SUFFIXES, ImageHeader, ImageReadError, choose_orientation, read_header
 from .base import FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error, warning
 from .cache import FileCache, file_signature
-from .masks import SEGMENTATION_OBJECT_DIR, attach_voc_masks
+from .masks import SEGMENTATION_CLASS_DIR, SEGMENTATION_OBJECT_DIR, attach_voc_masks
 
 SPLIT_DIR = Path("ImageSets") / "Main"
 PARSER_VERSION = 1  # bump when parse_voc_xml's output changes, so old caches are not reused
@@ -173,6 +173,7 @@ def index_voc_root(voc_root):
         raise GluondetError(f"{ann_dir}: cannot list annotations ({e.strerror or e})") from None
     images_by_stem, image_names = _list_images(img_dir)
     mask_pngs = _list_names(voc_root / SEGMENTATION_OBJECT_DIR)
+    class_pngs = _list_names(voc_root / SEGMENTATION_CLASS_DIR) if mask_pngs else set()
     cache = FileCache(voc_root, f"voc-index-v{PARSER_VERSION}")
     entries = {}
     for name in _progress(xml_names, f"indexing {voc_root.name}"):
@@ -193,7 +194,7 @@ def index_voc_root(voc_root):
                                         image_names, cache)
         if mask_pngs:
             attach_voc_masks(entries[image_id], voc_root, mask_pngs,
-                             lambda path, key: _size_or_reason(image_header(path, key, cache)))
+                             lambda path, key: _size_or_reason(image_header(path, key, cache)), class_pngs)
     cache.save()
     return entries
 

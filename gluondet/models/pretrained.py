@@ -30,10 +30,15 @@ def expected_weight_file(name, root=None):
     return model_store_dir(root) / f"{name}-{short}.params"
 
 
+BACKBONE_ALTERNATIVES = ("or pass --pretrained-base PATH to use a local .params file, "
+                         "or --no-pretrained-base to train from scratch")
+DETECTOR_ALTERNATIVES = "or pass --init-from PATH.params (a detector's weights, or a run folder) instead"
+
+
 @contextlib.contextmanager
-def model_store(override_path=None, what="pretrained backbone"):
+def model_store(override_path=None, what="pretrained backbone", alternatives=BACKBONE_ALTERNATIVES):
     """While active, the model store returns ``override_path`` for its first request (if given), and
-    any failure to fetch weights is a GluondetError naming the file to place.
+    any failure to fetch weights is a GluondetError naming the file to place (then ``alternatives``).
 
     GluonCV's constructors import ``get_model_file`` from the module at call time, so replacing the
     module attribute reaches them all (VGG, ResNet, MobileNet backbones and whole detectors).
@@ -57,8 +62,7 @@ def model_store(override_path=None, what="pretrained backbone"):
             raise GluondetError(
                 f"cannot fetch the {what} '{name}' ({reason}); place the file {target} "
                 f"(GluonCV model zoo, gluoncv.model_zoo.model_store; the folder is $MXNET_HOME/models), "
-                f"or pass --pretrained-base PATH to use a local .params file, "
-                f"or --no-pretrained-base to train from scratch"
+                f"{alternatives}"
             ) from None
 
     store.get_model_file = get_model_file
@@ -120,7 +124,7 @@ def init_from(spec, model_cfg, classes, source_classes=None):
                                 f"(for example ssd_512_vgg16_atrous_voc)")
         from .rcnn_fpn import use_zeroed_roi_pooling
 
-        with model_store(what="pretrained detector"):
+        with model_store(what="pretrained detector", alternatives=DETECTOR_ALTERNATIVES):
             net = use_zeroed_roi_pooling(get_model(str(spec), pretrained=True))
         net, shared = reset_classes(net, classes)
     initialize_missing(net)

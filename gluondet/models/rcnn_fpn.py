@@ -9,8 +9,13 @@ Every network built here pools its RoIs with ``pyramid_roi_features`` (see there
 FPN pooling reads uninitialized memory on the CPU.
 
 ``norm: batchnorm`` in kwargs trains the BatchNorm layers instead of freezing them (GluonCV freezes
-them, right for an ImageNet backbone; a backbone trained from scratch needs them to learn).
+them, right for an ImageNet backbone; a backbone trained from scratch needs them to learn);
+``norm: groupnorm`` (``norm_groups``, default NORM_GROUPS) puts GroupNorm in their place, which
+trains from scratch at one image per step without BatchNorm's statistics (the demo model's choice:
+measured in configs/models/mask_rcnn_tiny.yaml).
 """
+from ..errors import GluondetError
+
 FPN_DEFAULTS = {
     "min_stage": 2, "max_stage": 6, "nms_thresh": 0.5, "nms_topk": -1, "post_nms": -1,
     "roi_mode": "align", "roi_size": (7, 7), "strides": (4, 8, 16, 32, 64), "clip": 4.42,
@@ -23,6 +28,7 @@ MASK_DEFAULTS = {"roi_size": (14, 14), "mask_channels": 256, "rcnn_max_dets": 10
                  "num_fcn_convs": 4}
 FASTER_DEFAULTS = {"clip": 4.14, "max_num_gt": 100}
 MASK_PREDICTOR_INIT_STD = 0.001
+NORM_GROUPS = 16  # GroupNorm's groups with norm: groupnorm (Wu & He's default is 32)
 TUPLE_KEYS = ("roi_size", "strides", "scales", "ratios", "alloc_size")
 
 
@@ -31,9 +37,16 @@ def _kwargs(defaults, kwargs):
     for key in TUPLE_KEYS:  # YAML gives lists; GluonCV compares and hashes tuples
         if isinstance(merged.get(key), list):
             merged[key] = tuple(merged[key])
-    if merged.pop("norm", None) == "batchnorm":
+    norm, groups = merged.pop("norm", None), merged.pop("norm_groups", NORM_GROUPS)
+    if norm == "batchnorm":
         merged["norm_layer"] = TrainableBatchNorm()
         merged.setdefault("norm_kwargs", {})
+    elif norm == "groupnorm":
+        merged["norm_layer"] = GroupNormLayer()
+        merged["norm_kwargs"] = {"num_groups": int(groups)}
+    elif norm is not None:
+        raise GluondetError(f"model kwargs: norm '{norm}' is not one of batchnorm, groupnorm "
+                            f"(leave it out for GluonCV's frozen BatchNorm)")
     return merged
 
 
@@ -46,6 +59,18 @@ def TrainableBatchNorm():  # noqa: N802 (a class factory: MXNet is imported only
         pass
 
     return _TrainableBatchNorm
+
+
+def GroupNormLayer():  # noqa: N802 (a class factory, as TrainableBatchNorm)
+    """nn.GroupNorm taking the ``in_channels`` keyword GluonCV's ResNets pass to a norm layer
+    (MXNet 1.9's GroupNorm infers its channels and has no such argument)."""
+    from mxnet.gluon import nn
+
+    class _GroupNorm(nn.GroupNorm):
+        def __init__(self, in_channels=0, **kwargs):
+            super().__init__(**kwargs)
+
+    return _GroupNorm
 
 
 def mask_rcnn_fpn(base_network, classes, pretrained_base=True, **kwargs):

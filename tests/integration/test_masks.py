@@ -1,13 +1,14 @@
-"""Mask R-CNN end to end on generated masked shapes: its losses fall, eval's box and mask AP are
-pycocotools' own, detect draws and writes the masks, export gives the run's outputs.
+"""Mask R-CNN end to end on generated masked shapes: the small model learns them (losses fall, mask
+AP on held-out images above a measured floor), eval's box and mask AP are pycocotools' own, detect
+finds the masks of images it never saw and writes them, export gives the run's outputs, and
+--init-from carries a mask run's shared classes into another run (or says which file to place).
 
-One short training run through the real CLI (``mask_rcnn_tiny`` from scratch) serves every test.
-How far the model gets in minutes is measured by scripts/bench/bench_mask_rcnn.py, not here: in the
-tens of steps a test can afford, from scratch, its AP is still near zero (measured: 0 to 0.02 AP50).
+One seeded training run through the real CLI (``trained_mask_run``, conftest.py) serves every test.
 """
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -17,14 +18,23 @@ from gluondet.cli import main
 
 pytestmark = pytest.mark.slow
 
-MASK_SIZE = 96
-MASK_TRAIN = 4  # also the val split
-TRAIN_ARGS = ["--data-shape", "96", "--epochs", "10", "--lr", "0.003", "--lr-steps", "9", "--warmup-epochs", "2",
-              "--val-interval", "5", "--seed", "0", "--num-workers", "0"]
-# Measured with TRAIN_ARGS (2-core machine, loaded and not): rpn_cls_loss fell from 0.69 to 0.07 by epoch
-# 10, rcnn_cls_loss from 1.38 to 0.19, mask_loss from 0.692 (chance) to 0.581; a network that does
-# not learn keeps 0.69 / 1.39 / 0.69.
-LOSS_FALLS_TO = {"rpn_cls_loss": 0.4, "rcnn_cls_loss": 0.5, "mask_loss": 0.92}  # of the first epoch's
+# Measured with the demo schedule (configs/models/mask_rcnn_tiny.yaml: 6 epochs) on the demo data of
+# conftest.py, --seed 0 as here: val mask AP 0.368, box AP 0.316 (--seed 1: 0.358, 0.321; after 4 of the 6
+# epochs 0.31 and 0.23; the BatchNorm model it replaced: 0.10). The floors leave about a third for
+# variation between machines and MXNet builds. 5 epochs instead gave 0.297. Losses from the first epoch's
+# mean to the last's: rpn_cls 0.125 -> 0.013, mask 0.63 -> 0.19 (chance: 0.69). rcnn_cls_loss goes 0.49 ->
+# 0.64 -> 0.46 (likely: first mostly easy background RoIs, then more objects among the proposals), so it
+# is not asserted.
+LOSSES_FALL_TO = {"rpn_cls_loss": 0.3, "mask_loss": 0.6}  # of the first epoch's
+SEGM_AP_FLOOR = 0.25
+BOX_AP_FLOOR = 0.2
+MASK_IOU = 0.5
+FOUND_FRACTION = 2 / 3  # of the held-back objects, found with mask IoU > MASK_IOU
+# The masks are good before the class scores are sure: of the 14 held-back objects, a same-class mask
+# with IoU > 0.5 (measured 0.52-0.92) scored >= 0.3 for all 14, >= 0.4 for 12, >= 0.5 (detect's
+# default) for 8: circle, square and triangle are still close calls after 1,092 steps.
+DETECT_THRESH = 0.3
+HELD_BACK_OBJECTS = 12  # generated images with objects until this many objects
 
 
 def _cli(*args):
@@ -34,71 +44,118 @@ def _cli(*args):
     return result
 
 
-@pytest.fixture(scope="module")
-def masked_shapes(tmp_path_factory):
-    """Masked shapes: the training images are also the val split (a learning check, not a benchmark)."""
-    from gluondet.data.synth import write_shapes_voc
-
-    root = write_shapes_voc(tmp_path_factory.mktemp("masks") / "shapes", n_train=MASK_TRAIN, n_val=0, seed=4,
-                            size=MASK_SIZE, masks=True)
-    config = (root / "coco.yaml").read_text()
-    (root / "coco.yaml").write_text(config.replace("instances_val.json", "instances_train.json"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def mask_run(masked_shapes, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "mask"
-    result = _cli("train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny", "--out", run_dir,
-                  *TRAIN_ARGS)
-    assert result.exit_code == 0, (result.output, result.stderr)
-    return run_dir
-
-
-def test_mask_losses_fall_and_metrics_csv_has_box_and_mask_ap(mask_run):
+def test_mask_model_learns_the_masked_shapes(trained_mask_run):
     from gluondet.engine.logging import read_metrics
 
-    rows = read_metrics(mask_run / "metrics.csv")
+    rows = read_metrics(trained_mask_run / "metrics.csv")
     first, last = rows[0], rows[-1]
-    for name, fraction in LOSS_FALLS_TO.items():
+    for name, fraction in LOSSES_FALL_TO.items():
         assert float(last[name]) < fraction * float(first[name]), (name, first[name], last[name])
+    # held-out validation images, COCO mask AP@[.5:.95] by our evaluation (checked against
+    # pycocotools below); best.params is picked on it
+    assert float(last["segm/AP"]) >= SEGM_AP_FLOOR, last["segm/AP"]
+    assert float(last["bbox/AP"]) >= BOX_AP_FLOOR, last["bbox/AP"]
     assert float(last["segm/AP"]) == pytest.approx(float(last["val_map"]))  # --metric coco_segm
-    assert {"bbox/AP", "bbox/AP50", "segm/ARl", "segm_ap/circle", "bbox_ap/triangle"} <= set(last)
+    assert {"bbox/AP50", "segm/ARl", "segm_ap/circle", "bbox_ap/triangle"} <= set(last)
 
 
-def test_eval_mask_ap_equals_pycocotools_on_the_written_results(mask_run, masked_shapes, tmp_path):
+def test_eval_mask_ap_equals_pycocotools_on_the_written_results(trained_mask_run, masked_shapes, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     from gluondet.eval.coco_metric import COCO_STAT_NAMES
 
-    result = _cli("eval", mask_run, "--split", "val", "--json", tmp_path / "ap.json",
+    result = _cli("eval", trained_mask_run, "--split", "val", "--json", tmp_path / "ap.json",
                   "--coco-results", tmp_path / "res.json")
     assert result.exit_code == 0, result.stderr
     assert "box AP:" in result.output and "mask AP:" in result.output and "circle" in result.output
     got = json.loads((tmp_path / "ap.json").read_text())
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(masked_shapes / "annotations" / "instances_train.json"))
-        for iou_type, section in (("segm", got["mask"]["coco_segm"]),):
-            ev = COCOeval(gt, gt.loadRes(str(tmp_path / "res.json")), iou_type)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-            for name, want in zip(COCO_STAT_NAMES, ev.stats):
-                have = section[name]
-                assert (want < 0 and have is None) or abs(want - have) < 1e-9, (iou_type, name, want, have)
-    assert got["map"] == got["mask"]["map"]
+        gt = COCO(str(masked_shapes / "annotations" / "instances_val.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "res.json")), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    for name, want in zip(COCO_STAT_NAMES, ev.stats):
+        have = got["mask"]["coco_segm"][name]
+        assert (want < 0 and have is None) or abs(want - have) < 1e-9, (name, want, have)
+    assert got["map"] == got["mask"]["map"] and got["map"] >= SEGM_AP_FLOOR
 
 
-def test_detect_draws_and_writes_the_masks(mask_run, masked_shapes, tmp_path):
+# ----------------------------------------------------------------------------- detect
+def _held_back_images(size, folder):
+    """Generated masked-shapes images the training never saw (another seed), written as JPEG, until
+    HELD_BACK_OBJECTS objects: [(path, ShapesImage)]."""
     import cv2
+
+    from gluondet.data.synth import render_masked_shapes_image
+
+    images, objects = [], 0
+    for k in range(100):
+        shapes = render_masked_shapes_image(np.random.default_rng([777, k]), size=size)
+        if not len(shapes.class_ids):
+            continue
+        path = folder / f"held_{k:02d}.jpg"
+        cv2.imwrite(str(path), shapes.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        images.append((path, shapes))
+        objects += len(shapes.class_ids)
+        if objects >= HELD_BACK_OBJECTS:
+            return images
+    raise AssertionError("too few held-back objects")
+
+
+def _decode(rle):
     from pycocotools import mask as mask_utils
 
-    doc = json.loads((masked_shapes / "annotations" / "instances_train.json").read_text())
+    return mask_utils.decode(dict(rle, counts=rle["counts"].encode())).astype(bool)
+
+
+def _mask_iou(a, b):
+    union = (a | b).sum()
+    return (a & b).sum() / union if union else 0.0
+
+
+def test_detect_finds_the_masks_of_held_back_images(trained_mask_run, tmp_path):
+    from gluondet.data.synth import SHAPES_CLASSES
+    from gluondet.image import read_image
+    from gluondet.predict import Detector
+
+    images = _held_back_images(_data_shape(trained_mask_run), tmp_path)
+    result = _cli("detect", *[p for p, _ in images], "--run", trained_mask_run, "--thresh", DETECT_THRESH,
+                  "--json", tmp_path / "d.json", "--out", tmp_path / "drawn")
+    assert result.exit_code == 0, result.stderr
+    records = {r["file"].split("/")[-1]: r for r in json.loads((tmp_path / "d.json").read_text())["images"]}
+    detector = Detector.load(trained_mask_run)
+    ious = []
+    for path, shapes in images:
+        boxes = records[path.name]["boxes"]
+        masks = [_decode(b["segmentation"]) for b in boxes]
+        # the JSON's RLE is exactly the masks the Detector API gives for the same file (the drawn ones)
+        [api] = detector.detect([read_image(path)], thresh=DETECT_THRESH)
+        assert len(api) == len(boxes)
+        for mask, want in zip(masks, api.masks):
+            np.testing.assert_array_equal(mask, want.astype(bool))
+        for gt_mask, class_id in zip(shapes.masks.astype(bool), shapes.class_ids):
+            same = [m for m, b in zip(masks, boxes) if b["class"] == SHAPES_CLASSES[class_id]]
+            ious.append(max((_mask_iou(gt_mask, m) for m in same), default=0.0))
+    found = np.mean(np.array(ious) > MASK_IOU)
+    assert found >= FOUND_FRACTION, np.round(ious, 2)
+
+
+def _data_shape(run_dir):
+    import yaml
+
+    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["data_shape"])
+
+
+def test_detect_draws_the_masks_it_writes(trained_mask_run, masked_shapes, tmp_path):
+    import cv2
+
+    doc = json.loads((masked_shapes / "annotations" / "instances_val.json").read_text())
     with_objects = {a["image_id"] for a in doc["annotations"]}
     name = next(im["file_name"] for im in doc["images"] if im["id"] in with_objects)
     image = masked_shapes / name
-    result = _cli("detect", image, "--run", mask_run, "--thresh", "0", "--max-boxes", "3", "--json",
+    result = _cli("detect", image, "--run", trained_mask_run, "--thresh", "0", "--max-boxes", "3", "--json",
                   tmp_path / "d.json", "--out", tmp_path)
     assert result.exit_code == 0, result.stderr
     [record] = json.loads((tmp_path / "d.json").read_text())["images"]
@@ -107,8 +164,7 @@ def test_detect_draws_and_writes_the_masks(mask_run, masked_shapes, tmp_path):
     drawn = cv2.imread(str(tmp_path / f"{image.stem}.det.jpg"))[:, :, ::-1].astype(int)
     covered = np.zeros(original.shape[:2], bool)
     for box in record["boxes"]:
-        rle = box["segmentation"]
-        mask = mask_utils.decode(dict(rle, counts=rle["counts"].encode())).astype(bool)
+        mask = _decode(box["segmentation"])
         assert mask.shape == original.shape[:2]  # may be empty: a box whose mask scores stay below 0.5
         covered |= mask
     assert covered.any()
@@ -118,18 +174,20 @@ def test_detect_draws_and_writes_the_masks(mask_run, masked_shapes, tmp_path):
     assert inside > max(10.0, 3 * np.median(np.abs(drawn[far] - original[far])))
 
 
-def test_export_gives_the_runs_outputs_masks_included(mask_run, tmp_path):
+# ----------------------------------------------------------------------------- export
+def test_export_gives_the_runs_outputs_masks_included(trained_mask_run, tmp_path):
     import mxnet as mx
 
     from gluondet.predict import Detector
     from gluondet.run_folder import RunFolder
 
-    result = _cli("export", mask_run, "--out", tmp_path / "export")
+    result = _cli("export", trained_mask_run, "--out", tmp_path / "export")
     assert result.exit_code == 0, result.stderr
     meta = json.loads((tmp_path / "export" / "export.json").read_text())
     assert meta["family"] == "mask_rcnn" and len(meta["outputs"]) == 4
-    x = mx.nd.array(np.random.default_rng(0).normal(size=(1, 3, MASK_SIZE, MASK_SIZE)).astype(np.float32))
-    net, _ = RunFolder.open(mask_run).load_network()
+    size = _data_shape(trained_mask_run)
+    x = mx.nd.array(np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32))
+    net, _ = RunFolder.open(trained_mask_run).load_network()
     with mx.autograd.predict_mode():
         want = net(x)
     got = Detector.load(tmp_path / "export").net(x)
@@ -137,14 +195,67 @@ def test_export_gives_the_runs_outputs_masks_included(mask_run, tmp_path):
         np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-4)
 
 
+# ----------------------------------------------------------------------------- devices, --init-from
 def test_two_devices_train_a_mask_model(masked_shapes, tmp_path):
     from gluondet.engine.logging import read_metrics
     from gluondet.run_folder import RunFolder
 
     result = _cli("train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny", "--out",
                   tmp_path / "run", "--ctx", "cpu0,cpu1", "--batch-size", "2", "--epochs", "1", "--max-iters", "2",
-                  "--data-shape", "96", "--lr", "0.003", "--num-workers", "0", "--quiet")
+                  "--lr", "0.003", "--num-workers", "0", "--quiet")
     assert result.exit_code == 0, result.stderr
     [row] = read_metrics(tmp_path / "run" / "metrics.csv")
     assert all(np.isfinite(float(row[n])) for n in ("rpn_cls_loss", "rcnn_cls_loss", "mask_loss", "segm/AP"))
     assert RunFolder.open(tmp_path / "run").load_network()[0].classes == ["circle", "square", "triangle"]
+
+
+def test_init_from_the_coco_mask_detector_offline_names_the_file_to_place(masked_shapes, tmp_path, monkeypatch):
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))  # empty; MXNET_GLUON_REPO is loopback
+    result = _cli("train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_fpn_resnet50_v1b",
+                  "--init-from", "mask_rcnn_fpn_resnet50_v1b_coco", "--out", tmp_path / "run", "--num-workers", "0")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gluondet: error")]
+    assert len(errors) == 1, result.stderr
+    place = re.escape(str(tmp_path / "mxnet_home" / "models" / "mask_rcnn_fpn_resnet50_v1b_coco"))
+    assert re.search(rf"place the file {place}-[0-9a-f]{{8}}\.params", errors[0]), errors[0]
+    assert "--init-from PATH.params" in errors[0] and "--pretrained-base" not in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_a_mask_run_keeps_the_weights_of_shared_class_names(trained_mask_run, masked_shapes, tmp_path):
+    """Another class list (square renamed hexagon, order changed): circle and triangle keep their
+    class, box and mask predictors; a lr of 1e-9 over 2 iterations leaves the kept weights in place."""
+    import mxnet as mx
+
+    source = mx.nd.load(str(trained_mask_run / "best.params"))
+    splits = ""
+    for split in ("train", "val"):
+        doc = json.loads((masked_shapes / "annotations" / f"instances_{split}.json").read_text())
+        for category in doc["categories"]:
+            category["name"] = {"square": "hexagon"}.get(category["name"], category["name"])
+        (tmp_path / f"{split}.json").write_text(json.dumps(doc))
+        splits += f"  {split}: {{annotations: {tmp_path / f'{split}.json'}, images: .}}\n"
+    (tmp_path / "renamed.yaml").write_text(f"name: renamed\nformat: coco\nroot: {masked_shapes}\n"
+                                           f"classes: [triangle, hexagon, circle]\nsplits:\n{splits}")
+    result = _cli("train", "--dataset", tmp_path / "renamed.yaml", "--model", "mask_rcnn_tiny", "--init-from",
+                  trained_mask_run, "--out", tmp_path / "run", "--epochs", "1", "--max-iters", "2", "--lr", "1e-9",
+                  "--num-workers", "0", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert "reusing the weights of 2 shared class(es): triangle, circle" in result.output + result.stderr
+    new = mx.nd.load(str(tmp_path / "run" / "last.params"))
+    old_rows, new_rows = {"circle": 0, "triangle": 2}, {"triangle": 0, "hexagon": 1, "circle": 2}
+    checked = 0
+    for suffix, per_class, offset in (("class_predictor.weight", 1, 1), ("box_predictor.weight", 4, 0),
+                                      ("mask.mask.weight", 1, 0)):
+        [old_key] = [k for k in source if k.endswith(suffix)]
+        [new_key] = [k for k in new if k.endswith(suffix)]
+        old, got = source[old_key].asnumpy(), new[new_key].asnumpy()
+        for name, row in old_rows.items():
+            want = old[(offset + row) * per_class:(offset + row + 1) * per_class]
+            have = got[(offset + new_rows[name]) * per_class:(offset + new_rows[name] + 1) * per_class]
+            np.testing.assert_allclose(have, want, atol=1e-6, err_msg=f"{suffix} {name}")
+            checked += 1
+        hexagon = got[(offset + 1) * per_class:(offset + 2) * per_class]
+        assert not any(np.allclose(hexagon, old[r * per_class:(r + 1) * per_class], atol=1e-3)
+                       for r in range(len(old) // per_class))  # a new class starts afresh
+    assert checked == 6

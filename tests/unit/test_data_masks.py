@@ -180,6 +180,61 @@ def test_voc_box_disagreeing_with_its_instance_png(tmp_path, shapes):
     assert "[0, 0, 2, 2]" in problem.detail  # the mask's span, inclusive pixel indices like VOC boxes
 
 
+def _png_with_objects(root, folder="SegmentationObject"):
+    """The first (sorted) PNG of ``folder`` with objects, and the image's XML class names in order."""
+    from xml.etree import ElementTree as ET
+
+    png = next(p for p in sorted((root / folder).glob("*.png")) if np.array(Image.open(p)).max())
+    names = [o.findtext("name") for o in ET.parse(root / "Annotations" / f"{png.stem}.xml").iter("object")]
+    return png, names
+
+
+def test_segmentation_class_carrying_another_class_is_one_line_per_object(tmp_path, shapes):
+    assert {p.problem for p in check_dataset(resolve_dataset(shapes), None).problems} <= {"no-objects"}
+    root = tmp_path / "voc"
+    shutil.copytree(shapes, root)
+    png, names = _png_with_objects(root, "SegmentationClass")
+    objects = np.array(Image.open(root / "SegmentationObject" / png.name))
+    im = Image.open(png)
+    values = np.array(im)
+    classes = ["circle", "square", "triangle"]  # the synth's order; SegmentationClass holds index + 1
+    assert values[objects == 1].max() == classes.index(names[0]) + 1  # the data agrees before the edit
+    wrong = next(c for c in classes if c != names[0])
+    values[objects == 1] = classes.index(wrong) + 1
+    values[:2, :2] = 255  # void pixels are not counted
+    edited = Image.fromarray(values, mode="P")
+    edited.putpalette(im.getpalette())  # VOC's palette PNG, as the tools write it
+    edited.save(png)
+    result = check_dataset(resolve_dataset(root), None)
+    [problem] = [p for p in result.problems if p.problem != "no-objects"]  # the synth's negatives
+    assert not result.errors  # training reads the XML's class, not this PNG: a warning
+    assert (problem.severity, problem.file, problem.problem) == ("warning", str(png), "segmentation-class-mismatch")
+    assert problem.detail == (f"object 1 of {png.stem}.xml is '{names[0]}' in the XML but its pixels here are "
+                              f"class {classes.index(wrong) + 1} ({wrong})")
+    assert "\n" not in str(problem)
+
+
+def test_segmentation_class_png_of_another_size_is_reported(tmp_path, shapes):
+    root = tmp_path / "voc"
+    shutil.copytree(shapes, root)
+    png, _ = _png_with_objects(root, "SegmentationClass")
+    Image.fromarray(np.zeros((SIZE + 3, SIZE), np.uint8)).save(png)
+    result = check_dataset(resolve_dataset(root), None)
+    [problem] = [p for p in result.problems if p.problem != "no-objects"]  # the synth's negatives
+    assert (problem.severity, problem.file, problem.problem) == ("warning", str(png), "mask-size-mismatch")
+    assert f"SegmentationClass PNG is {SIZE}x{SIZE + 3}" in problem.detail
+
+
+def test_instance_layout_without_segmentation_class_is_fine(tmp_path, shapes):
+    root = tmp_path / "voc"
+    shutil.copytree(shapes, root)
+    shutil.rmtree(root / "SegmentationClass")
+    result = check_dataset(resolve_dataset(root), None)
+    assert result.ok and {p.problem for p in result.problems} <= {"no-objects"}
+    ds = load_dataset(resolve_dataset(root), "train", masks=True)
+    assert sum(len(ds.masks(i)) for i in range(len(ds))) > 0
+
+
 # ----------------------------------------------------------------------------- labelme
 def test_labelme_circles_and_rectangles_become_polygons(tmp_path):
     src = tmp_path / "labelme"

@@ -90,3 +90,28 @@ def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
     losses = FasterRCNNStep()(net, batch, [mx.cpu()])
     trainer.step(1)
     assert all(np.isfinite(v) for v in losses.values()) and losses["rpn_cls_loss"] > 0
+
+
+def test_groupnorm_replaces_every_batchnorm_and_trains():
+    from gluondet.config import resolve_model_config
+    from gluondet.engine.steps import trainable_params
+    from gluondet.models import build_model
+
+    cfg = resolve_model_config("mask_rcnn_tiny")
+    assert cfg["kwargs"]["norm"] == "groupnorm"
+    net = build_model(cfg, ["a", "b"], pretrained_base=False)
+    names = list(net.collect_params())
+    assert not [n for n in names if "batchnorm" in n or n.endswith(("running_mean", "moving_mean"))]
+    gammas = [n for n in names if "groupnorm" in n and n.endswith("_gamma")]
+    # ResNet-18: the stem's, 2 in each of its 8 blocks, 3 downsample shortcuts; the box head's 2 convs
+    assert len(gammas) == 1 + 16 + 3 + 2
+    train = trainable_params(net, "mask_rcnn")
+    assert set(gammas) <= set(train)  # every GroupNorm learns (GluonCV freezes only a plain BatchNorm)
+
+
+def test_an_unknown_norm_is_refused_by_name():
+    from gluondet.errors import GluondetError
+    from gluondet.models.rcnn_fpn import _kwargs
+
+    with pytest.raises(GluondetError, match="norm 'groupnrom' is not one of batchnorm, groupnorm"):
+        _kwargs({}, {"norm": "groupnrom"})
