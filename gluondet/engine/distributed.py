@@ -274,10 +274,6 @@ def _check_counts(num_workers, num_servers):
                             f"(got -n {num_workers} -s {num_servers})")
 
 
-class _Stopped(Exception):
-    """SIGTERM to the launcher: stop the job like Ctrl-C."""
-
-
 def run_tasks(tasks, out=None, timeout=None, grace=30.0):
     """Start ``tasks``, copy their output to ``out`` prefixed by name, and wait; returns an exit status.
 
@@ -288,15 +284,24 @@ def run_tasks(tasks, out=None, timeout=None, grace=30.0):
     after ``grace`` seconds); the first failing process's status otherwise, after stopping the
     rest (dist_sync would leave them waiting forever); 130 on Ctrl-C or SIGTERM; 124 after
     ``timeout`` seconds. No child outlives this call.
+
+    Ctrl-C and SIGTERM only set a flag that the wait loop reads: an exception raised at a random
+    point could leave a lock of ``subprocess.Popen`` held (inside ``poll``), and the clean-up's
+    ``wait`` would then hang for ever (seen under load).
     """
     out = out or sys.stdout
     lock = threading.Lock()
     procs, pumps = [], []
-    previous_term = None
+    stop = threading.Event()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous_term = signal.signal(signal.SIGTERM, _raise_stopped)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's and a background job's choice stands
+                previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     try:
         for task in tasks:
+            if stop.is_set():
+                break
             env = {**os.environ, **task.env, "PYTHONUNBUFFERED": "1"}
             # A session of its own: a terminal's Ctrl-C reaches only the launcher, which then
             # stops each child's whole process group (a shell wrapper would hide grandchildren).
@@ -306,20 +311,17 @@ def run_tasks(tasks, out=None, timeout=None, grace=30.0):
             pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{task.name}] ", out, lock), daemon=True)
             pump.start()
             pumps.append(pump)
-        return _wait(procs, out, lock, timeout, grace)
-    except (KeyboardInterrupt, _Stopped):
-        _say(out, lock, "[launch] interrupted: stopping all processes")
-        return 130
+        status = None if stop.is_set() else _wait(procs, out, lock, timeout, grace, stop)
+        if status is None:
+            _say(out, lock, "[launch] interrupted: stopping all processes")
+            return 130
+        return status
     finally:
         _stop_all([p for _, p in procs])
         for pump in pumps:
             pump.join(timeout=5)
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
-
-
-def _raise_stopped(signum, frame):
-    raise _Stopped()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _pump(stream, prefix, out, lock):
@@ -341,11 +343,12 @@ def _exit_status(returncode):
     return 128 - returncode if returncode < 0 else returncode  # killed by signal N -> 128+N
 
 
-def _wait(procs, out, lock, timeout, grace):
+def _wait(procs, out, lock, timeout, grace, stop):
+    """The exit status once the workers are done, one fails or ``timeout`` passes; None when ``stop`` is set."""
     deadline = None if timeout is None else time.monotonic() + timeout
     workers = [(t, p) for t, p in procs if t.role == "worker"]
     workers_done_at = None
-    while True:
+    while not stop.is_set():
         for task, proc in procs:
             code = proc.poll()
             if code not in (None, 0):
