@@ -133,8 +133,13 @@ def pyramid_roi_features(net, F, features, rois, roi_size, strides, roi_mode="al
     147 values of a valid row zeroed, racing with the thread that writes that row). So the RoIs go
     in behind as many rows of -1 (``_align_own_rois``): every stray zero falls in those rows, which
     are dropped, and ``where`` zeroes the skipped rows. Pooling every RoI at every level instead
-    cost 4 ROIAligns forward and backward (scripts/bench/bench_fpn_pooling.py measures both).
-    ``roi_mode="pool"`` (ROIPooling) keeps that every-level form.
+    cost 4 ROIAligns: 1.9x the time forward + backward, 2.1x forward (scripts/bench/
+    bench_fpn_pooling.py). N rows of padding, not one: one suffices only while N < C x roi_size,
+    which a traced graph cannot check (one row measured 3.4 ms faster per mask_rcnn_tiny step: the
+    CPU backward visits every element of every row, skipped or not). MXNet's GPU kernel writes
+    zeros into each skipped row itself (roi_align.cu, read, not run here): there the padding and
+    ``where`` change nothing but the work. ``roi_mode="pool"`` (ROIPooling) pools every RoI at
+    every level.
     """
     max_stage = net._max_stage - 1 if net._max_stage > 5 else net._max_stage
     batch_index, x1, y1, x2, y2 = F.split(rois, axis=-1, num_outputs=5)
