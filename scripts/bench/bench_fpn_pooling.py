@@ -2,7 +2,9 @@
 
 ``--share`` first: how much of a real mask_rcnn_tiny training step and a real detect batch RoI
 pooling costs (MXNet's profiler, operator times summed over ``gluondet train`` and
-``Detector.detect_files`` on generated masked shapes); that bounds what cheaper pooling can gain.
+``Detector.detect_files`` on generated masked shapes, with the pooling gluondet has now, at
+MXNet's default OpenMP thread count unless OMP_NUM_THREADS is set); that bounds what cheaper
+pooling can still gain.
 
 Then the two poolings alone, hybridized (static_alloc, static_shape) at mask_rcnn_tiny's shapes
 (64 FPN channels, 7x7 bins, a 128 x 170 image): "every level" is the form gluondet used before
