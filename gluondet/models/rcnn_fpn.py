@@ -122,23 +122,48 @@ def _zero_fpn_biases(net):
 def pyramid_roi_features(net, F, features, rois, roi_size, strides, roi_mode="align",
                          roi_canonical_scale=224.0, sampling_ratio=2, eps=1e-6):
     """RoI features from the FPN level each RoI belongs to (FPN paper's rule: level
-    floor(4 + log2(sqrt(area) / 224)), clipped to the network's levels, P6 left out).
+    floor(4 + log2(sqrt(area) / 224)), clipped to the network's levels, P6 left out); a RoI whose
+    batch index is negative gets zeros. Each row equals ROIAlign of that RoI alone at its level.
 
-    GluonCV (MXNet >= 1.6) hides each level's other RoIs by giving them batch index -1 before
-    ROIAlign; MXNet's CPU ROIAlign skips such rows without writing them, so they hold whatever was
-    in memory (measured: 1e30 values, mask losses of 1e28 on the first iterations). Here every
-    level pools every RoI and the rows of other levels are zeroed afterwards, as GluonCV does for
-    older MXNet versions; the result is the same wherever the CPU kernel writes zeros.
+    Each level's ROIAlign computes only its own RoIs: the others get batch index -1, which the
+    kernel skips (forward and backward), as GluonCV does for MXNet >= 1.6. MXNet 1.9.1's CPU kernel
+    gets two things wrong there (roi_align.cc, ``top_data[n] = 0``): a skipped row is left
+    unwritten (old memory: 1e30 values, mask losses of 1e28), and the zero meant for it lands on
+    element n of the flattened output, i.e. inside the first rows, a RoI that was pooled (seen: 2 of
+    147 values of a valid row zeroed, racing with the thread that writes that row). So the RoIs go
+    in behind as many rows of -1 (``_align_own_rois``): every stray zero falls in those rows, which
+    are dropped, and ``where`` zeroes the skipped rows. Pooling every RoI at every level instead
+    cost 4 ROIAligns: 1.9x the time forward + backward, 2.1x forward (scripts/bench/
+    bench_fpn_pooling.py). N rows of padding, not one: one suffices only while N < C x roi_size,
+    which a traced graph cannot check (one row measured 3.4 ms faster per mask_rcnn_tiny step: the
+    CPU backward visits every element of every row, skipped or not). MXNet's GPU kernel writes
+    zeros into each skipped row itself (roi_align.cu, read, not run here): there the padding and
+    ``where`` change nothing but the work. ``roi_mode="pool"`` (ROIPooling) pools every RoI at
+    every level.
     """
     max_stage = net._max_stage - 1 if net._max_stage > 5 else net._max_stage
-    _, x1, y1, x2, y2 = F.split(rois, axis=-1, num_outputs=5)
+    batch_index, x1, y1, x2, y2 = F.split(rois, axis=-1, num_outputs=5)
     level = F.floor(4 + F.log2(F.sqrt((x2 - x1 + 1) * (y2 - y1 + 1)) / roi_canonical_scale + eps))
     level = F.squeeze(F.clip(level, net._min_stage, max_stage))
+    pooled_at_all = F.squeeze(batch_index >= 0)
+    skipped = F.ones_like(rois) * -1
     pooled = []
     for i, stage in enumerate(range(net._min_stage, max_stage + 1)):
+        own = (level == stage) * pooled_at_all
         if roi_mode == "align":
-            feature = F.contrib.ROIAlign(features[i], rois, roi_size, 1. / strides[i], sample_ratio=sampling_ratio)
+            feature = _align_own_rois(F, features[i], F.where(own, rois, skipped), skipped, roi_size,
+                                      1. / strides[i], sampling_ratio)
         else:
             feature = F.ROIPooling(features[i], rois, roi_size, 1. / strides[i])
-        pooled.append(F.where(level == stage, feature, F.zeros_like(feature)))
+        pooled.append(F.where(own, feature, F.zeros_like(feature)))
     return F.ElementWiseSum(*pooled)
+
+
+def _align_own_rois(F, feature, rois, skipped, roi_size, spatial_scale, sampling_ratio):
+    """ROIAlign of ``rois`` (N rows, the skipped ones with batch index -1) put behind the N rows of
+    ``skipped``: the CPU kernel's stray zero for skipped row n lands at flat index n < 2N, inside the
+    dropped half (N rows of C x roi_size values each). Rows skipped in ``rois`` stay unwritten."""
+    both = F.stop_gradient(F.concat(skipped, rois, dim=0))
+    out = F.contrib.ROIAlign(feature, both, roi_size, spatial_scale, sample_ratio=sampling_ratio)
+    out = F.slice_axis(F.reshape(out, (-4, 2, -1, -2)), axis=0, begin=1, end=2)
+    return F.reshape(out, (-3, -2))
