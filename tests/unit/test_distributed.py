@@ -185,32 +185,60 @@ def test_timeout_stops_the_job():
     assert "still running after" in out.getvalue()
 
 
-def test_ctrl_c_stops_every_child(tmp_path):
-    # The launcher in a process of its own; each child prints its pid, sleeps, and must be gone after.
-    script = textwrap.dedent("""\
-        import sys
-        from gluondet.engine.distributed import Task, run_tasks
-        code = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
-        tasks = [Task(f"worker {i}", "worker", [sys.executable, "-c", code]) for i in range(2)]
-        sys.exit(run_tasks(tasks, timeout=60))
-        """)
-    proc = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, text=True)
+_SLEEPING_WORKERS = textwrap.dedent("""\
+    import sys
+    from gluondet.engine.distributed import Task, run_tasks
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    tasks = [Task(f"worker {i}", "worker", [sys.executable, "-c", code]) for i in range(2)]
+    sys.exit(run_tasks(tasks, timeout=60))
+    """)
+
+
+def _start_launcher(sigint):
+    """The launcher in a process of its own, SIGINT set to ``sigint`` there (as a terminal gives
+    SIG_DFL and nohup or a background shell SIG_IGN, whatever this test process was given);
+    returns it with the pids its two sleeping workers printed."""
+    proc = subprocess.Popen([PY, "-c", _SLEEPING_WORKERS], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     pids = []
+    while len(pids) < 2:
+        line = proc.stdout.readline()
+        assert line, "launcher ended early"
+        pids.append(int(line.split("] ")[1]))
+    return proc, pids
+
+
+def _stop(proc, sig, timeout):
+    proc.send_signal(sig)
     try:
-        while len(pids) < 2:
-            line = proc.stdout.readline()
-            assert line, "launcher ended early"
-            pids.append(int(line.split("] ")[1]))
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
+        return proc.communicate(timeout=timeout)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _all_gone(pids):
+    time.sleep(0.1)
+    return not [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"]
+
+
+def test_ctrl_c_stops_every_child(tmp_path):
+    proc, pids = _start_launcher(signal.SIG_DFL)
+    out = _stop(proc, signal.SIGINT, timeout=20)
     assert proc.returncode == 130
     assert "interrupted" in out
-    time.sleep(0.1)
-    assert not [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"]
+    assert _all_gone(pids)
+
+
+def test_an_ignored_ctrl_c_stays_ignored_and_sigterm_still_stops_every_child(tmp_path):
+    proc, pids = _start_launcher(signal.SIG_IGN)  # nohup gluondet launch ... &
+    proc.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=1)
+    out = _stop(proc, signal.SIGTERM, timeout=20)
+    assert proc.returncode == 130 and "interrupted" in out
+    assert _all_gone(pids)
 
 
 def _state(pid):
