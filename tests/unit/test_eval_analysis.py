@@ -149,14 +149,11 @@ def _iou(a, b, plus):
     return iw * ih / (area(a) + area(b) - iw * ih)
 
 
-def _pycocotools_matches(metric, classes, iou):
-    """Per detection (gluondet's flat order): True where pycocotools' evalImgs match it at ``iou``."""
+def _evaluate_at(gt_dataset, dt_dataset, iou, cat_ids=None):
+    """pycocotools' COCOeval (bbox) of two COCO dicts at one IoU, all areas, 100 detections: evaluated."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    coco = COCOMetric(classes)
-    coco._batches = metric._batches
-    gt_dataset, dt_dataset = coco.coco_datasets()
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt, coco_dt = COCO(), COCO()
         coco_gt.dataset, coco_dt.dataset = gt_dataset, dt_dataset
@@ -164,8 +161,19 @@ def _pycocotools_matches(metric, classes, iou):
         coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.iouThrs = np.array([iou])
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
         ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
         ev.evaluate()
+    return ev
+
+
+def _pycocotools_matches(metric, classes, iou):
+    """Per detection (gluondet's flat order): True where pycocotools' evalImgs match it at ``iou``."""
+    coco = COCOMetric(classes)
+    coco._batches = metric._batches
+    gt_dataset, dt_dataset = coco.coco_datasets()
+    ev = _evaluate_at(gt_dataset, dt_dataset, iou)
     matched = np.zeros(len(dt_dataset["annotations"]), bool)
     for e in ev.evalImgs:
         if e is not None:
@@ -345,9 +353,6 @@ def _analyze_reference(metric, classes, c, related):
     become ignored crowd regions of class ``c``, COCOeval matches at IoU 0.1."""
     import copy
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     coco = COCOMetric(classes)
     coco._batches = metric._batches
     gt_dataset, dt_dataset = coco.coco_datasets()
@@ -356,15 +361,7 @@ def _analyze_reference(metric, classes, c, related):
         if classes[ann["category_id"] - 1] in related:
             ann.update(ignore=1, iscrowd=1, category_id=c + 1)
     dt_dataset = dict(dt_dataset, annotations=[a for a in dt_dataset["annotations"] if a["category_id"] == c + 1])
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt, coco_dt = COCO(), COCO()
-        coco_gt.dataset, coco_dt.dataset = gt_dataset, dt_dataset
-        coco_gt.createIndex()
-        coco_dt.createIndex()
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.iouThrs, ev.params.catIds = np.array([A.LOOSE_IOU]), [c + 1]
-        ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
-        ev.evaluate()
+    ev = _evaluate_at(gt_dataset, dt_dataset, A.LOOSE_IOU, cat_ids=[c + 1])
     found = [e for e in ev.evalImgs if e is not None]
     scores = np.concatenate([e["dtScores"] for e in found])
     matched = np.concatenate([e["dtMatches"][0] for e in found]) > 0
