@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from gluondet.cli import main
 from gluondet.engine.amp import cpu_has_bf16
 
+from cli_helpers import invoke_cli
+
 NEEDS_BF16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no avx512_bf16/amx_bf16")
 
 TINY_YAML = """\
@@ -78,9 +80,7 @@ def test_amp_training_checkpoints_float32_and_the_nan_guard_still_stops_it(tmp_p
 
 
 def _cli(args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
+    result = invoke_cli(args)
     assert result.exit_code == 0, result.stderr
     return result
 

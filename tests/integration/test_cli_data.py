@@ -4,18 +4,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 FIXTURES = Path(__file__).resolve().parent.parent / "unit" / "fixtures"
 
 
 def run(*args, env=None):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args], env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,12 @@
 """`gluondet data show` and `data stats --plot` through the CLI on generated data."""
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 
 def run(*args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +40,6 @@ def test_stats_plot_compares_splits_unless_one_is_chosen(shapes, tmp_path):
 def test_show_draws_the_masks_of_both_instance_layouts(tmp_path):
     """`data synth --masks` writes the same shapes as VOC SegmentationObject PNGs and COCO polygons:
     data show draws both, and the two decode to the same pixels (up to the polygon's rim)."""
-    import numpy as np
 
     from gluondet.config import resolve_dataset
     from gluondet.data import READERS

@@ -6,20 +6,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
 from gluondet.data.synth import SHAPES_CLASSES
 from gluondet.image import read_image
+
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _detect(args):
-    result = CliRunner(mix_stderr=False).invoke(main, ["detect", "--quiet", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(["detect", "--quiet", *args])
 
 
 @pytest.fixture(scope="module")

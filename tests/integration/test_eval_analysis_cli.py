@@ -5,18 +5,14 @@ import re
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _run(args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 @pytest.fixture(scope="module")

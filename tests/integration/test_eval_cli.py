@@ -3,18 +3,14 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _eval(args):
-    result = CliRunner(mix_stderr=False).invoke(main, ["eval", *map(str, args)])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(["eval", *args])
 
 
 def test_eval_reproduces_the_validation_map_of_best_params(trained_tiny_run, tmp_path):

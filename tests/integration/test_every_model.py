@@ -12,10 +12,10 @@ import re
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from gluondet.cli import main
 from gluondet.config import resolve_model_config
+
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +33,7 @@ BACKBONES = {
 
 
 def _cli(args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from gluondet.cli import main
 from gluondet.data.synth import SHAPES_CLASSES
+
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,7 @@ N_PHOTOS = 8
 
 
 def _cli(*args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 def _pictures(held_back_shapes):

@@ -4,19 +4,16 @@ import json
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
 from gluondet.errors import GluondetError
+
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
 
 def _cli(*args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 @pytest.fixture(scope="module")

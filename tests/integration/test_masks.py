@@ -12,9 +12,8 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +37,7 @@ HELD_BACK_OBJECTS = 12  # generated images with objects until this many objects
 
 
 def _cli(*args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 def test_mask_model_learns_the_masked_shapes(trained_mask_run):

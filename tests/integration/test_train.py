@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from gluondet.cli import main
 from gluondet.config import resolve_model_config
+
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +24,7 @@ train: {batch_size: 4, lr: 0.02, warmup_epochs: 0, augment: flip}
 
 
 def _cli(args, env=None):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args], env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args, env=env)
 
 
 def _csv_rows(run_dir):

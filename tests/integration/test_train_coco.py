@@ -4,9 +4,8 @@ images says so."""
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +19,7 @@ COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 
 
 def _cli(*args):
-    result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return invoke_cli(args)
 
 
 def _tensorboard_scalars(folder):
