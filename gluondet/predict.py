@@ -358,7 +358,9 @@ class Detector:
     def detect_files(self, paths, thresh=0.5, max_boxes=100, batch_size=8, progress=True):
         """Yield an ImageResult per path, in order; unreadable files yield their error and the rest go on.
 
-        Pipelined: the next batch is read and preprocessed while the network works on this one.
+        Pipelined on MXNet's asynchronous engine (GPUs): the next batch is read and preprocessed
+        while the network works on this one. (On CPUs only, ``gluondet detect`` runs the synchronous
+        engine: each batch is computed as it is sent, which measured faster there.)
         """
         from .progress import Progress
 

@@ -3,14 +3,19 @@
 MXNet sizes its OpenMP pool to half the cores on x86 unless told otherwise; sizing it to the CPUs
 this process may really use (affinity mask, cgroup CPU quota) made SSD training 1.9x and Faster
 R-CNN 1.7x faster on a 2-core machine. ``configure_threads`` does that, once, and leaves any value
-the user set alone.
+the user set alone. ``configure_engine`` then picks MXNet's engine for the devices (see there).
 """
+import contextlib
 import math
 import os
 import re
 import sys
+import tempfile
 
 from .errors import GluondetError
+
+SYNC_ENGINE = "NaiveEngine"  # MXNet's synchronous engine (MXNET_ENGINE_TYPE)
+ENGINE_NOTICE = "MXNet start using engine:"  # what MXNet logs when MXNET_ENGINE_TYPE is set
 
 
 def usable_cpus():
@@ -57,6 +62,61 @@ def configure_threads():
     # Nothing else: MXNET_CUDNN_AUTOTUNE_DEFAULT=0 would hide cuDNN's one-line autotune notice, but
     # it also turns the autotuning off and slows every GPU convolution (and CPU runs never print it).
     return n
+
+
+def configure_engine(ctx_spec, kvstore="local", num_workers=None):
+    """Start MXNet on its synchronous engine when the work runs on CPUs only, in one process,
+    with its data read in that process (train, eval, detect call this first), unless the user
+    chose an engine; returns the engine chosen here (SYNC_ENGINE) or None.
+
+    Why: MXNet's default engine runs operators on a worker thread of its own while Python goes on
+    dispatching; with the OpenMP pool sized to every CPU, that worker's OpenMP team then shares the
+    cores with the Python thread, and each parallel region waits for a preempted team member. On 2
+    cores that made mask_rcnn_tiny train at 0.68x GluonCV's one-thread loop and detect at 0.55x;
+    on the synchronous engine (Python runs each operator itself: no third thread), with the data
+    read in the main process, both are faster than that loop, mask_rcnn_tiny and tiny_ssd train
+    ~1.8x faster than before, and SSD512, bound by its convolutions, is unchanged
+    (scripts/bench/bench_engine.py, bench_mask_rcnn.py). Kept asynchronous: GPUs (the engine
+    overlaps Python with the device), dist kvstores (their pushes complete on other threads, which
+    the synchronous engine refuses), and loader worker processes the user asked for
+    (``num_workers`` > 0): a worker forked from the thread that ran OpenMP regions can wait
+    forever for that pool's threads, which the fork did not copy (seen in an SSD512 benchmark run).
+    ``data.loader.default_num_workers`` is 0 on this engine. No effect once MXNet is imported.
+    """
+    if "MXNET_ENGINE_TYPE" in os.environ or "mxnet" in sys.modules or num_workers:
+        return None
+    if str(kvstore).startswith("dist") or any(kind == "gpu" for kind, _ in parse_ctx_spec(ctx_spec)):
+        return None
+    os.environ["MXNET_ENGINE_TYPE"] = SYNC_ENGINE
+    with _stderr_without(ENGINE_NOTICE):
+        import mxnet as mx
+
+        mx.nd.zeros((1,)).wait_to_read()  # the engine starts at the first operator, with its notice
+    return SYNC_ENGINE
+
+
+def synchronous_engine():
+    """Whether MXNet runs (or will run) on its synchronous engine in this process."""
+    return os.environ.get("MXNET_ENGINE_TYPE") == SYNC_ENGINE
+
+
+@contextlib.contextmanager
+def _stderr_without(notice):
+    """Whatever the block writes to file descriptor 2 (native libraries included), less the lines
+    containing ``notice``, reaches stderr when it ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if notice not in line))
 
 
 _CTX_RE = re.compile(r"^(cpu|gpu)(\d*)$")

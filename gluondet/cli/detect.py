@@ -7,6 +7,7 @@ import click
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
 from .options import config_dir_option, dtype_option, emit_json, json_option, set_quiet
+
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
 
@@ -102,8 +103,9 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     thresh = _resolve_thresh(thresh, source, model_dir, which)
 
     from ..predict import Detector
-    from ..runtime import make_contexts
+    from ..runtime import configure_engine, make_contexts
 
+    configure_engine(ctx)
     contexts = make_contexts(ctx)
     images = _input_images(inputs)
     detector = Detector.load(source, ctx=contexts, which=which, max_boxes=max_boxes)

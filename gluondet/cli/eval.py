@@ -2,7 +2,15 @@
 import click
 
 from ..constants import METRICS
-from .options import config_dir_option, dtype_option, emit_json, json_option, quiet_option, skip_bad_option
+from .options import (
+    NUM_WORKERS_HELP,
+    config_dir_option,
+    dtype_option,
+    emit_json,
+    json_option,
+    quiet_option,
+    skip_bad_option,
+)
 
 
 @click.command(name="eval")
@@ -17,7 +25,7 @@ from .options import config_dir_option, dtype_option, emit_json, json_option, qu
               help="Which weights of the run folder (ignored for a .params path).")
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES", help="Devices, e.g. cpu or gpu0,gpu1.")
 @click.option("--batch-size", type=int, default=None, help="Images per batch [8; Faster R-CNN: one per device].")
-@click.option("--num-workers", type=int, default=None, help="DataLoader processes [half the usable CPUs, 1 to 4].")
+@click.option("--num-workers", type=int, default=None, help=NUM_WORKERS_HELP)
 @json_option("the result ({\"map\": ..., \"per_class\": {...}, \"analysis\": {...}, ...})")
 @click.option("--coco-results", "coco_results", type=click.Path(dir_okay=False), default=None,
               help="Mask models: also write every scored detection in COCO's segm result format.")
@@ -50,6 +58,9 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
       gluondet eval runs/shapes_voc-tiny_ssd
       gluondet eval runs/helmet_voc-ssd_512_vgg16_atrous --split test --metric voc07 --json ap.json
     """
+    from ..runtime import configure_engine
+
+    configure_engine(ctx, num_workers=num_workers)  # before anything imports MXNet
     from ..engine.validation import evaluate_run
     from ..eval.folder import format_threshold_table
     from ..eval.report import format_ap_table

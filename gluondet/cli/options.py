@@ -1,6 +1,9 @@
 """Options shared by several commands, defined once and stacked as decorators."""
 import click
 
+NUM_WORKERS_HELP = ("DataLoader processes [on CPUs only none: the data is read in the main process, "
+                    "beside MXNet's synchronous engine; else half the usable CPUs, 1 to 4].")
+
 
 def dataset_option(required=True, help_extra=""):
     return click.option(

@@ -4,7 +4,7 @@ import sys
 import click
 
 from ..constants import AUGMENTATIONS, KVSTORES, METRICS
-from .options import config_dir_option, dataset_option, skip_bad_option
+from .options import NUM_WORKERS_HELP, config_dir_option, dataset_option, skip_bad_option
 
 
 def _optional(name, type_, help_):
@@ -30,7 +30,7 @@ def _optional(name, type_, help_):
 @_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
 @click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
               help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
-@_optional("--num-workers", int, "DataLoader processes [half the usable CPUs, 1 to 4].")
+@_optional("--num-workers", int, NUM_WORKERS_HELP)
 @_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
 @_optional("--val-interval", int, "Validate every N epochs (and after the last) [1].")
 @_optional("--log-every", int, "Also write the losses (mean over N iterations) and lr to TensorBoard every N "

@@ -22,13 +22,15 @@ KERNEL_EXCEEDS_INPUT = re.compile(r"Error in operator (\S+?):.*?kernel size[^:\n
 
 
 def default_num_workers():
-    """Worker processes when --num-workers is not given: half the usable CPUs, at least 1, at most 4.
-
-    The other half runs the network (MXNet's OpenMP pool); forked workers run MXNet ops on one
-    thread each (MXNET_MP_OPENMP_NUM_THREADS defaults to 1), so this does not oversubscribe.
+    """Worker processes when --num-workers is not given: none on MXNet's synchronous engine (it runs
+    on CPU-only machines, where loading in the main process measured as fast: gluondet/runtime.py
+    ``configure_engine``); otherwise half the usable CPUs, at least 1, at most 4 (the other half
+    runs the network).
     """
-    from ..runtime import usable_cpus
+    from ..runtime import synchronous_engine, usable_cpus
 
+    if synchronous_engine():
+        return 0
     return max(1, min(4, usable_cpus() // 2))
 
 

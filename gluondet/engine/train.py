@@ -316,9 +316,10 @@ def train(config, extra_hooks=()):
     Raises GluondetError for problems the user can fix, LossNotFinite when training diverges, and
     TrainingStopped (after saving) on Ctrl-C or SIGTERM.
     """
-    from ..runtime import configure_threads
+    from ..runtime import configure_engine, configure_threads
 
     configure_threads()  # no effect when MXNet is already imported (the CLI did it first)
+    configure_engine(config.ctx, config.kvstore, config.num_workers)  # nor this one
     s = prepare(config)
     written = bool(config.resume)
     try:

@@ -4,14 +4,18 @@ Training. The reference is GluonCV's own Mask R-CNN step (``ForwardBackwardTask`
 gluoncv.model_zoo.rcnn.mask_rcnn.data_parallel, what scripts/instance/mask_rcnn/train_mask_rcnn.py
 runs per device) fed by GluonCV's ``MaskRCNNDefaultTrainTransform`` on the COCO polygons, FPN RPN
 targets concatenated per image, in a DataLoader with ``--workers`` processes, on GluonCV's own RoI
-pooling. gluondet runs the real ``gluondet train``. Same generated data (``data synth --masks``),
-same network (configs/models/mask_rcnn_tiny.yaml, random init), same workers; two "epochs" of
+pooling, in MXNet's default environment. gluondet runs the real ``gluondet train`` as a user
+would: its own threads, engine and loading (on CPUs: the synchronous engine, data read in the main
+process; ``--gluondet-workers N`` passes ``--num-workers N``). Same generated data (``data synth
+--masks``), same network (configs/models/mask_rcnn_tiny.yaml, random init); two "epochs" of
 ``--iters`` iterations each, the second timed (graph building left out for both).
 
 Detection. The reference is the GluonCV demo loop: ``load_test`` one image, forward, masks
-expanded with ``gluoncv.utils.viz.expand_mask``. gluondet runs ``Detector.detect_files`` (batched
-reading, pipelined), with masks pasted and encoded as RLE. Both on the network the gluondet leg
-trained, over ``--detect-images`` images, clocks stopped after ``mx.nd.waitall()``.
+expanded with ``gluoncv.utils.viz.expand_mask``, in MXNet's default environment. gluondet runs
+``Detector.detect_files`` (batched reading), with masks pasted and encoded as RLE, in the
+environment ``gluondet detect`` sets up (OpenMP threads and engine, gluondet/runtime.py). Both on
+the network the gluondet leg trained, over ``--detect-images`` images, clocks stopped after
+``mx.nd.waitall()``.
 
 Legs alternate (reference, gluondet, reference, gluondet; each in its own process) and the
 best of each is printed with the ratio. Measure on an idle machine, or say how loaded it was.
@@ -129,6 +133,9 @@ print(json.dumps({"images_per_sec": len(images) / (time.time() - tic)}))
 
 GLUONDET_DETECT = r'''
 import json, sys, time
+from gluondet.runtime import configure_engine, configure_threads
+configure_threads()  # what `gluondet detect --ctx cpu` sets up before MXNet starts
+configure_engine("cpu")
 import mxnet as mx
 from gluondet.predict import Detector
 
@@ -156,8 +163,9 @@ def gluondet_train(root, args, work):
     run_dir = Path(work) / f"run-{time.time_ns()}"
     cmd = [sys.executable, "-c", "from gluondet.cli import main; main()", "train", "--dataset",
            str(root / "coco.yaml"), "--model", "mask_rcnn_tiny", "--epochs", "2", "--max-iters", str(args.iters),
-           "--lr", "0.003", "--warmup-epochs", "0", "--val-interval", "100", "--num-workers", str(args.workers),
-           "--out", str(run_dir), "--quiet"]
+           "--lr", "0.003", "--warmup-epochs", "0", "--val-interval", "100", "--out", str(run_dir), "--quiet"]
+    if args.gluondet_workers is not None:
+        cmd += ["--num-workers", str(args.gluondet_workers)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          env=dict(os.environ, MXNET_GLUON_REPO="http://127.0.0.1:9/"))
     if out.returncode:
@@ -171,7 +179,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=20, help="iterations per epoch (the 2nd epoch is timed)")
     parser.add_argument("--rounds", type=int, default=2, help="reference/gluondet pairs, alternated")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes, both loops")
+    parser.add_argument("--workers", type=int, default=1, help="the reference's DataLoader worker processes")
+    parser.add_argument("--gluondet-workers", type=int, default=None,
+                        help="gluondet train --num-workers (default: gluondet's own choice)")
     parser.add_argument("--detect-images", type=int, default=32)
     args = parser.parse_args()
 
@@ -181,7 +191,7 @@ def main():
         root = write_shapes_voc(Path(work) / "shapes", n_train=max(64, args.iters * 2), n_val=args.detect_images,
                                 seed=0, size=128, masks=True)
         images = [str(p) for p in sorted((root / "JPEGImages").glob("*.jpg"))[-args.detect_images:]]
-        print(f"mask_rcnn_tiny (128 px, random init), {args.iters} timed iterations, {args.workers} worker(s), "
+        print(f"mask_rcnn_tiny (128 px, random init), {args.iters} timed iterations, {args.workers} reference worker(s), "
               f"{args.detect_images} detect images, {os.cpu_count()} CPUs")
         train = {"reference": [], "gluondet": []}
         detect = {"reference": [], "gluondet": []}

@@ -1,4 +1,5 @@
-"""Device parsing and thread sizing (gluondet/runtime.py)."""
+"""Device parsing, thread sizing and the engine choice (gluondet/runtime.py)."""
+import json
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 
 from gluondet.errors import GluondetError
-from gluondet.runtime import make_contexts, parse_ctx_spec, usable_cpus
+from gluondet.runtime import _stderr_without, make_contexts, parse_ctx_spec, usable_cpus
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -68,3 +69,53 @@ def test_configure_threads_leaves_cudnn_autotuning_on():
             "import os; print(os.environ.get('MXNET_CUDNN_AUTOTUNE_DEFAULT', 'unset'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "unset"
+
+
+ENGINE_PROBE = """
+import json, os, sys
+from gluondet.runtime import configure_engine
+chosen = configure_engine(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))
+import mxnet as mx
+mx.nd.ones((2, 2)).sum().wait_to_read()  # MXNet names a chosen engine once its engine starts
+from gluondet.data.loader import default_num_workers
+print(chosen, os.environ.get("MXNET_ENGINE_TYPE", "default"), default_num_workers())
+"""
+
+
+def _engine_in_child(ctx, kvstore="local", num_workers=None, **env):
+    """(what configure_engine returned, the engine MXNet runs on, default loader workers), stderr."""
+    environ = {k: v for k, v in os.environ.items() if k != "MXNET_ENGINE_TYPE"}
+    out = subprocess.run([sys.executable, "-c", ENGINE_PROBE, ctx, kvstore, json.dumps(num_workers)],
+                         env={**environ, **env}, capture_output=True, text=True, check=True, timeout=120)
+    chosen, engine, workers = out.stdout.split()
+    return (chosen, engine, int(workers)), out.stderr
+
+
+def test_cpu_work_runs_on_the_synchronous_engine_loading_in_process_without_its_notice():
+    (chosen, engine, workers), stderr = _engine_in_child("cpu0,cpu1")
+    assert (chosen, engine, workers) == ("NaiveEngine", "NaiveEngine", 0)
+    assert "start using engine" not in stderr, stderr
+
+
+@pytest.mark.parametrize("ctx, kvstore, num_workers", [
+    ("gpu0", "local", None), ("cpu,gpu1", "device", None), ("cpu", "dist_sync", None),
+    ("cpu", "local", 1),  # worker processes asked for: forked, which the synchronous engine's pool is not safe to
+])
+def test_gpus_dist_kvstores_and_loader_workers_keep_the_asynchronous_engine(ctx, kvstore, num_workers):
+    (chosen, engine, workers), _ = _engine_in_child(ctx, kvstore, num_workers)
+    assert (chosen, engine) == ("None", "default")
+    assert workers == max(1, min(4, usable_cpus() // 2))
+
+
+def test_an_engine_the_user_chose_is_kept():
+    (chosen, engine, _), stderr = _engine_in_child("cpu", MXNET_ENGINE_TYPE="ThreadedEngine")
+    assert (chosen, engine) == ("None", "ThreadedEngine")
+    assert "start using engine: ThreadedEngine" in stderr  # MXNet's own notice, not hidden then
+
+
+def test_stderr_filter_drops_only_the_notice_even_when_the_block_fails(capfd):
+    with pytest.raises(RuntimeError), _stderr_without("NOTICE"):
+        os.write(2, b"kept from C\nthe NOTICE line\n")
+        os.write(2, "kept too: 安全帽\n".encode())
+        raise RuntimeError
+    assert capfd.readouterr().err == "kept from C\nkept too: 安全帽\n"
