@@ -58,9 +58,12 @@ class StopSignals:
 
     @contextmanager
     def installed(self):
-        """Handle the signals inside the block (main thread only; elsewhere a no-op)."""
+        """Handle the signals inside the block (main thread only; elsewhere a no-op). A signal
+        ignored when the block starts stays ignored: nohup's, or a script's background job's
+        (``gluondet train ... &`` ignores Ctrl-C), as ``gluondet launch`` does."""
         try:
-            previous = {s: signal.signal(s, self._handle) for s in self.NAMES}
+            previous = {s: signal.signal(s, self._handle) for s in self.NAMES
+                        if signal.getsignal(s) is not signal.SIG_IGN}
         except ValueError:  # not the main thread
             previous = {}
         try:

@@ -63,6 +63,7 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
         batch_size = len(ctx_list) if info.family in ("faster_rcnn", "mask_rcnn") else DEFAULT_EVAL_BATCH
     loader = val_loader(info.family, net, ds, info.data_shape, batch_size, workers)
     hybridize_for_prediction(net, info.family)
+    net = _in_dtype(net, info, ctx_list, dtype)
     if info.family == "mask_rcnn":
         from ..eval.instance import InstanceMetric, evaluate_run_instances
 
@@ -70,7 +71,6 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
         result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
                                         coco_results, progress=progress, metric=scorer)
     else:
-        net = _in_dtype(net, info, ctx_list, dtype)
         scorer = make_metric(metric, info.classes, iou_thresh=iou)
         result = evaluate(net, loader, ctx_list, scorer, progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,

@@ -99,8 +99,10 @@ def test_kill_9_at_random_moments_loses_no_finished_epoch(setup, tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_sigterm_and_ctrl_c_save_and_print_the_resume_command(setup, tmp_path, sig, code):
     run = tmp_path / "run"
+    # Ctrl-C as a terminal delivers it: a suite run in the background (nohup, a script's `&`) hands
+    # its children an ignored SIGINT, which gluondet train rightly keeps ignoring
     proc = subprocess.Popen(_args(setup, run, 200), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (run / "last.json").is_file() and time.time() < deadline:
         time.sleep(0.2)

@@ -196,6 +196,26 @@ def test_stop_signal_saves_and_resume_is_bit_exact(run, tmp_path, stop_at_call):
     assert [r.split(",")[0] for r in (run / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
 
 
+def test_an_ignored_ctrl_c_stays_ignored_and_sigterm_still_stops(run):
+    """As a background job of a script starts it: SIGINT ignored. Ctrl-C then changes nothing
+    (the epochs all run); SIGTERM still stops at the next safe point."""
+    calls = []
+
+    def send(n):
+        calls.append(n)
+        os.kill(os.getpid(), signal.SIGINT if n < 4 else signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        trainer = make_trainer(run, 3, maps=[0.1, 0.3, 0.2], step=ToyStep(on_step=send))
+        with pytest.raises(TrainingStopped) as stopped:
+            trainer.train()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.value.reason == "SIGTERM" and calls == [1, 2, 3, 4]
+
+
 def test_stop_during_validation_keeps_the_trained_epoch(run, tmp_path):
     straight = _straight(tmp_path)
     maps = iter([0.1, 0.3, 0.2])
