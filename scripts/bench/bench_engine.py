@@ -19,16 +19,14 @@ best of each is printed with the ratio. Measure on an idle machine, or say how l
         [--rounds 2] [--detect-images 32]      (add ssd_512_vgg16_atrous: minutes more)
 """
 import argparse
-import csv
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench_mask_rcnn import GLUONDET_DETECT as DETECT  # set up as `gluondet detect --ctx cpu`
+from bench_mask_rcnn import run_leg, train_images_per_sec
 
 ASYNC = {"MXNET_ENGINE_TYPE": "ThreadedEnginePerDevice"}
 
@@ -41,24 +39,14 @@ def _env(engine):
 def train_leg(model, root, args, work, engine):
     run_dir = Path(work) / f"{model}-{time.time_ns()}"
     dataset = root / "coco.yaml" if model.startswith("mask") else root
-    cmd = [sys.executable, "-c", "from gluondet.cli import main; main()", "train", "--dataset", str(dataset),
-           "--model", model, "--no-pretrained-base", "--epochs", "2", "--max-iters", str(args.iters),
-           "--lr", "0.001", "--warmup-epochs", "0", "--val-interval", "100", "--out", str(run_dir), "--quiet"]
+    flags = ["--dataset", dataset, "--model", model, "--no-pretrained-base", "--max-iters", args.iters, "--lr", 0.001]
     if not model.startswith("mask"):
-        cmd += ["--data-shape", str(args.data_shape), "--batch-size", str(args.batch_size)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_env(engine))
-    if out.returncode:
-        sys.exit(f"gluondet train ({model}) failed:\n{out.stderr[-3000:]}")
-    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as f:
-        return float(list(csv.DictReader(f))[1]["images_per_sec"]), run_dir
+        flags += ["--data-shape", args.data_shape, "--batch-size", args.batch_size]
+    return train_images_per_sec(flags, run_dir, env=_env(engine)), run_dir
 
 
 def detect_leg(run_dir, images, engine):
-    out = subprocess.run([sys.executable, "-c", DETECT, str(run_dir), json.dumps(images)], capture_output=True,
-                         text=True, check=False, env=_env(engine))
-    if out.returncode:
-        sys.exit(f"detection leg failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_sec"]
+    return run_leg(DETECT, run_dir, json.dumps(images), env=_env(engine))
 
 
 def measure(model, root, images, args, work):

@@ -151,28 +151,37 @@ print(json.dumps({"images_per_sec": len(images) / (time.time() - tic)}))
 '''
 
 
-def _python(code, *args):
+def _env():
+    return dict(os.environ, MXNET_GLUON_REPO="http://127.0.0.1:9/")
+
+
+def run_leg(code, *args, env=None):
+    """Run ``code`` with ``args`` in a process of its own; the images_per_sec its last line prints."""
     out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                         check=False, env=dict(os.environ, MXNET_GLUON_REPO="http://127.0.0.1:9/"))
+                         check=False, env=env or _env())
     if out.returncode:
         sys.exit(f"leg failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["images_per_sec"]
 
 
-def gluondet_train(root, args, work):
-    run_dir = Path(work) / f"run-{time.time_ns()}"
-    cmd = [sys.executable, "-c", "from gluondet.cli import main; main()", "train", "--dataset",
-           str(root / "coco.yaml"), "--model", "mask_rcnn_tiny", "--epochs", "2", "--max-iters", str(args.iters),
-           "--lr", "0.003", "--warmup-epochs", "0", "--val-interval", "100", "--out", str(run_dir), "--quiet"]
-    if args.gluondet_workers is not None:
-        cmd += ["--num-workers", str(args.gluondet_workers)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                         env=dict(os.environ, MXNET_GLUON_REPO="http://127.0.0.1:9/"))
+def train_images_per_sec(flags, run_dir, env=None):
+    """``gluondet train FLAGS`` for two epochs into ``run_dir`` in a process of its own: the second
+    epoch's images/s from metrics.csv (graph building left out)."""
+    cmd = [sys.executable, "-c", "from gluondet.cli import main; main()", "train", *map(str, flags), "--epochs", "2",
+           "--warmup-epochs", "0", "--val-interval", "100", "--out", str(run_dir), "--quiet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env or _env())
     if out.returncode:
         sys.exit(f"gluondet train failed:\n{out.stderr[-3000:]}")
-    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[1]["images_per_sec"]), run_dir
+    with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
+        return float(list(csv.DictReader(f))[1]["images_per_sec"])
+
+
+def gluondet_train(root, args, work):
+    run_dir = Path(work) / f"run-{time.time_ns()}"
+    flags = ["--dataset", root / "coco.yaml", "--model", "mask_rcnn_tiny", "--max-iters", args.iters, "--lr", 0.003]
+    if args.gluondet_workers is not None:
+        flags += ["--num-workers", args.gluondet_workers]
+    return train_images_per_sec(flags, run_dir), run_dir
 
 
 def main():
@@ -197,11 +206,11 @@ def main():
         detect = {"reference": [], "gluondet": []}
         run_dir = None
         for r in range(args.rounds):
-            train["reference"].append(_python(REFERENCE_TRAIN, root, args.iters, args.workers))
+            train["reference"].append(run_leg(REFERENCE_TRAIN, root, args.iters, args.workers))
             speed, run_dir = gluondet_train(root, args, work)
             train["gluondet"].append(speed)
-            detect["reference"].append(_python(REFERENCE_DETECT, run_dir, json.dumps(images)))
-            detect["gluondet"].append(_python(GLUONDET_DETECT, run_dir, json.dumps(images)))
+            detect["reference"].append(run_leg(REFERENCE_DETECT, run_dir, json.dumps(images)))
+            detect["gluondet"].append(run_leg(GLUONDET_DETECT, run_dir, json.dumps(images)))
             print(f"round {r + 1}: train ref {train['reference'][-1]:.2f} / gluondet {train['gluondet'][-1]:.2f} "
                   f"img/s; detect ref {detect['reference'][-1]:.2f} / gluondet {detect['gluondet'][-1]:.2f} img/s")
         for name, legs in (("training", train), ("detection", detect)):
