@@ -9,8 +9,10 @@ import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 
 from .errors import GluondetError
 
@@ -117,6 +119,26 @@ def _stderr_without(notice):
             captured.seek(0)
             lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
             sys.stderr.write("".join(line for line in lines if notice not in line))
+
+
+@contextlib.contextmanager
+def handling_signals(signals, handler):
+    """``handler`` for each of ``signals`` inside the block, the previous handlers back after it.
+
+    A signal ignored when the block starts stays ignored: nohup's choice, or a script's background
+    job's (``gluondet train ... &`` ignores Ctrl-C). Outside the main thread, where Python cannot
+    set handlers, nothing changes.
+    """
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 _CTX_RE = re.compile(r"^(cpu|gpu)(\d*)$")

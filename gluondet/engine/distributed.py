@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GluondetError
-from ..runtime import usable_cpus
+from ..runtime import handling_signals, usable_cpus
 
 LOOPBACK = "127.0.0.1"
 # Passed on to remote processes by the ssh launcher (the local one passes the whole environment).
@@ -290,14 +290,15 @@ def run_tasks(tasks, out=None, timeout=None, grace=30.0):
     ``wait`` would then hang for ever (seen under load).
     """
     out = out or sys.stdout
+    stop = threading.Event()
+    with handling_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop.set()):
+        return _start_and_wait(tasks, out, timeout, grace, stop)
+
+
+def _start_and_wait(tasks, out, timeout, grace, stop):
+    """run_tasks' work, with ``stop`` set by its signal handlers."""
     lock = threading.Lock()
     procs, pumps = [], []
-    stop = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's and a background job's choice stands
-                previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     try:
         for task in tasks:
             if stop.is_set():
@@ -320,8 +321,6 @@ def run_tasks(tasks, out=None, timeout=None, grace=30.0):
         _stop_all([p for _, p in procs])
         for pump in pumps:
             pump.join(timeout=5)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _pump(stream, prefix, out, lock):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..errors import GluondetError
+from ..runtime import handling_signals
 
 
 FORCED_STOP = "Ctrl-C (twice)"  # KeyboardInterrupt: the weights may be caught mid-update
@@ -58,19 +59,10 @@ class StopSignals:
 
     @contextmanager
     def installed(self):
-        """Handle the signals inside the block (main thread only; elsewhere a no-op). A signal
-        ignored when the block starts stays ignored: nohup's, or a script's background job's
-        (``gluondet train ... &`` ignores Ctrl-C), as ``gluondet launch`` does."""
-        try:
-            previous = {s: signal.signal(s, self._handle) for s in self.NAMES
-                        if signal.getsignal(s) is not signal.SIG_IGN}
-        except ValueError:  # not the main thread
-            previous = {}
-        try:
+        """Handle the signals inside the block (``runtime.handling_signals``: main thread only, and
+        a signal ignored when it starts, by nohup or a background job, stays ignored)."""
+        with handling_signals(self.NAMES, self._handle):
             yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def guard(self, iterable):
         """``iterable`` that checks for a stop before each item (validation loaders)."""
