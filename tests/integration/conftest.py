@@ -5,7 +5,8 @@ every test that needs a trained detector (detect, export, eval) reuses the same 
 """
 import numpy as np
 import pytest
-from click.testing import CliRunner
+
+from cli_helpers import invoke_cli
 
 # The tiny SSD at its own input size (configs/models/tiny_ssd.yaml: 192 px, flip augmentation), on a
 # shortened schedule with the lr drops in its last quarter as in the full one. Measured on an idle
@@ -29,13 +30,10 @@ def shapes_voc(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_tiny_run(tmp_path_factory, shapes_voc):
     """A run folder of tiny_ssd trained on ``shapes_voc`` by ``gluondet train``."""
-    from gluondet.cli import main
-
     run_dir = tmp_path_factory.mktemp("runs") / "shapes-tiny_ssd"
-    result = CliRunner(mix_stderr=False).invoke(main, [
-        "train", "--dataset", str(shapes_voc), "--model", "tiny_ssd", "--out", str(run_dir),
-        "--epochs", str(TRAIN_EPOCHS), "--lr-steps", LR_STEPS, "--val-interval", str(VAL_INTERVAL),
-        "--data-shape", str(SHAPES_SIZE), "--seed", "0",
+    result = invoke_cli([
+        "train", "--dataset", shapes_voc, "--model", "tiny_ssd", "--out", run_dir, "--epochs", TRAIN_EPOCHS,
+        "--lr-steps", LR_STEPS, "--val-interval", VAL_INTERVAL, "--data-shape", SHAPES_SIZE, "--seed", "0",
     ])
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     assert (run_dir / "best.params").is_file() and (run_dir / "classes.txt").is_file()
@@ -62,12 +60,9 @@ def masked_shapes(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_mask_run(tmp_path_factory, masked_shapes):
     """A run folder of mask_rcnn_tiny trained from scratch on ``masked_shapes`` by ``gluondet train``."""
-    from gluondet.cli import main
-
     run_dir = tmp_path_factory.mktemp("runs") / "masked_shapes-mask_rcnn_tiny"
-    result = CliRunner(mix_stderr=False).invoke(main, [
-        "train", "--dataset", str(masked_shapes / "coco.yaml"), "--model", "mask_rcnn_tiny", "--out", str(run_dir),
-        *MASK_TRAIN_ARGS])
+    result = invoke_cli(["train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny",
+                         "--out", run_dir, *MASK_TRAIN_ARGS])
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     return run_dir
 

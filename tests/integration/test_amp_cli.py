@@ -9,9 +9,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from gluondet.cli import main
 from gluondet.engine.amp import cpu_has_bf16
 
 from cli_helpers import invoke_cli
@@ -129,6 +127,5 @@ def test_detect_export_and_eval_in_bfloat16_agree_with_float32(trained_tiny_run,
 
 
 def test_export_refuses_a_dtype_with_int8(trained_tiny_run, tmp_path):
-    result = CliRunner(mix_stderr=False).invoke(main, ["export", str(trained_tiny_run), "--out",
-                                                      str(tmp_path / "x"), "--int8", "--dtype", "bfloat16"])
+    result = invoke_cli(["export", trained_tiny_run, "--out", tmp_path / "x", "--int8", "--dtype", "bfloat16"])
     assert result.exit_code != 0 and "does not combine with --int8" in result.stderr

@@ -12,9 +12,8 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from gluondet.cli import main
+from cli_helpers import invoke_cli
 
 CLASSES = ["circle", "安全帽", "triangle"]
 
@@ -79,7 +78,7 @@ def _write_training_files(run):
 
 @pytest.fixture(scope="module")
 def report(run_dir):
-    result = CliRunner(mix_stderr=False).invoke(main, ["report", str(run_dir)])
+    result = invoke_cli(["report", str(run_dir)])
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     return run_dir / "report.html"
 
@@ -196,7 +195,7 @@ def mask_run(tmp_path_factory):
     (root / "coco.yaml").write_text((root / "coco.yaml").read_text(encoding="utf-8").replace(
         "classes: [circle, square, triangle]", "classes: [circle, 安全帽, triangle]"), encoding="utf-8")
     run = base / "run"
-    result = CliRunner(mix_stderr=False).invoke(main, [
+    result = invoke_cli([
         "train", "--dataset", str(root / "coco.yaml"), "--model", "mask_rcnn_tiny", "--out", str(run),
         "--data-shape", "96", "--epochs", "1", "--max-iters", "2", "--lr", "0.003", "--lr-steps", "5",
         "--num-workers", "0", "--quiet"])
@@ -226,8 +225,8 @@ def test_a_mask_runs_page_has_the_box_analysis_mask_ap_and_masks(mask_run, brows
 @pytest.mark.slow
 def test_eval_of_a_mask_run_writes_the_analysis_with_its_printed_mask_ap(mask_run, tmp_path):
     shutil.rmtree(mask_run / "eval-val")
-    result = CliRunner(mix_stderr=False).invoke(main, ["eval", str(mask_run), "--split", "val", "--num-workers",
-                                                       "0", "--quiet", "--json", str(tmp_path / "r.json")])
+    result = invoke_cli(["eval", mask_run, "--split", "val", "--num-workers", "0", "--quiet", "--json",
+                         tmp_path / "r.json"])
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     assert "mask AP:" in result.output and "(F1-best), IoU 0.5" in result.output
     printed = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
@@ -240,9 +239,8 @@ def test_eval_of_a_mask_run_writes_the_analysis_with_its_printed_mask_ap(mask_ru
     image = next((mask_run.parent / "shapes" / "JPEGImages").glob("*.jpg"))
     scores = {}
     for thresh in ("0", "best"):
-        result = CliRunner(mix_stderr=False).invoke(main, ["detect", str(image), "--run", str(mask_run), "--thresh",
-                                                           thresh, "--out", str(tmp_path), "--json",
-                                                           str(tmp_path / "d.json")])
+        result = invoke_cli(["detect", image, "--run", mask_run, "--thresh", thresh, "--out", tmp_path,
+                             "--json", tmp_path / "d.json"])
         assert result.exit_code == 0, (result.output, result.stderr, result.exception)
         [record] = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))["images"]
         scores[thresh] = sorted(b["score"] for b in record["boxes"])
