@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .constants import AUGMENTATIONS, KVSTORES, METRICS
+from .constants import AUGMENTATIONS, KVSTORES, METRICS, ON_DIVERGE
 from .errors import GluondetError
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -328,6 +328,9 @@ class TrainConfig:
     wd: float = 0.0005
     momentum: float = 0.9
     clip_gradient: Optional[float] = None
+    clip_grad_norm: Optional[float] = None  # clip the batch's gradient to this global L2 norm
+    on_diverge: str = "rollback"  # sustained divergence: roll back with the lr halved, stop, or warn
+    max_rollbacks: int = 3        # rollbacks before the divergence guard stops the run
     augment: str = "ssd"
     num_workers: Optional[int] = None
     data_shape: Optional[int] = None
@@ -349,6 +352,10 @@ class TrainConfig:
     config_dir: Optional[str] = None
     patience: int = 0
     quiet: bool = False
+
+    # How resolve_train_config arrived at values the user did not give (lines for the start-up
+    # message); not a field: a run folder's config.yaml holds the values themselves.
+    notes = ()
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -386,9 +393,9 @@ def _coerce(name, value, where):
         return str(value)
     default = TrainConfig.__dataclass_fields__[name].default
     kind = type(default) if default is not None and not isinstance(default, bool) else None
-    if name in ("clip_gradient",):
+    if name in ("clip_gradient", "clip_grad_norm"):
         kind = float
-    elif name in ("num_workers", "data_shape", "max_iters", "patience"):
+    elif name in ("num_workers", "data_shape", "max_iters", "patience", "max_rollbacks"):
         kind = int
     elif isinstance(default, bool):
         if not isinstance(value, bool):
@@ -434,9 +441,50 @@ def resolve_train_config(model_cfg, flags, base=None):
         values["lr_steps"] = []
     if flags.get("lr_steps") and flags.get("lr_step_every") is None:
         values["lr_step_every"] = 0
+    notes = _scale_schedule(values, model_cfg, flags) if base is None else []
+    notes += _batch_per_device(values, flags)
     config = TrainConfig(**values)
+    config.notes = notes
     validate_train_config(config)
     return config
+
+
+def _scale_schedule(values, model_cfg, flags):
+    """A model YAML's lr steps are written for its own epoch count: when --epochs changes it and
+    neither --lr-steps nor --lr-step-every is given, the decays keep their fractions of the schedule
+    (GluonCV's and detectron2's habit), rounded to whole epochs. Returns the start-up line."""
+    yaml_train = model_cfg.get("train") or {}
+    yaml_epochs = yaml_train.get("epochs")
+    epochs = values["epochs"]
+    if (flags.get("epochs") is None or flags.get("lr_steps") is not None or flags.get("lr_step_every")
+            or not yaml_epochs or int(yaml_epochs) == epochs):
+        return []
+    ratio = epochs / int(yaml_epochs)
+    where = f"the model YAML's for {yaml_epochs} epochs"
+    if values["lr_steps"]:
+        old = list(values["lr_steps"])
+        values["lr_steps"] = sorted({min(epochs - 1, max(1, int(round(step * ratio)))) for step in old})
+        return [f"lr steps {','.join(map(str, values['lr_steps']))}: {where} ({','.join(map(str, old))}) "
+                f"scaled to --epochs {epochs}; --lr-steps sets them"]
+    if values["lr_step_every"]:
+        old = values["lr_step_every"]
+        values["lr_step_every"] = max(1, int(round(old * ratio)))
+        return [f"lr decay every {values['lr_step_every']} epochs: {where} (every {old}) scaled to "
+                f"--epochs {epochs}; --lr-step-every sets it"]
+    return []
+
+
+def _batch_per_device(values, flags):
+    """Without --batch-size, at least one image per device: the model YAML's batch (R-CNN: 1) is
+    raised to the number of devices, as GluonCV's R-CNN scripts put one image on each."""
+    from .runtime import parse_ctx_spec
+
+    devices = len(parse_ctx_spec(values["ctx"]))
+    if flags.get("batch_size") is not None or values["batch_size"] >= devices:
+        return []
+    old, values["batch_size"] = values["batch_size"], devices
+    return [f"batch size {devices}: one image per device (the configured {old} is fewer than the "
+            f"{devices} devices of --ctx {values['ctx']}); --batch-size sets it"]
 
 
 def validate_train_config(config):
@@ -464,6 +512,11 @@ def validate_train_config(config):
         (config.metric in TRAIN_METRICS, f"--metric must be one of {', '.join(TRAIN_METRICS)}"),
         (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
         (config.clip_gradient is None or config.clip_gradient > 0, "--clip-gradient must be positive"),
+        (config.clip_grad_norm is None or config.clip_grad_norm > 0, "--clip-grad-norm must be positive"),
+        (not (config.clip_grad_norm and config.kvstore.startswith("dist")),
+         "--clip-grad-norm needs the update on the workers; dist_* kvstores update on their servers"),
+        (config.on_diverge in ON_DIVERGE, f"--on-diverge must be one of {', '.join(ON_DIVERGE)}"),
+        (config.max_rollbacks >= 0, "--max-rollbacks must be 0 or more"),
         (config.patience >= 0, "--patience must be 0 (never stop early) or more"),
         (config.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}"),
     ]

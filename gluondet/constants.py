@@ -27,3 +27,7 @@ LAUNCHERS = ("local", "ssh")
 # ImageNet normalisation every zoo backbone was trained with (RGB, on [0, 1] pixels).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# What the divergence guard does when a run keeps diverging (--on-diverge; gluondet.engine.divergence):
+# roll back to the last commit with the lr halved, stop with one line, or warn and go on.
+ON_DIVERGE = ("rollback", "stop", "warn")

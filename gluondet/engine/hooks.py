@@ -1,7 +1,8 @@
 """The rules of training, one small hook each (see gluondet.engine.trainer for the loop).
 
-Order matters and is set in gluondet.engine.train.make_hooks: seeding and the NaN guard first;
-after an epoch, validation -> best -> early stopping -> periodic weights -> commit -> metrics views.
+Order matters and is set in gluondet.engine.train.make_hooks: seeding and the divergence guard
+first (gluondet.engine.divergence); after an epoch, validation -> best -> early stopping -> periodic
+weights -> commit -> metrics views.
 """
 import random
 import sys
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 
 from ..run_folder import CURVES_FILE, METRICS_FILE, TENSORBOARD_DIR
-from .trainer import FORCED_STOP, HookBase, check_finite
+from .trainer import FORCED_STOP, HookBase
 
 
 def say(message):
@@ -39,14 +40,6 @@ class EpochSeed(HookBase):
         random.seed(s)
         np.random.seed(s)
         mx.random.seed(s)
-
-
-class NanGuard(HookBase):
-    """A NaN or infinite loss stops training before the optimizer applies it."""
-
-    def after_backward(self):
-        state = self.trainer.state
-        check_finite(state.losses, state.epoch, state.iteration)
 
 
 class Validation(HookBase):
@@ -132,12 +125,15 @@ class Checkpointer(HookBase):
                 "lr": state.lr, "base_lr": self.base_lr, "iters_per_epoch": trainer.iters_per_epoch,
                 "metric": self.metric, "epochs": trainer.epochs,
                 "stopped_early": state.stop_reason == "early-stop", "partial": partial,
-                "history": state.history}
+                "history": state.history, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
+                "guard": state.guard}
 
     def after_epoch(self):
         state = self.trainer.state
         row = {"epoch": state.epoch + 1, "lr": state.lr, "seconds": round(state.seconds, 2),
                "images_per_sec": round(state.images_per_sec, 3), **state.mean_losses(), **state.row}
+        if state.skipped or state.rollbacks:  # columns a healthy run's metrics.csv does without
+            row.update(skipped_steps=state.skipped, rollbacks=len(state.rollbacks))
         state.history.append(row)
         self.run.commit_epoch(self.trainer.net, self.trainer.optimizer, self.record(state.epoch + 1),
                               with_states=self.with_states)
@@ -149,7 +145,7 @@ class Checkpointer(HookBase):
         if forced or done <= state.start_iteration:
             return  # nothing new since the last commit (or weights caught mid-update)
         partial = {"iteration": done, "loss_sums": state.loss_sums, "images": state.images,
-                   "seconds": state.seconds, "lr": state.lr}
+                   "seconds": state.seconds, "lr": state.lr, "skipped": state.skipped}
         self.run.commit_epoch(self.trainer.net, self.trainer.optimizer, self.record(state.epoch, partial),
                               with_states=self.with_states)
 
@@ -273,3 +269,5 @@ class Progress(HookBase):
     def on_stop(self):
         if self.bar is not None:
             self.bar.close()
+
+    on_rollback = on_stop

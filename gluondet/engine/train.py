@@ -14,7 +14,7 @@ from ..errors import GluondetError
 from ..run_folder import RunFolder
 from . import hooks as H
 from .schedule import epoch_learning_rates, learning_rate
-from .trainer import LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
+from .trainer import LossDiverged, LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
 
 say = H.say
 
@@ -94,8 +94,8 @@ def _check_schedule(config, resumed, saved_patience=0):
                             f"epochs; to train longer pass a larger total, e.g. --epochs {resumed['epoch'] + 10}")
     late = [s for s in config.lr_steps if s >= config.epochs]
     if late:
-        say(f"warning: --lr-steps {','.join(map(str, late))} at or beyond --epochs {config.epochs}: "
-            f"that decay never happens")
+        say(f"warning: lr steps {','.join(map(str, late))} at or beyond --epochs {config.epochs}: "
+            f"that decay never happens (--lr-steps sets them)")
 
 
 def _open_resumed(config, chief):
@@ -112,9 +112,9 @@ def _open_resumed(config, chief):
     return run
 
 
-def prepare(config):
-    """Contexts, datasets and the run folder (locked; a resumed one repaired). Nothing is written
-    into a new run folder but its lock yet."""
+def prepare_inputs(config):
+    """Contexts, datasets and a resumed run folder (locked, repaired): ``prepare`` without creating
+    a new run folder (the lr range test, engine/lr_find.py, writes none)."""
     from ..data import load_dataset
     from ..data.split import val_overlap_warning
     from ..models import model_family
@@ -143,11 +143,17 @@ def prepare(config):
     overlap = val_overlap_warning(train_ds, val_ds) if rank == 0 else None
     if overlap:
         say(f"warning: {overlap}")
-    run = None
-    if rank == 0:
-        run = resumed_run or RunFolder.create(config.out, dataset_cfg.name, model_cfg.get("name", config.model))
     return Setup(config, ctx_list, rank, num_workers, kvstore, dataset_cfg, model_cfg,
-                 model_family(model_cfg), classes, train_ds, val_ds, run, resumed)
+                 model_family(model_cfg), classes, train_ds, val_ds, resumed_run if rank == 0 else None, resumed)
+
+
+def prepare(config):
+    """Contexts, datasets and the run folder (locked; a resumed one repaired). Nothing is written
+    into a new run folder but its lock yet."""
+    s = prepare_inputs(config)
+    if s.chief and s.run is None:
+        s.run = RunFolder.create(config.out, s.dataset_cfg.name, s.model_cfg.get("name", config.model))
+    return s
 
 
 def build_network(s):
@@ -206,8 +212,12 @@ def make_optimizer(net, family, config, kvstore, precision=None):
     if config.clip_gradient:
         options["clip_gradient"] = config.clip_gradient
     precision = precision or Precision()
-    optimizer = gluon.Trainer(trainable_params(net, family), "sgd", options, kvstore=kvstore,
-                              **precision.trainer_options())
+    # On one machine the update runs beside the weights, not in the kvstore: a rollback then puts
+    # back weights the next update really starts from, and --clip-grad-norm sees summed gradients.
+    # A dist kvstore keeps them on its servers (its workers neither roll back nor clip by norm).
+    trainer_options = {"update_on_kvstore": False, **precision.trainer_options()} \
+        if not str(config.kvstore).startswith("dist") else precision.trainer_options()
+    optimizer = gluon.Trainer(trainable_params(net, family), "sgd", options, kvstore=kvstore, **trainer_options)
     precision.attach(optimizer)  # float16: the dynamic loss scaler
     return optimizer
 
@@ -236,13 +246,21 @@ def restore_state(s, optimizer):
     elif s.chief:
         say("resuming a distributed run: its optimizer state stayed on the parameter servers, "
             "so the momentum starts afresh")
-    state.best_map, state.best_epoch = r.get("best_map"), r.get("best_epoch")
-    state.history = list(r.get("history") or [])
-    partial = r.get("partial")
-    state.begin_epoch(int(r["epoch"]), int(partial["iteration"]) if partial else 0, partial)
-    if partial:
-        state.lr = partial.get("lr")
-    return state
+    return state.restore(r)
+
+
+def divergence_hooks(s, net):
+    """The divergence guard (and, on one machine, its rollback) and --clip-grad-norm."""
+    from .divergence import ClipGradNorm, DivergenceGuard, RollbackToCommit
+
+    config = s.config  # (ClipGradNorm: the parameters trainable_params left trainable)
+    local = s.num_workers == 1  # a dist worker can neither skip a collective update nor roll back
+    hooks = [DivergenceGuard(config.on_diverge, config.max_rollbacks, can_skip=local)]
+    if local and s.chief and config.on_diverge == "rollback":
+        hooks.append(RollbackToCommit(s.run, s.ctx_list))
+    if config.clip_grad_norm:
+        hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm, s.precision.loss_scale))
+    return hooks
 
 
 def make_hooks(s, net, step, val_data, extra=()):
@@ -252,7 +270,8 @@ def make_hooks(s, net, step, val_data, extra=()):
 
     config = s.config
     # Progress first: its epoch line (and clock) closes before validation and checkpoints run.
-    hooks = [H.EpochSeed(config.seed, s.rank), H.NanGuard(), H.Progress(enabled=s.chief and not config.quiet)]
+    hooks = [H.EpochSeed(config.seed, s.rank), *divergence_hooks(s, net),
+             H.Progress(enabled=s.chief and not config.quiet)]
     if s.chief:
         label = METRIC_LABELS[config.metric]
         report = H.EvalReport(s.run, s.val_ds, config.val_split, s.family, s.model_cfg.get("data_shape"),
@@ -313,7 +332,8 @@ def build_trainer(s, extra_hooks=()):
 def train(config, extra_hooks=()):
     """Train as ``config`` (a TrainConfig) says; returns the RunFolder (None on non-chief workers).
 
-    Raises GluondetError for problems the user can fix, LossNotFinite when training diverges, and
+    Raises GluondetError for problems the user can fix, LossDiverged when training diverges past what
+    the divergence guard may repair, and
     TrainingStopped (after saving) on Ctrl-C or SIGTERM.
     """
     from ..runtime import configure_engine, configure_threads
@@ -329,6 +349,11 @@ def train(config, extra_hooks=()):
         written = True
         state = trainer.state
         if s.chief:
+            for note in config.notes:
+                say(note)
+            if config.resume:
+                say(f"resuming {s.run.path} at epoch {state.epoch + 1}, iteration {state.start_iteration}"
+                    + (f" (lr x{state.lr_scale:g} after {len(state.rollbacks)} rollback(s))" if state.rollbacks else ""))
             say(f"training {s.model_cfg.get('name')} on {s.dataset_cfg.name}: {len(s.train_ds)} train / "
                 f"{len(s.val_ds)} val images, {len(s.classes)} classes, {s.ctx_list}, {s.precision.dtype}, batch "
                 f"{config.batch_size}, epochs {state.epoch + 1}..{config.epochs}; run folder {s.run.path}")

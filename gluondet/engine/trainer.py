@@ -1,16 +1,21 @@
 """The training loop: a bare epoch/step loop that calls hooks, in the shape of detectron2's SimpleTrainer.
 
 ``Trainer.train()`` runs epochs of steps; each step sets the lr, runs the family's step object
-(forward + backward on every device), lets hooks look at the losses before the update (the NaN
-guard), then updates. Everything else (validation, checkpoints, metrics, early stopping, seeding,
-progress) is a hook (gluondet.engine.hooks) with one job, so each rule is tested with a toy network.
+(forward + backward on every device), lets hooks look at the losses before the update (the
+divergence guard may mark the step skipped: it is then not applied), lets hooks change the summed
+gradients (gradient clipping), then updates. Everything else (validation, checkpoints, metrics,
+early stopping, seeding, progress) is a hook (gluondet.engine.hooks) with one job, so each rule is
+tested with a toy network.
+
+Rolling back: a hook that raises ``RollBack`` during an epoch makes the loop call every hook's
+``on_rollback`` (one of them puts the weights, the optimizer and ``state`` back at the last
+commit) and go on from where ``state`` then says.
 
 Stopping: Ctrl-C and SIGTERM do not raise inside MXNet (an exception raised in a ``__del__`` is
 swallowed, and training ran on); they set a flag that the loop checks after each step and each
 validation batch. The hooks' ``on_stop`` then save, and ``TrainingStopped`` carries the reason out.
 A second Ctrl-C interrupts at once.
 """
-import math
 import signal
 import time
 from contextlib import contextmanager
@@ -24,8 +29,19 @@ from ..runtime import handling_signals
 FORCED_STOP = "Ctrl-C (twice)"  # KeyboardInterrupt: the weights may be caught mid-update
 
 
-class LossNotFinite(GluondetError):
-    """Training diverged: a loss became NaN or infinite."""
+class LossDiverged(GluondetError):
+    """Training diverged and the divergence guard stopped it (one line: loss, iteration, lr, what to try)."""
+
+
+LossNotFinite = LossDiverged  # the name earlier versions raised when a loss became NaN
+
+
+class RollBack(Exception):
+    """Raised by a hook mid-epoch: go back to the last commit (``event`` says why, for the record)."""
+
+    def __init__(self, event):
+        super().__init__(event.get("reason", "rollback"))
+        self.event = event
 
 
 class TrainingStopped(Exception):
@@ -96,6 +112,12 @@ class TrainState:
     images: int = 0
     seconds: float = 0.0
     steps: int = 0                    # steps run in this epoch (resumed part included)
+    skipped: int = 0                  # of those, steps the divergence guard did not apply
+    skip_step: bool = False           # set by a hook in after_backward: do not apply this step
+    lr_scale: float = 1.0             # multiplies the schedule's lr (halved by each rollback)
+    rollbacks: List[dict] = field(default_factory=list)  # every rollback of the run, in order
+    guard: Dict[str, object] = field(default_factory=dict)  # the divergence guard's recent losses
+    update_batch_size: int = 1        # what the optimizer divides this step's gradients by
     epoch_done: bool = False          # the epoch's training finished (validation may follow)
     row: Dict[str, object] = field(default_factory=dict)
     scores: Optional[dict] = None     # this epoch's validation result, if it validated
@@ -112,10 +134,26 @@ class TrainState:
         self.images = int(carried.get("images") or 0)
         self.seconds = float(carried.get("seconds") or 0.0)
         self.steps = start_iteration
-        self.epoch_done, self.row, self.scores = False, {}, None
+        self.skipped = int(carried.get("skipped") or 0)
+        self.epoch_done, self.row, self.scores, self.skip_step = False, {}, None, False
 
     def mean_losses(self):
-        return {k: v / max(1, self.steps) for k, v in self.loss_sums.items()}
+        """Each loss's mean over the epoch's applied steps."""
+        return {k: v / max(1, self.steps - self.skipped) for k, v in self.loss_sums.items()}
+
+    def restore(self, record):
+        """Where a commit record (last.json) says training is: the epoch (a stopped epoch's part
+        included), best, history, lr scale, rollbacks and the guard's recent losses."""
+        self.best_map, self.best_epoch = record.get("best_map"), record.get("best_epoch")
+        self.history = list(record.get("history") or [])
+        self.lr_scale = float(record.get("lr_scale", 1.0))
+        self.rollbacks = list(record.get("rollbacks") or [])
+        self.guard = dict(record.get("guard") or {})
+        partial = record.get("partial")
+        self.begin_epoch(int(record["epoch"]), int(partial["iteration"]) if partial else 0, partial)
+        if partial:
+            self.lr = partial.get("lr")
+        return self
 
     @property
     def images_per_sec(self):
@@ -131,8 +169,10 @@ class HookBase:
     def before_epoch(self): ...
     def before_step(self): ...
     def after_backward(self): ...  # losses known, weights not yet updated
+    before_update = None           # a method here: gradients summed over devices, not yet applied
     def after_step(self): ...
     def after_epoch(self): ...
+    def on_rollback(self): ...     # a RollBack was raised: back to the last commit
     def on_stop(self): ...         # Ctrl-C / SIGTERM / divergence: save what can be saved
     def after_train(self): ...
 
@@ -161,7 +201,9 @@ class Trainer:
 
     def call(self, name):
         for hook in self.hooks:
-            getattr(hook, name)()
+            method = getattr(hook, name)
+            if method is not None:
+                method()
 
     def train(self):
         """Train to ``epochs``; raises TrainingStopped after saving on Ctrl-C/SIGTERM."""
@@ -171,7 +213,12 @@ class Trainer:
                 self.call("before_train")
                 while state.epoch < self.epochs and not state.stop_reason:
                     self.call("before_epoch")
-                    self.run_epoch()
+                    try:
+                        self.run_epoch()
+                    except RollBack as rollback:
+                        state.rollbacks.append(rollback.event)
+                        self.call("on_rollback")
+                        continue
                     self.call("after_epoch")
                     if not state.stop_reason:
                         state.begin_epoch(state.epoch + 1)
@@ -180,7 +227,7 @@ class Trainer:
                 self.call("on_stop")
                 raise TrainingStopped(state.stop_reason, state.epoch + 1,
                                       None if state.epoch_done else state.iteration) from None
-            except LossNotFinite:
+            except LossDiverged:
                 state.stop_reason = "diverged"
                 raise
             finally:
@@ -207,25 +254,33 @@ class Trainer:
     def run_step(self, i, batch):
         state = self.state
         state.iteration = i
-        state.lr = self.lr_at(state.epoch, i)
+        state.lr = self.lr_at(state.epoch, i) * state.lr_scale
         self.optimizer.set_learning_rate(state.lr)
         self.call("before_step")
         state.losses = self.step(self.net, batch, self.ctx_list)
         self.call("after_backward")
-        self.optimizer.step(self.step.step_batch_size(batch) * self.update_scale)
-        for name, value in state.losses.items():
-            state.loss_sums[name] = state.loss_sums.get(name, 0.0) + value
+        if state.skip_step:
+            state.skip_step = False
+            state.skipped += 1
+        else:
+            self.update(self.step.step_batch_size(batch) * self.update_scale)
+            for name, value in state.losses.items():
+                state.loss_sums[name] = state.loss_sums.get(name, 0.0) + value
         state.images += self.step.num_images(batch)
         state.steps += 1
         state.iteration = i + 1
         self.call("after_step")
 
+    def update(self, batch_size):
+        """Apply the step's gradients. With a ``before_update`` hook (gradient clipping), the
+        gradients are first summed over the devices, so the hook sees the gradient of the whole
+        batch; ``state.update_batch_size`` is what the optimizer divides them by."""
+        if not any(hook.before_update is not None for hook in self.hooks):
+            self.optimizer.step(batch_size)
+            return
+        self.state.update_batch_size = batch_size
+        self.optimizer.allreduce_grads()
+        self.call("before_update")
+        self.optimizer.update(batch_size)
 
-def check_finite(losses, epoch, iteration):
-    """Raise LossNotFinite naming the first non-finite loss (before the update applies it)."""
-    for name, value in losses.items():
-        if not math.isfinite(value):
-            raise LossNotFinite(
-                f"{name} is {value} at epoch {epoch + 1}, iteration {iteration}; training stopped "
-                f"before applying it. Try a lower --lr, a longer --warmup-epochs, or --clip-gradient; "
-                f"check the data with gluondet data check")
+

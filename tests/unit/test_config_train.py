@@ -86,3 +86,46 @@ def test_lr_step_every_replaces_the_yaml_steps_and_refuses_both_flags():
         resolve_train_config(model, {"lr_step_every": 8, "lr_steps": "3,5"})
     with pytest.raises(GluondetError, match="--lr-step-every must be"):
         resolve_train_config({"name": "m"}, {"lr_step_every": -1})
+
+
+SCHEDULED = dict(MODEL, train=dict(MODEL["train"], epochs=20, lr_steps=[15, 18]))
+
+
+def test_lr_steps_keep_their_fractions_when_epochs_change():
+    config = resolve_train_config(SCHEDULED, {"epochs": 200})
+    assert config.lr_steps == [150, 180]
+    assert config.notes == ["lr steps 150,180: the model YAML's for 20 epochs (15,18) scaled to --epochs 200; "
+                            "--lr-steps sets them"]
+    assert resolve_train_config(SCHEDULED, {"epochs": 4}).lr_steps == [3]  # 3.0 and 3.6: one decay left
+    assert resolve_train_config(SCHEDULED, {"epochs": 2}).lr_steps == [1]  # never at epoch 0
+    assert resolve_train_config(SCHEDULED, {}).lr_steps == [15, 18] and not resolve_train_config(SCHEDULED, {}).notes
+
+
+def test_given_lr_steps_or_step_every_are_not_scaled():
+    assert resolve_train_config(SCHEDULED, {"epochs": 200, "lr_steps": "15,18"}).lr_steps == [15, 18]
+    config = resolve_train_config(SCHEDULED, {"epochs": 200, "lr_step_every": 30})
+    assert (config.lr_steps, config.lr_step_every) == ([], 30)
+    every = dict(MODEL, train={"epochs": 24, "lr_step_every": 8})
+    scaled = resolve_train_config(every, {"epochs": 48})
+    assert scaled.lr_step_every == 16 and "every 16 epochs" in scaled.notes[0]
+
+
+def test_without_batch_size_every_device_gets_an_image():
+    rcnn = {"name": "r", "family": "faster_rcnn", "train": {"batch_size": 1}}
+    config = resolve_train_config(rcnn, {"ctx": "cpu0,cpu1"})
+    assert config.batch_size == 2 and "one image per device" in config.notes[0]
+    assert resolve_train_config(rcnn, {"ctx": "cpu0,cpu1,cpu2", "batch_size": 6}).batch_size == 6
+    assert resolve_train_config(MODEL, {"ctx": "cpu0,cpu1"}).batch_size == 16  # already enough
+    with pytest.raises(GluondetError, match="smaller than the 2 devices"):
+        resolve_train_config(rcnn, {"ctx": "cpu0,cpu1", "batch_size": 1})  # said, so refused
+
+
+def test_divergence_options_are_checked():
+    assert resolve_train_config(MODEL, {}).on_diverge == "rollback"
+    assert resolve_train_config(MODEL, {"clip_grad_norm": "10"}).clip_grad_norm == 10.0
+    for flags, message in (({"on_diverge": "panic"}, "--on-diverge must be one of"),
+                           ({"clip_grad_norm": 0}, "--clip-grad-norm must be positive"),
+                           ({"max_rollbacks": -1}, "--max-rollbacks"),
+                           ({"clip_grad_norm": 5, "kvstore": "dist_sync"}, "dist_")):
+        with pytest.raises(GluondetError, match=message):
+            resolve_train_config(MODEL, flags)

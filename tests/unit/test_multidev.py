@@ -178,7 +178,8 @@ def test_train_config_refuses_fewer_images_than_devices():
 
     model = {"name": "m", "family": "faster_rcnn", "train": {"batch_size": 1}}
     with pytest.raises(GluondetError, match="--batch-size 1 is smaller than the 2 devices"):
-        resolve_train_config(model, {"ctx": "cpu0,cpu1"})
+        resolve_train_config(model, {"ctx": "cpu0,cpu1", "batch_size": 1})
+    assert resolve_train_config(model, {"ctx": "cpu0,cpu1"}).batch_size == 2  # not given: one per device
     assert resolve_train_config(model, {"ctx": "cpu0,cpu1", "batch_size": 3}).batch_size == 3
 
 

@@ -10,7 +10,8 @@ import pytest
 from mxnet import autograd, gluon
 
 from gluondet.engine import hooks as H
-from gluondet.engine.trainer import LossNotFinite, Trainer, TrainingStopped
+from gluondet.engine.divergence import DivergenceGuard
+from gluondet.engine.trainer import Trainer, TrainingStopped
 from gluondet.errors import GluondetError
 from gluondet.run_folder import RunFolder, RunFolderBusy
 
@@ -80,7 +81,7 @@ def make_trainer(run, epochs=4, maps=None, step=None, patience=0, extra=(), stat
             pass
         return {"map": next(scripted), "per_class": {}}
 
-    hooks = [H.EpochSeed(1), H.NanGuard(), H.Validation(validate, 1), H.BestCheckpoint(),
+    hooks = [H.EpochSeed(1), DivergenceGuard(), H.Validation(validate, 1), H.BestCheckpoint(),
              H.EarlyStopping(patience), *extra, H.PeriodicCheckpoint(run, 0), H.Checkpointer(run, 0.1, "voc")]
     if views:  # metrics.csv, curves.png, TensorBoard (matplotlib: the slow part of these tests)
         hooks.append(H.MetricsWriter(run, step.loss_names))
@@ -141,17 +142,18 @@ def test_best_params_only_on_strict_improvement(run):
     assert [r.split(",")[0] for r in rows] == ["1", "2", "3", "4"]
 
 
-def test_nan_loss_stops_before_the_update(run):
-    snap = Snapshot()
+def test_a_nan_loss_is_not_applied_and_training_goes_on(run):
     step = ToyStep(loss_at={5: float("nan")})  # epoch 2, iteration 1
-    trainer = make_trainer(run, maps=[0.1, 0.2], step=step, extra=[snap])
-    before = {}
-    trainer.register([type("Keep", (H.HookBase,), {"after_step": lambda self: before.update(
-        w=trainer.net.weight.data().asnumpy().copy())})()])
-    with pytest.raises(LossNotFinite, match="loss is nan at epoch 2, iteration 1"):
-        trainer.train()
-    np.testing.assert_array_equal(trainer.net.weight.data().asnumpy(), before["w"])  # not applied
-    assert run.last_state()["epoch"] == 1
+    trainer = make_trainer(run, maps=[0.1, 0.2, 0.3, 0.4], step=step)
+    weights_at = {}
+    trainer.register([type("Keep", (H.HookBase,), {"after_step": lambda self: weights_at.update(
+        {len(step.calls): trainer.net.weight.data().asnumpy().copy()})})()])
+    trainer.train()
+    np.testing.assert_array_equal(weights_at[5], weights_at[4])  # the NaN step changed nothing
+    assert not np.array_equal(weights_at[6], weights_at[5])      # the next one did
+    state = run.last_state()
+    assert state["epoch"] == 4 and state["history"][1]["skipped_steps"] == 1
+    assert all(np.isfinite(row["loss"]) for row in state["history"])
 
 
 def test_patience_stops_after_n_validations_without_improvement(run):

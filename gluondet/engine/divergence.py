@@ -1,0 +1,180 @@
+"""Divergence: the guard that keeps a bad step from being applied, rollback to the last commit, and
+gradient clipping by global norm. Three hooks of the trainer (gluondet.engine.trainer).
+
+The guard judges each step by its total loss (the sum of the family's losses) against the median of
+the last ``WINDOW`` applied steps' totals:
+
+- a step whose loss is not finite, or above ``SPIKE_FACTOR`` times that median (once the window holds
+  ``MIN_HISTORY`` steps), is not applied (``state.skip_step``);
+- ``PATIENCE`` such steps in a row, or a median that has risen ``RUNAWAY_FACTOR`` times above the
+  lowest median of the run (a loss that climbs steadily never looks like a spike), is sustained
+  divergence: ``--on-diverge rollback`` goes back to the last committed epoch (or the start) with
+  the lr halved, at most ``max_rollbacks`` times, then stops with one line; ``stop`` stops at once;
+  ``warn`` says so and goes on (bad steps are still not applied).
+
+The thresholds were calibrated on healthy runs of every family (scripts/bench/bench_loss_spread.py
+prints the largest step/median and median/floor ratios each family reached, beside these limits).
+The recent losses live in ``state.guard`` and are committed with every epoch, so a resumed run
+judges its steps exactly as the straight run did.
+"""
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+from .trainer import HookBase, LossDiverged, RollBack
+
+WINDOW = 50           # applied steps whose median is a loss's recent level
+MIN_HISTORY = 10      # steps in the window before a finite step can count as a spike
+SPIKE_FACTOR = 10.0   # a step's total loss this many times its recent level is not applied
+RUNAWAY_FACTOR = 20.0  # a recent level this many times the run's lowest is divergence
+PATIENCE = 5          # bad steps in a row that make divergence sustained
+MAX_ROLLBACKS = 3     # --max-rollbacks: then the guard stops the run
+LR_FACTOR = 0.5       # each rollback multiplies the lr by this
+
+ADVICE = ("try a lower --lr (gluondet train --find-lr suggests one), a longer --warmup-epochs, "
+          "--clip-grad-norm 10, and check the data with gluondet data check")
+
+
+def _say(message):
+    from .hooks import say
+
+    say(message)
+
+
+class DivergenceGuard(HookBase):
+    """Skip bad steps; on sustained divergence roll back, stop or warn (``mode``, --on-diverge).
+
+    ``can_skip`` False (a dist kvstore: the update is collective, one worker cannot leave it out)
+    stops at the first non-finite loss instead, as the plain NaN guard did; spikes are not judged.
+    """
+
+    def __init__(self, mode="rollback", max_rollbacks=MAX_ROLLBACKS, can_skip=True, window=WINDOW,
+                 min_history=MIN_HISTORY, spike_factor=SPIKE_FACTOR, runaway_factor=RUNAWAY_FACTOR,
+                 patience=PATIENCE):
+        self.mode, self.max_rollbacks, self.can_skip = mode, max_rollbacks, can_skip
+        self.window, self.min_history, self.patience = window, min_history, patience
+        self.spike_factor, self.runaway_factor = spike_factor, runaway_factor
+
+    def after_backward(self):
+        state = self.trainer.state
+        guard = state.guard
+        recent = guard.setdefault("recent", [])
+        total = sum(state.losses.values())
+        level = statistics.median(recent) if recent else None
+        bad = not math.isfinite(total) or (
+            self.can_skip and len(recent) >= self.min_history and total > self.spike_factor * level)
+        if bad:
+            if not self.can_skip:
+                raise LossDiverged(self._line("training stopped before applying it"))
+            state.skip_step = True
+            guard["bad_in_row"] = guard.get("bad_in_row", 0) + 1
+            if guard["bad_in_row"] >= self.patience:
+                self._diverged(f"{guard['bad_in_row']} steps in a row far above the recent level", level)
+            return
+        guard["bad_in_row"] = 0
+        recent.append(total)
+        del recent[:-self.window]
+        if len(recent) >= self.min_history:
+            level = statistics.median(recent)
+            floor = guard.get("floor")
+            guard["floor"] = level if floor is None else min(floor, level)
+            if self.can_skip and level > self.runaway_factor * guard["floor"]:
+                self._diverged(f"the recent loss level rose {level / guard['floor']:.0f}x above the "
+                               f"run's lowest ({guard['floor']:.3g})", level)
+
+    def _worst(self):
+        """(name, value) of the loss that went wrong: the first non-finite one, else the largest."""
+        losses = self.trainer.state.losses
+        for name, value in losses.items():
+            if not math.isfinite(value):
+                return name, value
+        return max(losses.items(), key=lambda item: item[1])
+
+    def _line(self, what, level=None):
+        state = self.trainer.state
+        name, value = self._worst()
+        recent = f", recent level {level:.3g}" if level is not None else ""
+        return (f"{name} is {value:.3g} at epoch {state.epoch + 1}, iteration {state.iteration} "
+                f"(lr {state.lr:.3g}{recent}); {what}")
+
+    def _diverged(self, why, level):
+        state = self.trainer.state
+        name, value = self._worst()
+        if self.mode == "warn":
+            state.guard["bad_in_row"] = 0
+            _say(f"warning: training is diverging: {self._line(why, level)}; going on (--on-diverge warn)")
+            return
+        if self.mode == "stop" or len(state.rollbacks) >= self.max_rollbacks:
+            after = f" after {len(state.rollbacks)} rollback(s) with the lr halved each time" \
+                if state.rollbacks else ""
+            raise LossDiverged(f"training diverged{after}: {self._line(why, level)}; stopped, the run folder "
+                               f"keeps its last committed epoch. {ADVICE[0].upper()}{ADVICE[1:]}")
+        scale = state.lr_scale * LR_FACTOR
+        event = {"epoch": state.epoch + 1, "iteration": state.iteration, "loss": name,
+                 "value": value if math.isfinite(value) else str(value), "level": level,
+                 "lr": state.lr, "lr_scale": scale, "reason": why}
+        _say(f"warning: training diverged: {self._line(why, level)}; rolling back to the last committed "
+             f"epoch with the lr halved (x{scale:g}; rollback {len(state.rollbacks) + 1} of at most "
+             f"{self.max_rollbacks})")
+        raise RollBack(event)
+
+
+class RollbackToCommit(HookBase):
+    """On a RollBack: the weights, optimizer state and training state of the last commit in ``run``
+    (or of the start, kept in a temporary folder until a first epoch is committed), with the lr
+    scale and the list of rollbacks carried over; the epoch then runs again from there."""
+
+    def __init__(self, run, ctx_list):
+        self.run, self.ctx_list = run, list(ctx_list)
+        self._start = None  # TemporaryDirectory holding the starting weights and optimizer state
+
+    def before_train(self):
+        if self.run.last_state() is None:
+            self._start = tempfile.TemporaryDirectory(prefix="gluondet-start-")
+            start = Path(self._start.name)
+            self.trainer.net.save_parameters(str(start / "start.params"))
+            self.trainer.optimizer.save_states(str(start / "start.states"))
+
+    def on_rollback(self):
+        state = self.trainer.state
+        record = self.run.last_state()
+        if record is None:
+            start = Path(self._start.name)
+            params, states, record = start / "start.params", start / "start.states", {"epoch": 0}
+        else:
+            params, states = self.run.weights("last"), self.run.optimizer_states()
+        self.trainer.net.load_parameters(str(params), ctx=self.ctx_list)
+        if record.get("optimizer_states", True):
+            self.trainer.optimizer.load_states(str(states))
+        rollbacks, scale = state.rollbacks, state.rollbacks[-1]["lr_scale"]
+        state.restore(record)
+        state.rollbacks, state.lr_scale = rollbacks, scale
+
+    def after_train(self):
+        if self._start is not None:
+            self._start.cleanup()
+            self._start = None
+
+
+class ClipGradNorm(HookBase):
+    """--clip-grad-norm C: scale the batch's summed gradient down to a global L2 norm of at most C,
+    measured as the optimizer applies it (divided by the batch size and any float16 loss scale).
+    detectron2's and MMDetection's R-CNN recipes clip this way; --clip-gradient clips each element."""
+
+    def __init__(self, params, max_norm, loss_scale=lambda: 1.0):
+        self.params = [p for p in params if p.grad_req != "null"]
+        self.max_norm, self.loss_scale = float(max_norm), loss_scale
+
+    def before_update(self):
+        from mxnet import nd
+
+        scale = self.trainer.state.update_batch_size * self.loss_scale()
+        first = self.trainer.ctx_list[0]
+        norm = nd.sqrt(nd.add_n(*[nd.sum(nd.square(p.grad(first))) for p in self.params]))
+        factor = nd.minimum(nd.ones_like(norm), self.max_norm * scale / (norm + 1e-12))
+        for ctx in self.trainer.ctx_list:  # summed already: every device holds the same gradient
+            on_ctx = factor.as_in_context(ctx)
+            for p in self.params:
+                grad = p.grad(ctx)
+                grad *= on_ctx
