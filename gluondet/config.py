@@ -463,8 +463,10 @@ def _scale_schedule(values, model_cfg, flags):
     where = f"the model YAML's for {yaml_epochs} epochs"
     if values["lr_steps"]:
         old = list(values["lr_steps"])
-        values["lr_steps"] = sorted({min(epochs - 1, max(1, int(round(step * ratio)))) for step in old})
-        return [f"lr steps {','.join(map(str, values['lr_steps']))}: {where} ({','.join(map(str, old))}) "
+        # a decay at epoch 0 would lower the whole run's lr: steps stay in 1..epochs-1
+        values["lr_steps"] = sorted({min(epochs - 1, max(1, int(round(step * ratio)))) for step in old}) \
+            if epochs >= 2 else []
+        return [f"lr steps {','.join(map(str, values['lr_steps'])) or 'none'}: {where} ({','.join(map(str, old))}) "
                 f"scaled to --epochs {epochs}; --lr-steps sets them"]
     if values["lr_step_every"]:
         old = values["lr_step_every"]

@@ -129,3 +129,7 @@ def test_divergence_options_are_checked():
                            ({"clip_grad_norm": 5, "kvstore": "dist_sync"}, "dist_")):
         with pytest.raises(GluondetError, match=message):
             resolve_train_config(MODEL, flags)
+
+
+def test_a_one_epoch_run_keeps_no_scaled_step():
+    assert resolve_train_config(SCHEDULED, {"epochs": 1}).lr_steps == []
