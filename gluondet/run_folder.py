@@ -9,6 +9,7 @@ Layout (every write atomic: a temporary file beside the target, fsync, rename)::
     best.params/.json   weights with the best validation score, and which epoch and score
     epoch_XXXX.params   every --save-interval epochs
     metrics.csv, curves.png, tb/   views of the history, rewritten from last.json
+    diagnosis.json      only when the run does not learn: why gluondet thinks so (engine/not_learning.py)
     .lock               held (flock) by the one process training in the folder
 
 **Crash consistency.** An epoch is committed by one atomic write: ``last.json``. Before it, the new
@@ -40,6 +41,7 @@ BEST_JSON = "best.json"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tb"
+DIAGNOSIS_FILE = "diagnosis.json"
 LOCK_FILE = ".lock"
 WHICH_CHOICES = ("best", "last")
 _PENDING_RE = re.compile(r"^pending-(\d{4,})\.(params|states)$")
