@@ -20,7 +20,7 @@ import yaml
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
-from ..run_folder import CONFIG_FILE, CURVES_FILE, METRICS_FILE
+from ..run_folder import CONFIG_FILE, CURVES_FILE, DIAGNOSIS_FILE, METRICS_FILE
 from .folder import ANALYSIS_FILE, PICTURES
 
 REPORT_FILE = "report.html"
@@ -48,6 +48,8 @@ th:first-child, td:first-child { text-align: left; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 0; }
 dt { color: #555; } dd { margin: 0; word-break: break-word; }
 pre { font-size: .8rem; overflow-x: auto; background: #f0f1f3; padding: 8px; }
+section.alarm { background: #fff4f2; border-left: 6px solid #c62828; }
+section.alarm h2 { color: #b71c1c; margin-top: 0; }
 """
 
 
@@ -64,6 +66,7 @@ def write_report(run_dir):
 def build_page(run):
     """The page of a ``RunFolder`` as one HTML string."""
     run_dir = run.path
+    diagnosis = _diagnosis(run_dir)
     parts = [_overview(run), _training(run_dir)]
     for folder in sorted(p.parent for p in run_dir.glob(f"eval-*/{ANALYSIS_FILE}")):
         parts.append(_evaluation(run_dir, folder))
@@ -74,7 +77,7 @@ def build_page(run):
     config = yaml.safe_dump(run.config, allow_unicode=True, sort_keys=False)
     parts.append(f"<section><h2>Configuration</h2><details><summary>{CONFIG_FILE}</summary>"
                  f"<pre>{_e(config)}</pre></details></section>")
-    body = f"<h1>{_e(run_dir.name)}</h1>{''.join(parts)}"
+    body = f"<h1>{_e(run_dir.name)}</h1>{diagnosis}{''.join(parts)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(run_dir.name)}: gluondet report</title>"
@@ -123,6 +126,21 @@ def _overview(run):
         items.append(("last epoch", str(last["epoch"])))
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
     return f"<section><h2>Run</h2><dl>{rows}</dl></section>"
+
+
+def _diagnosis(run_dir):
+    """The warning of a run that did not learn (``diagnosis.json``, gluondet.engine.not_learning),
+    first on the page: before anyone reads its best checkpoint as a result."""
+    doc = _read_json(run_dir / DIAGNOSIS_FILE)
+    if not doc:
+        return ""
+    causes = "".join(f"<li>{_e(c)}</li>" for c in doc.get("causes") or [])
+    found = (f"<p>Likely causes gluondet checked:</p><ul>{causes}</ul>" if causes else
+             "<p>gluondet's checks (lr against the recipe, object size at the input, anchor fit, class "
+             "balance) found no cause.</p>")
+    return (f"<section class=\"alarm\" id=\"not-learning\" role=\"alert\"><h2>This run did not learn</h2>"
+            f"<p>{_e(doc.get('summary', ''))} (found at epoch {_e(doc.get('epoch', '?'))}).</p>{found}"
+            f"<p>From <code>{DIAGNOSIS_FILE}</code> in the run folder.</p></section>")
 
 
 def _training(run_dir):

@@ -1,6 +1,6 @@
 """A run that does not learn is called out (gluondet.engine.not_learning): the decision on generated
 and measured histories, each likely-cause check on data with a known answer, the hook through the
-real Trainer with the toy network."""
+real Trainer with the toy network, and the report page's warning."""
 import json
 
 import mxnet as mx
@@ -283,7 +283,9 @@ def _small_and_mostly_one_class():
     return labels_dataset(boxes, ["a", "b"], size=(256, 256))
 
 
-def test_the_hook_warns_once_and_writes_the_diagnosis(run, tiny_ssd, capsys):
+def test_the_hook_warns_once_writes_the_diagnosis_and_the_page_shows_it(run, tiny_ssd, capsys):
+    from gluondet.eval.html_report import write_report
+
     ds = _small_and_mostly_one_class()  # 4 px boxes at 96 px: small, and no anchor fits
     trainer, hook = _trainer(run, [0.001, 0.0, 0.0005, 0.0], [4.0] * 4 * ITERS, tiny_ssd, ds)
     trainer.train()
@@ -297,12 +299,18 @@ def test_the_hook_warns_once_and_writes_the_diagnosis(run, tiny_ssd, capsys):
     assert f"- {doc['causes'][1]}" in err
     assert err.rstrip().splitlines()[-1] == ("warning: the run did not learn: best VOC mAP 0.0010; the likely "
                                              f"causes found at epoch 2 are in {run / DIAGNOSIS_FILE}")
+    page = write_report(run.path).read_text(encoding="utf-8")
+    assert page.index('id="not-learning"') < page.index("<h2>Run</h2>")  # first on the page
+    assert "This run did not learn" in page and "class imbalance: &#x27;a&#x27; has 95%" in page
 
 
-def test_a_run_that_learns_gets_no_diagnosis(run, tiny_ssd, capsys):
+def test_a_run_that_learns_gets_no_diagnosis_and_no_warning_section(run, tiny_ssd, capsys):
+    from gluondet.eval.html_report import write_report
+
     trainer, _ = _trainer(run, [0.1, 0.3, 0.5], [4.0] * 3 * ITERS, tiny_ssd, _small_and_mostly_one_class())
     trainer.train()
     assert not (run / DIAGNOSIS_FILE).exists() and "not learning" not in capsys.readouterr().err
+    assert 'id="not-learning"' not in write_report(run.path).read_text(encoding="utf-8")
 
 
 def test_a_stalled_run_that_takes_off_later_is_cleared(run, tiny_ssd, capsys):
@@ -320,3 +328,13 @@ def test_the_hook_must_come_after_the_checkpointer(run, tiny_ssd):
     trainer.hooks.insert(1, hook)  # before Checkpointer: the epoch's row is not in the history yet
     with pytest.raises(RuntimeError, match="after Checkpointer"):
         trainer.train()
+
+
+def test_the_page_says_when_no_check_found_a_cause_and_escapes_the_text(run):
+    from gluondet.eval.html_report import write_report
+
+    (run / DIAGNOSIS_FILE).write_text(json.dumps({"epoch": 6, "summary": "the run is not learning: <b>x</b>",
+                                                  "causes": []}), encoding="utf-8")
+    page = write_report(run.path).read_text(encoding="utf-8")
+    assert "the run is not learning: &lt;b&gt;x&lt;/b&gt; (found at epoch 6)." in page
+    assert "found no cause" in page
