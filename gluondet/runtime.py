@@ -4,12 +4,19 @@ MXNet sizes its OpenMP pool to half the cores on x86 unless told otherwise; sizi
 this process may really use (affinity mask, cgroup CPU quota) made SSD training 1.9x and Faster
 R-CNN 1.7x faster on a 2-core machine. ``configure_threads`` does that, once, and leaves any value
 the user set alone. ``configure_engine`` then picks MXNet's engine for the devices (see there).
+``make_contexts`` refuses a GPU the installed MXNet has no machine code for (``check_gpu_code``).
 """
 import contextlib
+import csv
+import functools
+import importlib.util
 import math
+import mmap
 import os
 import re
 import signal
+import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -178,7 +185,125 @@ def make_contexts(spec):
                 f"--ctx asks for gpu{missing[0]} but this machine has {have}; "
                 "use --ctx cpu, or install mxnet-cu112 (pip install gluondet[cu112]) on a CUDA machine"
             )
+        check_gpu_code(gpus)
     return [mx.gpu(i) if kind == "gpu" else mx.cpu(i) for kind, i in devices]
+
+
+# ------------------------------------------------------------ the GPUs the installed MXNet runs on
+# A CUDA library carries, per kernel, machine code (SASS) for some GPU architectures and perhaps PTX.
+# Machine code for sm_XY runs on compute capability X.Y up to X.9 (same major only); PTX for
+# compute_XY is compiled by the driver for any X.Y or newer. mxnet-cu112 1.9.1 carries sm_50, 60,
+# 70, 80 and 86 and no PTX, so a Hopper GPU (9.0) fails in its first kernel ("no kernel image is
+# available"). What the library carries is read from the library itself, never from a table.
+FATBIN_MAGIC = 0xBA55ED50  # an NVIDIA fatbinary container (section .nv_fatbin of a CUDA library)
+FATBIN_PTX, FATBIN_SASS = 1, 2  # entry kinds
+
+
+@functools.lru_cache(maxsize=4)
+def gpu_code(library):
+    """({(major, minor)} with machine code, {(major, minor)} with PTX) in an ELF CUDA library's
+    fatbinaries; two empty sets for a library without any (a CPU build)."""
+    sass, ptx = set(), set()
+    with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian ELF
+            return sass, ptx
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        # Elf64_Shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, ...
+        sections = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+        names_at = sections[shstrndx][4]
+        for name_at, _, _, _, offset, size in sections:
+            name = data[names_at + name_at:data.find(b"\0", names_at + name_at)]
+            if name == b".nv_fatbin":
+                _read_fatbin(data, offset, offset + size, sass, ptx)
+    return sass, ptx
+
+
+def _read_fatbin(data, start, end, sass, ptx):
+    """Add each entry's architecture of the fatbinary containers in data[start:end] to sass or ptx."""
+    magic = struct.pack("<I", FATBIN_MAGIC)
+    at = data.find(magic, start, end)
+    while at >= 0:
+        _, _, header_size, fat_size = struct.unpack_from("<IHHQ", data, at)
+        entry, container_end = at + header_size, at + header_size + fat_size
+        while entry < container_end:
+            kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, entry)
+            arch, = struct.unpack_from("<I", data, entry + 28)
+            {FATBIN_SASS: sass, FATBIN_PTX: ptx}.get(kind, set()).add(divmod(arch, 10))
+            entry += entry_header + payload
+        at = data.find(magic, container_end, end)
+
+
+def runs_on(capability, sass, ptx):
+    """Whether code with these architectures runs on a GPU of ``capability`` (major, minor)."""
+    major, minor = capability
+    return any(m == major and n <= minor for m, n in sass) or any(arch <= capability for arch in ptx)
+
+
+def mxnet_library():
+    """The libmxnet.so that MXNet loads, found by MXNet's own mxnet/libinfo.py (MXNET_LIBRARY_PATH,
+    LD_LIBRARY_PATH, the package), run without importing mxnet (mxnet-cu112 needs the driver)."""
+    spec = importlib.util.find_spec("mxnet")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "libinfo.py")
+    libinfo_spec = importlib.util.spec_from_file_location("_gluondet_mxnet_libinfo", path)
+    libinfo = importlib.util.module_from_spec(libinfo_spec)
+    try:
+        libinfo_spec.loader.exec_module(libinfo)
+        return libinfo.find_lib_path()[0]
+    except (OSError, RuntimeError):
+        return None
+
+
+def visible_gpus(smi="nvidia-smi"):
+    """[(name, (major, minor))] of the GPUs CUDA numbers 0, 1, ... (CUDA_VISIBLE_DEVICES applied,
+    by index or UUID), from nvidia-smi; None when unknown (no nvidia-smi, or a driver too old to
+    report compute capabilities). nvidia-smi lists GPUs in PCI order, as CUDA does with
+    CUDA_DEVICE_ORDER=PCI_BUS_ID; its default, fastest first, can differ on a machine mixing models."""
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,uuid,name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    gpus = []
+    for row in csv.reader(out.splitlines(), skipinitialspace=True):
+        cc = re.fullmatch(r"(\d+)\.(\d+)", row[-1].strip()) if len(row) == 4 else None
+        if not cc:
+            return None
+        gpus.append((row[0].strip(), row[1].strip(), row[2].strip(), (int(cc[1]), int(cc[2]))))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        chosen = []
+        for token in (t.strip() for t in visible.split(",")):
+            match = [g for g in gpus if token == g[0] or (token.startswith("GPU-") and g[1].startswith(token))]
+            if len(match) != 1:
+                break  # CUDA stops at the first entry it cannot match
+            chosen.append(match[0])
+        gpus = chosen
+    return [(name, cc) for _, _, name, cc in gpus]
+
+
+def check_gpu_code(gpus, library=None):
+    """A GluondetError, in one line, for the first of ``gpus`` (CUDA indices) that the installed
+    MXNet has no code for: the GPU, its compute capability, the ones the library carries. Says
+    nothing when it cannot know (no nvidia-smi, a library without GPU code)."""
+    library = library or mxnet_library()
+    try:
+        sass, ptx = gpu_code(library) if library else (set(), set())
+    except (OSError, ValueError, struct.error):  # unreadable or not an ELF library: cannot tell
+        sass, ptx = set(), set()
+    listed = visible_gpus() if sass or ptx else None
+    for index in gpus:
+        if listed and index < len(listed) and not runs_on(listed[index][1], sass, ptx):
+            name, (major, minor) = listed[index]
+            carried = ", ".join(f"{m}.{n}" for m, n in sorted(sass)) or "none"
+            also = f" and PTX for {', '.join(f'{m}.{n}' for m, n in sorted(ptx))}" if ptx else " and no PTX"
+            raise GluondetError(
+                f"gpu{index} is {name}, compute capability {major}.{minor}, and the installed MXNet "
+                f"has no code for it: {library} carries machine code for compute capability "
+                f"{carried}{also}; use a GPU of those generations, or an MXNet built for "
+                f"sm_{major}{minor} (README: \"Which GPUs\")")
 
 
 def spread(array, ctx_list):
