@@ -10,6 +10,7 @@ The causes are facts gluondet can compute itself: the lr against the model recip
 size at the network's input, the share of boxes no anchor matches, one class swamping the others.
 Each check is a pure function returning one sentence, or None when it finds nothing.
 """
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -35,6 +36,7 @@ ANCHOR_IOU = 0.5             # SSD's positive-match IoU (gluondet.data.loader.SS
 UNMATCHED_SHARE = 0.25       # boxes without an anchor at ANCHOR_IOU, as a share of all
 DOMINANT_SHARE = 0.90        # one class's share of the objects
 MAX_IMAGES = 500             # images the geometry checks read (evenly spaced): a second, not minutes
+ANCHOR_SIZES = 4             # input sizes whose anchors are computed (a feature-extractor forward each)
 
 
 def loss_totals(history, loss_names):
@@ -198,18 +200,20 @@ def sampled_boxes(dataset, max_images=MAX_IMAGES):
 
 def geometry_causes(samples, family, data_shape, net=None, max_size=None):
     """The small-objects and anchor causes of ``samples`` (``sampled_boxes``) resized as ``family``
-    resizes them; the anchor check needs the network (``anchor_corners``), one anchor set per input
-    size. Returns the sentences found (a list, maybe empty)."""
-    sizes, ious, anchors = [], [], {}
+    resizes them. The anchor check needs the network (``anchor_corners``) and one feature-extractor
+    forward per input size, so it covers the images of the ``ANCHOR_SIZES`` most common input sizes
+    (SSD has one; R-CNN keeps each image's aspect ratio). Returns the sentences found (maybe none)."""
+    resized = []
     for (w, h), boxes in samples:
         nw, nh = input_size(family, w, h, data_shape, max_size)
-        scaled = boxes * np.array([nw / w, nh / h, nw / w, nh / h])
-        sizes.append(np.sqrt(np.clip(scaled[:, 2] - scaled[:, 0], 0, None) *
-                             np.clip(scaled[:, 3] - scaled[:, 1], 0, None)))
-        if net is not None:
-            if (nw, nh) not in anchors:
-                anchors[nw, nh] = anchor_corners(net, family, nw, nh)
-            ious.append(best_iou(scaled, anchors[nw, nh]))
+        resized.append(((nw, nh), boxes * np.array([nw / w, nh / h, nw / w, nh / h])))
+    sizes = [np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))
+             for _, b in resized]
+    ious = []
+    if net is not None:
+        common = Counter(size for size, _ in resized).most_common(ANCHOR_SIZES)
+        anchors = {size: anchor_corners(net, family, *size) for size, _ in common}
+        ious = [best_iou(b, anchors[size]) for size, b in resized if size in anchors]
     if family == "ssd":
         resize = f"every image stretched to {data_shape}x{data_shape} (--data-shape {data_shape})"
     else:
@@ -224,7 +228,10 @@ def network_geometry(model_cfg, classes):
     """A fresh, untrained network of the run's model (its anchors are constants of the model, not of
     the weights) and its R-CNN ``max_size``: the training network is left alone, since a forward
     of another shape would re-trace its hybridized graph and its parameters may live on GPUs."""
-    net = build_model(model_cfg, classes, pretrained_base=False)
+    with warnings.catch_warnings():
+        # an FPN backbone is a SymbolBlock: MXNet warns that it cannot infer the dtype of its input
+        warnings.filterwarnings("ignore", message="Cannot decide type")
+        net = build_model(model_cfg, classes, pretrained_base=False)
     return net, getattr(net, "max_size", None)
 
 

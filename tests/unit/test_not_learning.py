@@ -229,16 +229,22 @@ def test_boxes_no_anchor_fits_are_called_out(tiny_ssd):
     assert NL.geometry_causes(NL.sampled_boxes(fitting), "ssd", 96, net) == []
 
 
+@pytest.fixture(scope="module")
+def mask_tiny():
+    from gluondet.config import resolve_model_config
+
+    return NL.network_geometry(resolve_model_config("mask_rcnn_tiny"), ["a"])
+
+
 @pytest.mark.filterwarnings("ignore:Cannot decide type")  # GluonCV's transform, the reference
-def test_rcnn_anchors_are_the_rpns_training_anchors():
+def test_rcnn_anchors_are_the_rpns_training_anchors(mask_tiny):
     """mask_rcnn_tiny's RPN anchors at a 128x213 input: those GluonCV's R-CNN train transform crops
     to each FPN level's feature map and matches the boxes against."""
     from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
 
-    from gluondet.config import resolve_model_config
     from gluondet.models.anchors import anchor_corners
 
-    net, max_size = NL.network_geometry(resolve_model_config("mask_rcnn_tiny"), ["a"])
+    net, max_size = mask_tiny
     assert max_size == 213
     reference = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net, multi_stage=True)
     expected = []
@@ -246,6 +252,17 @@ def test_rcnn_anchors_are_the_rpns_training_anchors():
         shape = feat.infer_shape(data=(1, 3, 128, 213))[1][0]
         expected.append(anchor[:, :, :shape[2], :shape[3], :].reshape((-1, 4)).asnumpy())
     np.testing.assert_allclose(anchor_corners(net, "mask_rcnn", 213, 128), np.concatenate(expected))
+
+
+def test_rcnn_anchors_are_checked_on_the_most_common_input_sizes(mask_tiny):
+    """R-CNN keeps aspect ratios: one forward per input size, so only the images of the
+    ANCHOR_SIZES most common sizes are matched (here 7 of 9 boxes, one 120x3 plank each)."""
+    net, max_size = mask_tiny
+    assert NL.ANCHOR_SIZES == 4
+    widths = [128, 128, 128, 160, 160, 170, 180, 190, 200]  # 6 sizes: 128 x3, 160 x2, then singles
+    samples = [((w, 128), np.array([[4, 60, 124, 63]], np.float32)) for w in widths]
+    found = NL.geometry_causes(samples, "mask_rcnn", 128, net, max_size)
+    assert len(found) == 1 and found[0].startswith("anchors: 100% of 7 training boxes")
 
 
 # ----------------------------------------------------------------------------- the hook
