@@ -1,12 +1,15 @@
-"""The Dockerfiles and scripts/docker_train.sh, checked by reading (no Docker engine runs here).
+"""The Dockerfiles and scripts/docker_train.sh, checked by reading and by running their shell text.
 
-The pins in the images must come from constraints.txt, the one list setup.py reads too; hadolint
-(pinned in the test extras) lints both files.
+Both images install every dependency from a lock (locks/*.txt, written by scripts/lock.sh from
+constraints.txt, the one list of direct pins setup.py reads too); hadolint (pinned in the test
+extras) lints both files. Building the CPU image and running the demo inside it is
+scripts/image_check.sh, a step of .ci/run (it reaches the network, which tests never do).
 """
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -42,12 +45,13 @@ def instructions(path):
     return result
 
 
-def pip_installs(path):
-    commands = []
-    for keyword, args in instructions(path):
-        if keyword == "RUN":
-            commands += [c.strip() for c in args.split("&&") if re.search(r"\bpip install\b", c)]
-    return commands
+def pip_installs(path, last_stage_only=False):
+    """Each ``pip install ...`` / ``pip check`` command of the RUN steps, whitespace normalised."""
+    steps = instructions(path)
+    if last_stage_only:
+        steps = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM"):]
+    return [" ".join(m.split()) for k, a in steps if k == "RUN"
+            for m in re.findall(r"\bpip (?:install|check)\b[^;&|]*", a)]
 
 
 def test_constraints_parse_to_the_known_pins():
@@ -57,11 +61,20 @@ def test_constraints_parse_to_the_known_pins():
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
-def test_every_pip_install_takes_its_versions_from_constraints(flavour):
-    installs = pip_installs(DOCKERFILES[flavour])
-    assert any(f'".[{flavour}]"' in c or f".[{flavour}]" in c.split() for c in installs), installs
-    for command in installs:
-        assert re.search(r"(-c|--constraint)\s+constraints\.txt\b", command), command
+def test_every_pip_install_takes_its_versions_from_the_lock(flavour):
+    image_stage = pip_installs(DOCKERFILES[flavour], last_stage_only=True)
+    wheel = ['pip install -r locks/without-mxnet.txt "${MXNET_WHEEL}"'] if flavour == "cu112" else []
+    assert image_stage == [f"pip install -c locks/{flavour}.txt pip", f"pip install -r locks/{flavour}.txt",
+                           *wheel, "pip install --no-deps .", "pip check"], image_stage
+    for command in pip_installs(DOCKERFILES[flavour]):
+        if command == "pip check" or command in wheel:
+            continue
+        # the whole locked set, the locked pip itself, or gluondet adding no dependency of its own
+        assert (re.fullmatch(r"pip install -r locks/(cpu|cu112)\.txt", command)
+                or re.fullmatch(r"pip install -c locks/(cpu|cu112)\.txt pip", command)
+                or command == "pip install --no-deps ."), command
+        lock = re.search(r"locks/\S+\.txt", command)
+        assert lock is None or (ROOT / lock.group()).is_file(), command
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
@@ -72,13 +85,19 @@ def test_no_pinned_package_has_a_version_written_in_the_dockerfile(flavour):
         assert not re.search(rf"(?i)(?<![\w.-]){spelled}\s*(==|>=|<=|~=|!=|===|<|>)\s*\d", text), name
     other = "cpu" if flavour == "cu112" else "cu112"
     image_stage = text[text.rindex("\nFROM "):]  # an earlier stage may fetch weights with the CPU build
-    assert f".[{flavour}]" in image_stage and f".[{other}]" not in image_stage
+    assert f"locks/{flavour}.txt" in image_stage and f"locks/{other}.txt" not in image_stage
+
+
+def arg_default(path, name):
+    return next(a.split("=", 1)[1] for k, a in instructions(path) if k == "ARG" and a.startswith(f"{name}="))
 
 
 def test_cuda_image_base_and_python_fit_mxnet_cu112_and_the_pins():
     froms = [a for k, a in instructions(DOCKERFILES["cu112"]) if k == "FROM"]
-    # the image is the last stage; an earlier one only fetches weights
-    assert re.fullmatch(r"nvidia/cuda:11\.2\.\d+-cudnn8-runtime-ubuntu\d+\.\d+", froms[-1]), froms
+    # the image is the last stage, on the CUDA_IMAGE build argument; an earlier one fetches weights
+    assert froms[-1] == "${CUDA_IMAGE}"
+    base = arg_default(DOCKERFILES["cu112"], "CUDA_IMAGE")
+    assert re.fullmatch(r"nvidia/cuda:11\.2\.\d+-cudnn8-runtime-ubuntu\d+\.\d+", base), base
     assert_python_allowed(DOCKERFILES["cu112"], r"python(3\.\d+) -m venv")
     froms = [a for k, a in instructions(DOCKERFILES["cpu"]) if k == "FROM"]
     assert len(froms) == 1 and froms[0].startswith("python:3.")
@@ -146,7 +165,78 @@ def test_dockerignore_keeps_what_the_build_copies():
         for keyword, args in instructions(path):
             if keyword == "COPY" and not args.startswith("--from="):
                 for item in args.split()[:-1]:
-                    assert f"!{item.rstrip('/')}" in ignore or f"!{item.rstrip('/')}/" in ignore, item
+                    parts = item.rstrip("/").split("/")
+                    kept = {f"!{'/'.join(parts[:n])}" for n in range(1, len(parts) + 1)}
+                    assert kept & {line.rstrip("/") for line in ignore}, item
+
+
+def prefetch_loop(path):
+    """The shell text of the Dockerfile's prefetch loop, continuation lines joined as Docker does."""
+    run = next(a for k, a in instructions(path) if k == "RUN" and "get_model_file" in a)
+    return re.search(r"for name in \$\{PREFETCH_MODELS\}; do .*?; done", run).group()
+
+
+def run_prefetch_loop(tmp_path, path, models, failing=()):
+    """Run the loop as the image's SHELL does (bash -o pipefail -c) with a stand-in ``python`` that
+    fails to download ``failing``; returns (result, names it was asked for)."""
+    shell = next(a for k, a in instructions(path) if k == "SHELL")
+    assert shell == '["/bin/bash", "-o", "pipefail", "-c"]'
+    bin_dir, log = tmp_path / "bin", tmp_path / "python.log"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$3" >>{log}
+        case " {' '.join(failing)} " in *" $3 "*) echo "HTTPError: 403 for $3.zip" >&2; exit 1 ;; esac
+        echo "/models/$3.params"
+        """))
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PREFETCH_MODELS": " ".join(models)}
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", prefetch_loop(path)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    return result, log.read_text().split() if log.exists() else []
+
+
+def test_mxnet_wheel_argument_replaces_mxnet_cu112_and_nothing_else(tmp_path):
+    # the CUDA image's dependency step, run with a stand-in pip that records what it is asked
+    run = next(a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "MXNET_WHEEL" in a)
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "locks" / "cu112.txt", tmp_path / "locks")
+    bin_dir, log = tmp_path / "bin", tmp_path / "pip.log"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text(f"#!/bin/sh\necho \"$*\" >>{log}\n")
+    (bin_dir / "pip").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    for wheel in ("", "wheels/mxnet-1.9.1-py3-none-linux_x86_64.whl"):
+        log.unlink(missing_ok=True)
+        subprocess.run(["bash", "-o", "pipefail", "-c", run], env={**env, "MXNET_WHEEL": wheel},
+                       cwd=tmp_path, check=True, timeout=60)
+        calls = log.read_text().splitlines()
+        assert calls[0] == "install -c locks/cu112.txt pip"
+        if not wheel:
+            assert calls[1:] == ["install -r locks/cu112.txt"]
+            continue
+        assert calls[1:] == [f"install -r locks/without-mxnet.txt {wheel}"]
+        kept = (tmp_path / "locks" / "without-mxnet.txt").read_text().splitlines()
+        full = (ROOT / "locks" / "cu112.txt").read_text().splitlines()
+        assert [ln for ln in full if ln not in kept] == [ln for ln in full if ln.startswith("mxnet-cu112==")]
+        assert len([ln for ln in full if ln.startswith("mxnet-cu112==")]) == 1
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_a_model_that_cannot_be_fetched_fails_the_prefetch_naming_it(tmp_path, flavour):
+    models = ["vgg16_atrous", "resnet50_v1b", "mobilenet1.0"]
+    for failing in models[:2]:  # not the last: a for loop's status was only its last command's
+        result, asked = run_prefetch_loop(tmp_path, DOCKERFILES[flavour], models, failing=[failing])
+        assert result.returncode != 0
+        assert f"could not fetch the pretrained weights of {failing}" in result.stderr
+        assert asked[-1] == failing  # it stops there
+        (tmp_path / "python.log").unlink()
+    result, asked = run_prefetch_loop(tmp_path, DOCKERFILES[flavour], models)
+    assert result.returncode == 0 and asked == models
+    (tmp_path / "python.log").unlink()
+    result, asked = run_prefetch_loop(tmp_path, DOCKERFILES[flavour], [])  # PREFETCH_MODELS empty
+    assert result.returncode == 0 and asked == []
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
