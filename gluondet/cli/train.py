@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from ..constants import AUGMENTATIONS, KVSTORES, METRICS
+from ..constants import AUGMENTATIONS, KVSTORES, METRICS, ON_DIVERGE
 from .options import NUM_WORKERS_HELP, config_dir_option, dataset_option, skip_bad_option
 
 
@@ -28,6 +28,13 @@ def _optional(name, type_, help_):
 @_optional("--wd", float, "Weight decay.")
 @_optional("--momentum", float, "SGD momentum.")
 @_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
+@_optional("--clip-grad-norm", float, "Scale each step's gradient down to a global L2 norm of at most C "
+                                      "(detectron2's R-CNN clipping).")
+@click.option("--on-diverge", default=None, type=click.Choice(ON_DIVERGE),
+              help="When the loss keeps exploding (steps far above their recent level are never "
+                   "applied): roll back to the last committed epoch with the lr halved, stop, or "
+                   "warn and go on [rollback].")
+@_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops [3].")
 @click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
               help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
 @_optional("--num-workers", int, NUM_WORKERS_HELP)
@@ -61,9 +68,12 @@ def _optional(name, type_, help_):
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision: bfloat16 on CPUs with bf16 instructions (avx512_bf16/AMX), float16 "
                    "with dynamic loss scaling on GPUs; weights stay float32 [off].")
+@click.option("--find-lr", is_flag=True,
+              help="Instead of training: an lr range test (a few hundred steps with the lr rising "
+                   "exponentially) that draws loss against lr into lr_find.png and suggests --lr.")
 @skip_bad_option
 @config_dir_option
-def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
+def train(dataset, model, resume, pretrained_base, no_pretrained_base, find_lr, **flags):
     """Train a detector on a dataset and write a run folder (weights, classes, config, metrics).
 
     \b
@@ -103,6 +113,12 @@ def train(dataset, model, resume, pretrained_base, no_pretrained_base, **flags):
     from ..progress import configure as configure_progress
 
     configure_progress(quiet=bool(config.quiet))  # a resumed run keeps the --quiet it was started with
+    if find_lr:
+        from ..engine.lr_find import find_lr as range_test
+        from ..engine.lr_find import say_result
+
+        say_result(range_test(config))  # lr_find.png in the current folder; no run folder
+        return
     # A failing dist worker must exit at once: at shutdown MXNet would wait for its peers forever.
     guard = exit_on_failure() if config.kvstore.startswith("dist") else nullcontext()
     try:
