@@ -210,6 +210,21 @@ def ssd_anchors(net, data_shape):
 
 
 # ----------------------------------------------------------------------------- Faster R-CNN
+def anchor_grid(net):
+    """The side of the square grid of anchors an R-CNN's first RPN level holds (its ``alloc_size``).
+
+    GluonCV's train transforms copy the anchors they make targets for from an ``ashape`` x ``ashape``
+    grid, 128 unless told: at an FPN's stride 4 that covers 512 px, and a larger image got fewer
+    targets than the RPN has anchors (MXNet's "Reshape: Check failed" at the first step). With the
+    network's own grid they cover every image the network covers (GluonCV's scripts pass
+    ``net.ashape``; the smaller side here, as the transforms cut a square from it).
+    """
+    from ..models import rpn_levels
+
+    _, first = rpn_levels(net)[0]
+    return int(min(first.anchors.shape[2:4]))
+
+
 class FasterRCNNTrainTransform:
     """GluonCV's Faster R-CNN train transform (resize, flip, RPN targets) without crowd rows.
 
@@ -220,7 +235,7 @@ class FasterRCNNTrainTransform:
         from gluoncv.data.transforms.presets.rcnn import FasterRCNNDefaultTrainTransform
 
         self._multi_stage = getattr(net, "num_stages", 1) > 1
-        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net,
+        self._transform = FasterRCNNDefaultTrainTransform(net.short, net.max_size, net, ashape=anchor_grid(net),
                                                           multi_stage=self._multi_stage)
 
     def __call__(self, img, label):
@@ -314,7 +329,8 @@ class MaskRCNNTrainTransform:
 
         self._short, self._max_size = net.short, net.max_size
         self._multi_stage = getattr(net, "num_stages", 1) > 1
-        self._gluoncv = MaskRCNNDefaultTrainTransform(net.short, net.max_size, net, multi_stage=self._multi_stage)
+        self._gluoncv = MaskRCNNDefaultTrainTransform(net.short, net.max_size, net, ashape=anchor_grid(net),
+                                                      multi_stage=self._multi_stage)
 
     def __call__(self, img, label, masks):
         import cv2

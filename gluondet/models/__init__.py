@@ -116,8 +116,42 @@ def build_model(model_cfg, classes, pretrained_base=True):
         pretrained_base = True
     with model_store(override):
         net = builder(classes, pretrained_base=bool(pretrained_base), **kwargs)
+        grid = covering_anchor_grid(net) if family in ("faster_rcnn", "mask_rcnn") else None
+        if grid:
+            # GluonCV's grid (the zoo's, kept wherever it suffices: its weights hold the anchors as a
+            # constant) stops short of the largest input: built again with one that reaches it
+            net = builder(classes, pretrained_base=bool(pretrained_base), **{**kwargs, "alloc_size": grid})
     initialize_missing(net)
     return net
+
+
+# ----------------------------------------------------------------------------- R-CNN input sizes
+def rpn_levels(net):
+    """(feature-map symbol, anchor generator) of each RPN level of an R-CNN, in the RPN's order."""
+    import mxnet as mx
+
+    multi = getattr(net, "num_stages", 1) > 1
+    features = net.features(mx.sym.var("data"))
+    features = list(features) if multi else [features]
+    generators = list(net.rpn.anchor_generator) if multi else [net.rpn.anchor_generator]
+    return list(zip(features, generators))
+
+
+def covering_anchor_grid(net):
+    """None when the R-CNN's anchors cover every input it takes (both sides at most ``max_size``:
+    GluonCV's resize caps the longer one there); else the ``alloc_size`` that covers them.
+
+    Each level cuts its anchors from a grid made when the network is built: an input whose feature
+    map is larger than the grid fails in MXNet's slice (or the training targets miscount the
+    anchors). GluonCV's RPN halves the grid from level to level (down to 16 cells), so level i
+    needs ``cells << i``.
+    """
+    side = int(net.max_size)
+    levels = [(max(feature.infer_shape(data=(1, 3, side, side))[1][0][2:4]), min(generator.anchors.shape[2:4]))
+              for feature, generator in rpn_levels(net)]
+    if all(cells <= grid for cells, grid in levels):
+        return None
+    return (max(cells << i for i, (cells, _) in enumerate(levels)),) * 2
 
 
 # Parameters without an initializer of their own (GluonCV's FeatureExpander is a SymbolBlock: its

@@ -203,3 +203,166 @@ def test_an_unknown_norm_is_refused_by_name():
 
     with pytest.raises(GluondetError, match="norm 'groupnrom' is not one of batchnorm, groupnorm"):
         _kwargs({}, {"norm": "groupnrom"})
+
+
+# ----------------------------------------------------------------------------- every input size
+# Images as users have them: tiny, large, portrait, landscape (5:3 and beyond: the longer side stops
+# at max_size and the shorter one gets less than the data shape).
+MIXED_SIZES = [(64, 64), (1600, 1200), (1200, 1600), (1600, 500), (500, 1600)]
+
+
+def _rcnn(name, data_shape, classes=("a", "b")):
+    from gluondet.config import resolve_model_config
+    from gluondet.models import build_model
+
+    cfg = resolve_model_config(name)
+    cfg["data_shape"] = data_shape
+    return build_model(cfg, list(classes), pretrained_base=False)
+
+
+def _levels(net):
+    """(stride, anchor generator) of each RPN level: the strides GluonCV's configs give them."""
+    generator = net.rpn.anchor_generator
+    if net.num_stages > 1:
+        return list(zip(STRIDES, generator))
+    return [(16, generator)]  # GluonCV's single-level Faster R-CNN: ResNet's stage 3, stride 16
+
+
+def _network_anchors(net, height, width):
+    """Anchors the network's own RPN anchor generators output for a ``height`` x ``width`` input.
+
+    ResNet's stem and each stride-2 stage round up (7x7/2 with padding 3, 3x3/2 max-pooling with
+    padding 1, 3x3/2 or 1x1/2 convolutions), as does P6's 1x1/2 pooling: a level of stride s has
+    ceil(H/s) x ceil(W/s) cells (checked against the real backbone below). A generator fed such a
+    map cuts its anchors from the grid built into the network, or fails when it is too small."""
+    count = 0
+    for stride, generator in _levels(net):
+        cells = mx.nd.zeros((1, 1, -(-height // stride), -(-width // stride)))
+        count += generator(cells).shape[1]
+    return count
+
+
+def _sample(width, height, masks=False):
+    """A random image with two objects (and their masks) at its own size."""
+    rng = np.random.default_rng(width * 7 + height)
+    img = mx.nd.array(rng.integers(0, 255, (height, width, 3)), dtype="uint8")
+    label = np.array([[0.1 * width, 0.1 * height, 0.5 * width, 0.6 * height, 0, 0],
+                      [0.4 * width, 0.5 * height, 0.9 * width, 0.9 * height, 1, 0]], np.float32)
+    if not masks:
+        return img, label
+    pixels = np.zeros((2, height, width), np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(label[:, :4].astype(int)):
+        pixels[k, y0:y1, x0:x1] = 1
+    return img, label, pixels
+
+
+def _targets(out):
+    """(input image, RPN class targets as one flat array) of a train transform's output."""
+    cls_targets = out[3] if len(out) == 6 else out[2]  # Mask R-CNN's carry the masks before them
+    if isinstance(cls_targets, (list, tuple)):  # GluonCV's single-level output: [(H, W, anchors)]
+        cls_targets = np.concatenate([np.asarray(x).ravel() for x in cls_targets])
+    return out[0], np.asarray(cls_targets).ravel()
+
+
+@pytest.mark.parametrize("name, data_shape", [
+    ("faster_rcnn_fpn_resnet50_v1b", 600), ("faster_rcnn_fpn_resnet50_v1b", 800),
+    ("faster_rcnn_fpn_resnet50_v1b", 1000),  # past GluonCV's grid (1536 px at stride 4): grown
+    ("mask_rcnn_fpn_resnet18_v1b", 800), ("mask_rcnn_fpn_resnet18_v1b", 1000),
+    ("faster_rcnn_resnet50_v1b", 600), ("faster_rcnn_resnet50_v1b", 1300),  # past its 2048 px: grown
+])
+def test_train_transforms_target_every_anchor_the_network_has(name, data_shape):
+    """A target per anchor, for images of every size: GluonCV's transforms made targets for a
+    128 x 128 grid of anchors (512 px at an FPN's stride 4), and the first step at --data-shape 608
+    or more failed in MXNet's reshape ("65787 vs. 159882")."""
+    from gluondet.data.loader import FasterRCNNTrainTransform, MaskRCNNTrainTransform
+
+    net = _rcnn(name, data_shape)
+    masks = name.startswith("mask")
+    transform = (MaskRCNNTrainTransform if masks else FasterRCNNTrainTransform)(net)
+    for width, height in MIXED_SIZES:
+        data, cls_targets = _targets(transform(*_sample(width, height, masks)))
+        _, h, w = data.shape
+        # the resize GluonCV documents: shorter side to data_shape, the longer at most 5/3 of it
+        assert max(h, w) <= round(data_shape * 5 / 3) and (min(h, w) == data_shape or max(h, w) == round(data_shape * 5 / 3))
+        assert cls_targets.size == _network_anchors(net, h, w), (width, height)
+        assert (cls_targets == 1).sum() > 0  # the objects got positive anchors
+
+
+@pytest.mark.parametrize("name, size", [("faster_rcnn_fpn_resnet50_v1b", (200, 333)),
+                                        ("faster_rcnn_resnet50_v1b", (237, 395))])
+def test_the_anchor_arithmetic_is_the_backbones(name, size):
+    """The cells the tests count (ceil(H/s) x ceil(W/s)) are those of the real feature maps: the RPN
+    of the whole network, run on an odd-sized input, outputs as many anchors."""
+    net = _rcnn(name, 256)
+    data = mx.nd.zeros((1, 3) + size)
+    with mx.autograd.train_mode():
+        features = net.features(data)
+        features = features if isinstance(features, (list, tuple)) else [features]
+        anchors = net.rpn(data, *features)[-1]
+    anchors = anchors if isinstance(anchors, (list, tuple)) else [anchors]
+    assert sum(a.shape[1] for a in anchors) == _network_anchors(net, *size)
+
+
+def test_gluoncvs_anchor_grid_is_kept_where_it_covers_and_grown_where_it_does_not():
+    """The zoo's grid (its COCO weights hold the anchors) up to 921 px (max_size 1535 < 384 x 4);
+    past it, a grid with a cell for every position of the largest input at every level."""
+    for data_shape, grown in ((800, False), (921, False), (922, True), (1300, True)):
+        net = _rcnn("faster_rcnn_fpn_resnet50_v1b", data_shape)
+        max_size = round(data_shape * 5 / 3)
+        grids = [generator.anchors.shape[2:4] for _, generator in _levels(net)]
+        if not grown:
+            assert grids == [(384 >> i,) * 2 for i in range(4)] + [(24, 24)]
+        for (stride, _), grid in zip(_levels(net), grids):
+            assert min(grid) >= -(-max_size // stride), (data_shape, stride, grid)
+        assert (grids[0][0] > 384) == grown
+
+
+def _write_mixed_voc(root, sizes):
+    from data_helpers import write_voc
+
+    images = {f"img{i}": {"size": (w, h), "objects": [("a", w // 10 + 1, h // 10 + 1, w // 2, h // 2),
+                                                     ("b", w // 2, h // 2, w - w // 10, h - h // 10)]}
+              for i, (w, h) in enumerate(sizes)}
+    return write_voc(root, images)
+
+
+def _dataset(root):
+    from gluondet.config import resolve_dataset
+    from gluondet.data import load_dataset
+
+    return load_dataset(resolve_dataset(str(root)), "train")
+
+
+@pytest.mark.parametrize("batch_size, devices, sizes", [  # one step each: a batch of these images
+    (2, 1, [(1600, 500), (500, 1600)]),
+    (2, 2, [(64, 64), (1600, 500)]),
+    (3, 2, [(1600, 1200), (1200, 1600), (500, 1600)]),  # two images on cpu(0), one on cpu(1)
+])
+def test_the_fpn_model_steps_on_mixed_sizes_on_its_devices(batch_size, devices, sizes, tmp_path):
+    """faster_rcnn_fpn_resnet50_v1b from scratch through the real loader and step, on images of
+    mixed sizes: at data_shape 320 the longer side of each batch's 5:3-or-longer image reaches
+    533 px, past the 512 px of GluonCV's default target grid at stride 4."""
+    from gluondet.data.loader import train_loader
+    from gluondet.engine.steps import STEPS, trainable_params
+
+    ds = _dataset(_write_mixed_voc(tmp_path / "voc", sizes))
+    ctx_list = [mx.cpu(i) for i in range(devices)]
+    net = _rcnn("faster_rcnn_fpn_resnet50_v1b", 320, ds.classes)
+    loader = train_loader("faster_rcnn", net, ds, 320, batch_size, 0, seed=1)
+    with mx.autograd.predict_mode():
+        net(mx.nd.zeros((1, 3, 320, 320)))  # finish deferred initialization: the weights before
+    step = STEPS["faster_rcnn"]()
+    step.prepare(net, ctx_list)
+    params = trainable_params(net, "faster_rcnn")
+    trainer = mx.gluon.Trainer(params, "sgd", {"learning_rate": 0.01}, kvstore="device")
+    before = {name: p.data(ctx_list[-1]).asnumpy() for name, p in params.items() if p.grad_req != "null"}
+    net.hybridize(static_alloc=True)
+    seen = []
+    for batch in loader:
+        losses = step(net, batch, ctx_list)
+        trainer.step(step.step_batch_size(batch))
+        assert all(np.isfinite(v) for v in losses.values()) and losses["rpn_cls_loss"] > 0, losses
+        seen += [tuple(image.shape[2:]) for image in batch[0]]
+    assert len(seen) == len(sizes) and max(max(s) for s in seen) == 533  # every image, 5:3 and beyond
+    moved = [n for n, value in before.items() if np.abs(params[n].data(ctx_list[-1]).asnumpy() - value).max() > 0]
+    assert len(moved) > len(before) // 2
