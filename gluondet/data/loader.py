@@ -258,6 +258,39 @@ class FasterRCNNValTransform:
         return self._transform(img, with_placeholder_row(label))
 
 
+def resized_size(size, short, max_size):
+    """(w, h) of a ``size`` image after GluonCV's ``resize_short_within(short, max_size)``: the
+    shorter side to ``short`` unless the longer one then exceeds ``max_size``, where it stops."""
+    w, h = size
+    scale = short / min(w, h)
+    if np.round(scale * max(w, h)) > max_size:
+        scale = max_size / max(w, h)
+    return int(np.round(w * scale)), int(np.round(h * scale))
+
+
+def check_elongated_images(net, dataset, indices=None, training=True):
+    """Refuse a dataset whose most elongated image (past 5:3 it gets less than the shorter side)
+    has fewer anchors than an R-CNN's RPN keeps (in training, or in prediction); squarer images
+    are checked with the data shape (``models.check_smallest_input``). Sizes come from the image
+    headers: nothing is decoded."""
+    from ..errors import GluondetError
+    from ..models import rpn_anchor_count, rpn_proposals, shortest_side
+
+    indices = range(len(dataset)) if indices is None else indices
+    sizes = {i: dataset.image_size(i) for i in indices}
+    if not sizes:
+        return
+    worst = max(sizes, key=lambda i: max(sizes[i]) / min(sizes[i]))
+    w, h = resized_size(sizes[worst], shortest_side(net), net.max_size)
+    anchors, proposals = rpn_anchor_count(net, w, h), rpn_proposals(net, training)
+    if anchors < proposals:
+        raise GluondetError(
+            f"{dataset.image_path(worst)}: {sizes[worst][0]}x{sizes[worst][1]} px is too elongated for "
+            f"data_shape {shortest_side(net)}: resized to {w}x{h} it has {anchors} anchors, fewer than the "
+            f"{proposals} proposals the RPN keeps {'in training' if training else 'per image'}; "
+            f"use a larger --data-shape, or leave such images out")
+
+
 def images_with_objects(dataset):
     """Indices of images with at least one non-crowd object (Faster R-CNN cannot sample from none)."""
     keep = []
@@ -286,6 +319,7 @@ def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indi
         transform = SSDTrainTransform(data_shape, data_shape, ssd_anchors(net, data_shape), augment)
         batchify = Tuple(Stack(), Stack(), Stack())
     else:
+        check_elongated_images(net, dataset, indices)
         transform = FasterRCNNTrainTransform(net)
         batchify = Tuple(*[Append() for _ in range(5)])
     mapped = MappedDataset(dataset, transform, indices)
@@ -305,6 +339,7 @@ def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
         transform = SSDValTransform(data_shape, data_shape)
         batchify = Tuple(Stack(), Pad(pad_val=-1))
     else:
+        check_elongated_images(net, dataset, training=False)
         transform = FasterRCNNValTransform(net)
         batchify = Tuple(Append(), Append(), Append())
     return DataLoader(MappedDataset(dataset, transform), batch_size, shuffle=False,
@@ -403,6 +438,7 @@ def mask_train_loader(net, dataset, batch_size, num_workers, indices=None, seed=
     from gluoncv.data.batchify import Append, Tuple
     from mxnet.gluon.data import DataLoader
 
+    check_elongated_images(net, dataset, indices)
     mapped = MappedDataset(dataset, MaskRCNNTrainTransform(net), indices)
     sampler = EpochBatchSampler(len(mapped), batch_size, seed)
     loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=Tuple(*[Append() for _ in range(6)]),
@@ -416,5 +452,6 @@ def mask_val_loader(net, dataset, batch_size, num_workers):
     from gluoncv.data.batchify import Append, Tuple
     from mxnet.gluon.data import DataLoader
 
+    check_elongated_images(net, dataset, training=False)
     return DataLoader(MappedDataset(dataset, MaskRCNNValTransform(net)), batch_size, shuffle=False,
                       batchify_fn=Tuple(*[Append() for _ in range(4)]), last_batch="keep", num_workers=num_workers)

@@ -47,7 +47,6 @@ MODELS = {
 }
 NO_PRETRAINED_BASE = ("tiny_ssd",)  # builders whose backbone has no ImageNet weights to load
 DEFAULT_MODEL = "ssd_512_vgg16_atrous"
-FASTER_RCNN_MIN_SHAPE = 256
 
 
 def model_family(model_cfg):
@@ -100,10 +99,6 @@ def build_model(model_cfg, classes, pretrained_base=True):
     if key == "tiny_ssd" and data_shape:  # its anchors are sized for the input
         kwargs.setdefault("data_shape", int(data_shape))
     if family in ("faster_rcnn", "mask_rcnn") and data_shape:
-        if family == "faster_rcnn" and int(data_shape) < FASTER_RCNN_MIN_SHAPE:
-            # the RPN keeps 2000 proposals in training: a smaller image has fewer anchors than that
-            raise GluondetError(f"data_shape {data_shape} is too small for Faster R-CNN; "
-                                f"use --data-shape {FASTER_RCNN_MIN_SHAPE} or more")
         # Faster R-CNN keeps the aspect ratio: data_shape is the shorter side (GluonCV's `short`).
         kwargs.setdefault("short", int(data_shape))
         kwargs.setdefault("max_size", int(round(int(data_shape) * 5 / 3)))
@@ -121,11 +116,18 @@ def build_model(model_cfg, classes, pretrained_base=True):
             # GluonCV's grid (the zoo's, kept wherever it suffices: its weights hold the anchors as a
             # constant) stops short of the largest input: built again with one that reaches it
             net = builder(classes, pretrained_base=bool(pretrained_base), **{**kwargs, "alloc_size": grid})
+    if family in ("faster_rcnn", "mask_rcnn"):
+        check_smallest_input(net, key)
     initialize_missing(net)
     return net
 
 
 # ----------------------------------------------------------------------------- R-CNN input sizes
+def shortest_side(net):
+    """The shorter side GluonCV's R-CNN transforms resize to (the smallest, if it draws one at random)."""
+    return int(min(net.short) if isinstance(net.short, (list, tuple)) else net.short)
+
+
 def rpn_levels(net):
     """(feature-map symbol, anchor generator) of each RPN level of an R-CNN, in the RPN's order."""
     import mxnet as mx
@@ -135,6 +137,15 @@ def rpn_levels(net):
     features = list(features) if multi else [features]
     generators = list(net.rpn.anchor_generator) if multi else [net.rpn.anchor_generator]
     return list(zip(features, generators))
+
+
+def rpn_anchor_count(net, width, height, levels=None):
+    """Anchors the RPN of an R-CNN places on a ``width`` x ``height`` input, every level together."""
+    count = 0
+    for feature, generator in levels or rpn_levels(net):
+        _, _, rows, cols = feature.infer_shape(data=(1, 3, int(height), int(width)))[1][0]
+        count += rows * cols * generator.num_depth
+    return count
 
 
 def covering_anchor_grid(net):
@@ -152,6 +163,38 @@ def covering_anchor_grid(net):
     if all(cells <= grid for cells, grid in levels):
         return None
     return (max(cells << i for i, (cells, _) in enumerate(levels)),) * 2
+
+
+def rpn_proposals(net, training=True):
+    """How many proposals the RPN of an R-CNN keeps per image. Its graph slices that many rows out
+    of one per anchor, so an input with fewer anchors fails (MXNet: "Invalid end for end=2000")."""
+    return int(net.rpn._train_post_nms if training else net.rpn.get_test_post_nms())
+
+
+def check_smallest_input(net, key):
+    """Refuse a data shape whose images have fewer anchors than the RPN keeps in training.
+
+    A square image has the fewest anchors of all those up to 5:3 (they all get the shorter side);
+    a longer one gets less than the shorter side and is checked against the dataset's images
+    (``data.loader.check_elongated_images``). The message names the smallest data shape that has
+    enough, found by bisection (the count grows with the side)."""
+    levels, proposals = rpn_levels(net), rpn_proposals(net)
+    short = shortest_side(net)
+
+    def enough(side):
+        return rpn_anchor_count(net, side, side, levels) >= proposals
+
+    if enough(short):
+        return
+    low, high = short, short * 2
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    raise GluondetError(f"model '{key}': data_shape {short} is too small: a {short}x{short} image has "
+                        f"{rpn_anchor_count(net, short, short, levels)} anchors, fewer than the {proposals} "
+                        f"proposals its RPN keeps in training; use --data-shape {high} or more")
 
 
 # Parameters without an initializer of their own (GluonCV's FeatureExpander is a SymbolBlock: its

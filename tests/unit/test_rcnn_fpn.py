@@ -317,6 +317,31 @@ def test_gluoncvs_anchor_grid_is_kept_where_it_covers_and_grown_where_it_does_no
         assert (grids[0][0] > 384) == grown
 
 
+def _smallest_square(net, proposals):
+    """The smallest side of a square input with at least ``proposals`` anchors, by counting up."""
+    side = 32
+    while _network_anchors(net, side, side) < proposals:
+        side += 1
+    return side
+
+
+@pytest.mark.parametrize("name, data_shape, proposals", [
+    ("mask_rcnn_fpn_resnet18_v1b", 64, 2000), ("faster_rcnn_fpn_resnet50_v1b", 64, 2000),
+    ("faster_rcnn_resnet50_v1b", 200, 2000),
+])
+def test_a_data_shape_with_fewer_anchors_than_proposals_is_one_line_naming_the_smallest(name, data_shape, proposals):
+    from gluondet.errors import GluondetError
+
+    smallest = _smallest_square(_rcnn(name, 400), proposals)
+    assert data_shape < smallest
+    with pytest.raises(GluondetError) as caught:
+        _rcnn(name, data_shape)
+    message = str(caught.value)
+    assert "\n" not in message and f"model '{name}'" in message and f"data_shape {data_shape} " in message
+    assert f"{proposals} proposals" in message and message.endswith(f"use --data-shape {smallest} or more")
+    _rcnn(name, smallest)  # is taken
+
+
 def _write_mixed_voc(root, sizes):
     from data_helpers import write_voc
 
@@ -331,6 +356,23 @@ def _dataset(root):
     from gluondet.data import load_dataset
 
     return load_dataset(resolve_dataset(str(root)), "train")
+
+
+def test_an_image_too_elongated_for_the_data_shape_is_one_line_naming_it(tmp_path):
+    """At data_shape 256 the shorter side of a 1:5.3 image gets 80 px: fewer anchors than the RPN
+    keeps (MXNet's "Invalid end for end=2000" at its step); at 600 the same image trains."""
+    from gluondet.data.loader import train_loader
+    from gluondet.errors import GluondetError
+
+    ds = _dataset(_write_mixed_voc(tmp_path / "voc", [(640, 480), (300, 1600), (1600, 500)]))
+    net = _rcnn("faster_rcnn_resnet50_v1b", 256, ds.classes)
+    assert _network_anchors(net, 427, 80) < 2000 <= _network_anchors(net, 133, 427)  # only img1 has too few
+    with pytest.raises(GluondetError) as caught:
+        train_loader("faster_rcnn", net, ds, 256, 1, 0)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(tmp_path / "voc" / "JPEGImages" / "img1.jpg"))
+    assert "300x1600 px" in message and "80x427" in message and "2000 proposals" in message
+    train_loader("faster_rcnn", _rcnn("faster_rcnn_resnet50_v1b", 600, ds.classes), ds, 600, 1, 0)
 
 
 @pytest.mark.parametrize("batch_size, devices, sizes", [  # one step each: a batch of these images
