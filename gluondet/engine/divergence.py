@@ -150,6 +150,7 @@ class RollbackToCommit(HookBase):
         rollbacks, scale = state.rollbacks, state.rollbacks[-1]["lr_scale"]
         state.restore(record)
         state.rollbacks, state.lr_scale = rollbacks, scale
+        state.guard["bad_in_row"] = 0  # the commit's own bad steps: a fresh start at the lower lr
 
     def after_train(self):
         if self._start is not None:

@@ -266,6 +266,7 @@ def divergence_hooks(s, net):
 def make_hooks(s, net, step, val_data, extra=()):
     """The rules of this run, in order (see gluondet.engine.hooks)."""
     from ..constants import METRIC_LABELS
+    from .not_learning import NotLearning
     from .validation import validate
 
     config = s.config
@@ -284,6 +285,7 @@ def make_hooks(s, net, step, val_data, extra=()):
         hooks += [H.Validation(run_validation, config.val_interval), H.BestCheckpoint(label),
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
                   H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
+                  NotLearning(s.run, s.model_cfg, s.train_ds, config.lr, config.batch_size * s.num_workers, label),
                   H.MetricsWriter(s.run, step.loss_names, lr_schedule=epoch_learning_rates(
                       config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every),
                       log_every=config.log_every), report]
