@@ -96,7 +96,7 @@ if ! "$engine" image inspect "$base" >/dev/null 2>&1; then
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
             --change "LABEL gluondet.base=\"debootstrap --variant=minbase $suite, made by scripts/image_check.sh\"" \
-            - "$base" >/dev/null
+            - "$base" >"$work/import.log" 2>&1 || fail "importing the base: $(last_line "$work/import.log")"
         rm -rf "$rootfs"
         base_note="made here with debootstrap"
     fi
