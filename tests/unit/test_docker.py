@@ -313,3 +313,21 @@ def test_docker_train_overrides(tmp_path):
                                                   "--epochs", "2", "--batch-size", "8"]
     assert detect[detect.index("me/gd:1") + 1:] == ["detect", "--threshold", "0.3", "/data/shapes_voc/JPEGImages"]
     assert train[train.index("--user") + 1] == "1001:1001"
+
+
+IMAGE_CHECK = ROOT / "scripts" / "image_check.sh"
+
+
+def test_image_check_says_when_this_machine_cannot_build_images(tmp_path):
+    # no docker and no podman on PATH: a plain reason and exit 77 (.ci/run's "could not run here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "mktemp", "rm"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run([shutil.which("bash"), str(IMAGE_CHECK)], capture_output=True, text=True,
+                            env={"PATH": str(bin_dir), "TMPDIR": str(tmp_path)}, timeout=60)
+    assert result.returncode == 77, result.stdout + result.stderr
+    assert result.stderr.strip() == ("image_check: CANNOT RUN ON THIS MACHINE: no container engine: no docker "
+                                     "daemon answers and podman is not installed (Debian: apt-get install "
+                                     "podman buildah runc debootstrap)")
+    assert list(tmp_path.glob("image_check.*")) == []  # its work folder is removed
