@@ -111,7 +111,8 @@ def cmd_installed(args):
         print(f"lockcheck: {line}")
     if extra:
         print(f"lockcheck: installed but not in {args.lock}: {' '.join(extra)}"
-              + (" (left alone; a fresh .venv has none)" if args.allow_extra else ""))
+              + (" (left alone; a fresh .venv has none)" if args.allow_extra
+                 else " (pip uninstall them, or make the virtualenv afresh from the lock)"))
     if wrong or (extra and not args.allow_extra):
         return 1
     print(f"lockcheck: {args.python}: pip freeze is {args.lock} ({len(locked)} packages)")
