@@ -123,14 +123,24 @@ class DivergenceGuard(HookBase):
 class RollbackToCommit(HookBase):
     """On a RollBack: the weights, optimizer state and training state of the last commit in ``run``
     (or of the start, kept in a temporary folder until a first epoch is committed), with the lr
-    scale and the list of rollbacks carried over; the epoch then runs again from there."""
+    scale and the list of rollbacks carried over; the epoch then runs again from there.
+
+    The start is saved at the first step's ``after_backward``, before its update: only the first
+    forward has initialized every parameter (GluonCV's backbones defer their shapes), so this hook
+    goes before the DivergenceGuard, which may roll back at that very moment.
+    """
 
     def __init__(self, run, ctx_list):
         self.run, self.ctx_list = run, list(ctx_list)
         self._start = None  # TemporaryDirectory holding the starting weights and optimizer state
+        self._save_start = False
 
     def before_train(self):
-        if self.run.last_state() is None:
+        self._save_start = self.run.last_state() is None
+
+    def after_backward(self):
+        if self._save_start:
+            self._save_start = False
             self._start = tempfile.TemporaryDirectory(prefix="gluondet-start-")
             start = Path(self._start.name)
             self.trainer.net.save_parameters(str(start / "start.params"))

@@ -257,7 +257,7 @@ def divergence_hooks(s, net):
     local = s.num_workers == 1  # a dist worker can neither skip a collective update nor roll back
     hooks = [DivergenceGuard(config.on_diverge, config.max_rollbacks, can_skip=local)]
     if local and s.chief and config.on_diverge == "rollback":
-        hooks.append(RollbackToCommit(s.run, s.ctx_list))
+        hooks.insert(0, RollbackToCommit(s.run, s.ctx_list))  # before the guard: see its docstring
     if config.clip_grad_norm:
         hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm, s.precision.loss_scale))
     return hooks
