@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .constants import AUGMENTATIONS, KVSTORES, METRICS, ON_DIVERGE
+from .constants import AUGMENTATIONS, KVSTORES, MAX_ROLLBACKS, METRICS, ON_DIVERGE
 from .errors import GluondetError
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -330,7 +330,7 @@ class TrainConfig:
     clip_gradient: Optional[float] = None
     clip_grad_norm: Optional[float] = None  # clip the batch's gradient to this global L2 norm
     on_diverge: str = "rollback"  # sustained divergence: roll back with the lr halved, stop, or warn
-    max_rollbacks: int = 3        # rollbacks before the divergence guard stops the run
+    max_rollbacks: int = MAX_ROLLBACKS  # rollbacks before the divergence guard stops the run
     augment: str = "ssd"
     num_workers: Optional[int] = None
     data_shape: Optional[int] = None

@@ -31,3 +31,4 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # What the divergence guard does when a run keeps diverging (--on-diverge; gluondet.engine.divergence):
 # roll back to the last commit with the lr halved, stop with one line, or warn and go on.
 ON_DIVERGE = ("rollback", "stop", "warn")
+MAX_ROLLBACKS = 5  # --max-rollbacks' default: 5 halvings bring an lr 40x too high within 1.25x

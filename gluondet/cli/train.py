@@ -34,7 +34,7 @@ def _optional(name, type_, help_):
               help="When the loss keeps exploding (steps far above their recent level are never "
                    "applied): roll back to the last committed epoch with the lr halved, stop, or "
                    "warn and go on [rollback].")
-@_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops [3].")
+@_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops [5].")
 @click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
               help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
 @_optional("--num-workers", int, NUM_WORKERS_HELP)

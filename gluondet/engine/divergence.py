@@ -22,14 +22,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from ..constants import MAX_ROLLBACKS
 from .trainer import HookBase, LossDiverged, RollBack
 
 WINDOW = 50           # applied steps whose median is a loss's recent level
-MIN_HISTORY = 10      # steps in the window before a finite step can count as a spike
+MIN_HISTORY = 5       # steps in the window before a step can count as a spike or the level as risen
 SPIKE_FACTOR = 10.0   # a step's total loss this many times its recent level is not applied
 RUNAWAY_FACTOR = 20.0  # a recent level this many times the run's lowest is divergence
 PATIENCE = 5          # bad steps in a row that make divergence sustained
-MAX_ROLLBACKS = 3     # --max-rollbacks: then the guard stops the run
 LR_FACTOR = 0.5       # each rollback multiplies the lr by this
 
 ADVICE = ("try a lower --lr (gluondet train --find-lr suggests one), a longer --warmup-epochs, "
