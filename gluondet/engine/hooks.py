@@ -227,7 +227,10 @@ class EvalReport(HookBase):
         from ..eval.folder import eval_dir, write_eval_folder
         from ..eval.html_report import write_report
 
-        if self.trainer.state.stop_reason not in (None, "early-stop"):
+        stop = self.trainer.state.stop_reason
+        if stop == "diverged":  # no evaluation of a diverged run, but its page says what happened
+            say(f"report: {write_report(self.run.path)}")
+        if stop not in (None, "early-stop"):
             return
         if self.best is not None:
             metric, scores = self.best

@@ -67,7 +67,7 @@ def build_page(run):
     """The page of a ``RunFolder`` as one HTML string."""
     run_dir = run.path
     diagnosis = _diagnosis(run_dir)
-    parts = [_overview(run), _training(run_dir)]
+    parts = [_overview(run), _training(run_dir) + _rollbacks(run)]
     for folder in sorted(p.parent for p in run_dir.glob(f"eval-*/{ANALYSIS_FILE}")):
         parts.append(_evaluation(run_dir, folder))
     if len(parts) == 2:
@@ -141,6 +141,22 @@ def _diagnosis(run_dir):
     return (f"<section class=\"alarm\" id=\"not-learning\" role=\"alert\"><h2>This run did not learn</h2>"
             f"<p>{_e(doc.get('summary', ''))} (found at epoch {_e(doc.get('epoch', '?'))}).</p>{found}"
             f"<p>From <code>{DIAGNOSIS_FILE}</code> in the run folder.</p></section>")
+
+
+def _rollbacks(run):
+    """The divergence guard's rollbacks (last.json), each with why and the lr it went on with."""
+    events = (run.last_state() or {}).get("rollbacks") or []
+    if not events:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(r.get('epoch'))}</td><td>{_e(r.get('iteration'))}</td><td>{_e(r.get('loss'))}</td>"
+        f"<td>{_e(_short(r.get('value')))}</td><td>{_e(_short(r.get('level')))}</td><td>{_e(_short(r.get('lr')))}</td>"
+        f"<td>x{_e(_short(r.get('lr_scale')))}</td><td>{_e(r.get('reason', ''))}</td></tr>" for r in events)
+    return (f"<section id=\"rollbacks\"><h2>Divergence: {len(events)} rollback(s)</h2><p>Training diverged "
+            "and went back to its last committed epoch with the lr halved each time (gluondet train "
+            "--on-diverge).</p><div class=\"scroll\"><table><tr><th>epoch</th><th>iteration</th><th>loss</th>"
+            "<th>value</th><th>recent level</th><th>lr</th><th>lr scale after</th><th>why</th></tr>"
+            f"{rows}</table></div></section>")
 
 
 def _training(run_dir):

@@ -77,6 +77,10 @@ def test_sustained_divergence_rolls_back_and_halves_the_lr(run, tmp_path):
         np.testing.assert_array_equal(weights(run / "last.params")[name], value)
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].endswith("skipped_steps,rollbacks") and rows[3].endswith(",0,1")  # epoch 3 ran again
+    from gluondet.eval.html_report import write_report
+
+    page = write_report(run.path).read_text(encoding="utf-8")
+    assert "Divergence: 1 rollback(s)" in page and "<td>3</td><td>2</td><td>loss</td><td>nan</td>" in page
 
 
 def test_a_rollback_before_any_commit_goes_back_to_the_start(run, tmp_path):
