@@ -27,6 +27,14 @@ HEALTHY_TINY_SSD = [
     {"epoch": 5, "lr": 0.05, "cls_loss": 2.85420, "box_loss": 0.93257, "val_map": 0.377307},
 ]
 
+# The same at lr 0.15, 3x the recipe's (the model YAML: 0.1 and 0.15 stalled at all-background).
+STALLED_TINY_SSD = [
+    {"epoch": 1, "lr": 0.15, "cls_loss": 5.14809, "box_loss": 2.40475, "val_map": 0.0117113},
+    {"epoch": 2, "lr": 0.15, "cls_loss": 3.55813, "box_loss": 2.02694, "val_map": 0.00252863},
+    {"epoch": 3, "lr": 0.15, "cls_loss": 3.49276, "box_loss": 1.99286, "val_map": 0.00174877},
+    {"epoch": 4, "lr": 0.15, "cls_loss": 3.48005, "box_loss": 1.98317, "val_map": 0.00265202},
+]
+
 
 def history(epochs, per_epoch_drop, maps, start=6.0, val_every=1):
     """Rows whose total loss falls by ``per_epoch_drop`` (a fraction; negative: rises) each epoch,
@@ -45,11 +53,11 @@ def history(epochs, per_epoch_drop, maps, start=6.0, val_every=1):
 def test_flat_losses_and_a_score_near_zero_are_not_learning():
     verdict = NL.not_learning(history(6, 0.003, [0.001, 0.0005, 0.001, 0.0, 0.001, 0.0008]), LOSSES)
     assert verdict["best_map"] == 0.001 and verdict["best_epoch"] == 1 and verdict["validations"] == 6
-    assert verdict["loss_from"]["epoch"] == 3 and verdict["loss_to"]["epoch"] == 6  # the last 3 epochs
-    assert verdict["loss_drop"] == pytest.approx(1 - 0.997 ** 3)
+    assert verdict["loss_from"]["epoch"] == 4 and verdict["loss_to"]["epoch"] == 6  # the last 2 epochs
+    assert verdict["loss_drop"] == pytest.approx(1 - 0.997 ** 2)
     line = NL.summary(verdict, "COCO mask AP")
     assert "best validation COCO mask AP 0.0010 (epoch 1) after 6 validation(s)" in line
-    assert "cls_loss + box_loss" in line and "fell 0.9%" in line
+    assert "cls_loss + box_loss" in line and "fell 0.6%" in line
     assert "stayed flat" in NL.summary(NL.not_learning(history(3, 0.0, [0.0] * 3), LOSSES))
 
 
@@ -80,6 +88,14 @@ def test_the_measured_healthy_tiny_ssd_is_never_called_out():
     for k in range(1, len(HEALTHY_TINY_SSD) + 1):
         for final in (False, True):
             assert NL.not_learning(HEALTHY_TINY_SSD[:k], LOSSES, final=final) is None
+
+
+def test_the_measured_stalled_tiny_ssd_is_called_out_once_its_loss_settles():
+    assert NL.not_learning(STALLED_TINY_SSD[:2], LOSSES) is None  # 26% lower: still falling
+    assert NL.not_learning(STALLED_TINY_SSD[:3], LOSSES) is None  # epoch 1 in the window
+    verdict = NL.not_learning(STALLED_TINY_SSD, LOSSES)
+    assert verdict["epoch"] == 4 and verdict["best_map"] == 0.0117113 and verdict["best_epoch"] == 1
+    assert verdict["loss_from"]["epoch"] == 2 and 0 < verdict["loss_drop"] < NL.FLAT_DROP
 
 
 def test_its_slow_first_epochs_with_a_lower_score_are_not_called_out_either():
