@@ -114,10 +114,10 @@ def lr_cause(lr, batch_size, recipe, totals, model_name="the model"):
         base += ")"
         ratio = lr / expected
         if ratio >= LR_HIGH:
-            parts.append(f"--lr {lr:g} is {ratio:.3g}x {base}; too high a rate can settle a detector on "
+            parts.append(f"--lr {lr:g} is {_factor(ratio)}x {base}; too high a rate can settle a detector on "
                          f"predicting only background")
         elif ratio <= LR_LOW:
-            parts.append(f"--lr {lr:g} is 1/{1 / ratio:.3g} of {base}: the weights barely move")
+            parts.append(f"--lr {lr:g} is 1/{_factor(1 / ratio)} of {base}: the weights barely move")
         if ratio >= LR_HIGH or ratio <= LR_LOW:
             advice = f"try --lr {expected:.3g}"
     if len(totals) >= 2:
@@ -130,6 +130,11 @@ def lr_cause(lr, batch_size, recipe, totals, model_name="the model"):
     if not parts:
         return None
     return f"learning rate: {'; '.join(parts)}; {advice}"
+
+
+def _factor(x):
+    """3, 2.5, 40, 5,000: a ratio as people write it (not 5e+03)."""
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
 
 
 def small_objects_cause(sizes, resize):

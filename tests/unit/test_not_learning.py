@@ -116,6 +116,8 @@ def test_lr_against_the_recipe_scaled_to_the_batch():
     assert high.endswith("try --lr 0.05")
     low = NL.lr_cause(0.001, 8, recipe, falling, "tiny_ssd")
     assert "1/50 of" in low and "barely move" in low
+    assert "--lr 1e-05 is 1/5,000 of" in NL.lr_cause(1e-5, 8, recipe, falling)
+    assert "is 2.5x" in NL.lr_cause(0.125, 8, recipe, falling)
     assert NL.lr_cause(0.1, 16, recipe, falling) is None  # 0.05 at batch 8 is 0.1 at batch 16
     assert "(0.05 at batch 8, so 0.2 at batch 32)" in NL.lr_cause(0.8, 32, recipe, falling)
     assert NL.lr_cause(0.05, 8, recipe, falling) is None
