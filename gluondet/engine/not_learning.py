@@ -3,8 +3,8 @@
 A user trained mask_rcnn_tiny on data it was not tuned for: the losses settled where a network that
 learned nothing sits, validation mask AP stayed at 0.001, and the run ended "done" with exit 0.
 ``NotLearning`` reads the committed history after every epoch. When ``not_learning`` says the run
-does not learn, it prints one warning block with the likely causes ``likely_causes`` finds, and
-writes ``RUN/diagnosis.json``, which the report page shows at its top.
+does not learn, it prints one warning block with the likely causes it finds, and writes
+``RUN/diagnosis.json``, which the report page shows at its top.
 
 The causes are facts gluondet can compute itself: the lr against the model recipe's, the objects'
 size at the network's input, the share of boxes no anchor matches, one class swamping the others.
