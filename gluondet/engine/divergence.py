@@ -7,7 +7,8 @@ the last ``WINDOW`` applied steps' totals:
 - a step whose loss is not finite, or above ``SPIKE_FACTOR`` times that median (once the window holds
   ``MIN_HISTORY`` steps), is not applied (``state.skip_step``);
 - ``PATIENCE`` such steps in a row, or a median that has risen ``RUNAWAY_FACTOR`` times above the
-  lowest median of the run (a loss that climbs steadily never looks like a spike), is sustained
+  lowest median of the run, counted from its first step (a loss that climbs steadily never looks
+  like a spike, and a run that explodes in its first steps has no calm window), is sustained
   divergence: ``--on-diverge rollback`` goes back to the last committed epoch (or the start) with
   the lr halved, at most ``max_rollbacks`` times, then stops with one line; ``stop`` stops at once;
   ``warn`` says so and goes on (bad steps are still not applied).
@@ -28,7 +29,7 @@ from .trainer import HookBase, LossDiverged, RollBack
 WINDOW = 50           # applied steps whose median is a loss's recent level
 MIN_HISTORY = 5       # steps in the window before a step can count as a spike or the level as risen
 SPIKE_FACTOR = 10.0   # a step's total loss this many times its recent level is not applied
-RUNAWAY_FACTOR = 20.0  # a recent level this many times the run's lowest is divergence
+RUNAWAY_FACTOR = 5.0  # a recent level this many times the run's lowest (from step 1 on) is divergence
 PATIENCE = 5          # bad steps in a row that make divergence sustained
 LR_FACTOR = 0.5       # each rollback multiplies the lr by this
 
@@ -75,13 +76,13 @@ class DivergenceGuard(HookBase):
         guard["bad_in_row"] = 0
         recent.append(total)
         del recent[:-self.window]
-        if len(recent) >= self.min_history:
-            level = statistics.median(recent)
-            floor = guard.get("floor")
-            guard["floor"] = level if floor is None else min(floor, level)
-            if self.can_skip and level > self.runaway_factor * guard["floor"]:
-                self._diverged(f"the recent loss level rose {level / guard['floor']:.0f}x above the "
-                               f"run's lowest ({guard['floor']:.3g})", level)
+        level = statistics.median(recent)
+        # the lowest level from the very first step on: a run that explodes within its first steps
+        # has no calm window to compare with, but it starts from its untrained network's loss
+        guard["floor"] = min(guard.get("floor", level), level)
+        if self.can_skip and len(recent) >= self.min_history and level > self.runaway_factor * guard["floor"]:
+            self._diverged(f"the recent loss level rose {level / guard['floor']:.0f}x above the "
+                           f"run's lowest ({guard['floor']:.3g})", level)
 
     def _worst(self):
         """(name, value) of the loss that went wrong: the first non-finite one, else the largest."""
