@@ -331,6 +331,18 @@ def build_trainer(s, extra_hooks=()):
                    lr_at, config.epochs, iters, state=state, update_scale=s.num_workers)
 
 
+def finished_lines(run, metric, best, best_epoch, split):
+    """The end of training: where the weights are, whether the run learned, and the next commands."""
+    from ..run_folder import DIAGNOSIS_FILE
+
+    path = run.path
+    lines = [f"done: {path} (best {metric} {best} at epoch {best_epoch}: {path / 'best.params'})"]
+    if (path / DIAGNOSIS_FILE).is_file():
+        lines.append(f"warning: this run did not learn; the likely causes are in {path / DIAGNOSIS_FILE}")
+    lines.append(f"next: gluondet eval {path} --split {split}; gluondet detect IMAGES --run {path}")
+    return "\n".join(lines)
+
+
 def train(config, extra_hooks=()):
     """Train as ``config`` (a TrainConfig) says; returns the RunFolder (None on non-chief workers).
 
@@ -366,7 +378,7 @@ def train(config, extra_hooks=()):
             raise
         if s.chief:
             best = f"{state.best_map:.4f}" if state.best_map is not None else "none"
-            say(f"done: {s.run.path} (best {config.metric} {best} at epoch {state.best_epoch})")
+            say(finished_lines(s.run, config.metric, best, state.best_epoch, config.val_split))
         return s.run
     finally:
         if s.run is not None:
