@@ -6,7 +6,7 @@ the last ``WINDOW`` applied steps' totals:
 
 - a step whose loss is not finite, or above ``SPIKE_FACTOR`` times that median (once the window holds
   ``MIN_HISTORY`` steps), is not applied (``state.skip_step``);
-- ``PATIENCE`` such steps in a row, or a median that has risen ``RUNAWAY_FACTOR`` times above the
+- ``PATIENCE`` such steps in a row, ``SKIP_LIMIT`` of the last ``WINDOW``, or a median that has risen ``RUNAWAY_FACTOR`` times above the
   lowest median of the run, counted from its first step (a loss that climbs steadily never looks
   like a spike, and a run that explodes in its first steps has no calm window), is sustained
   divergence: ``--on-diverge rollback`` goes back to the last committed epoch (or the start) with
@@ -31,6 +31,7 @@ MIN_HISTORY = 5       # steps in the window before a step can count as a spike o
 SPIKE_FACTOR = 10.0   # a step's total loss this many times its recent level is not applied
 RUNAWAY_FACTOR = 5.0  # a recent level this many times the run's lowest (from step 1 on) is divergence
 PATIENCE = 5          # bad steps in a row that make divergence sustained
+SKIP_LIMIT = 10       # or this many of the last WINDOW steps (a diverging run between calmer steps)
 LR_FACTOR = 0.5       # each rollback multiplies the lr by this
 
 ADVICE = ("try a lower --lr (gluondet train --find-lr suggests one), a longer --warmup-epochs, "
@@ -52,9 +53,10 @@ class DivergenceGuard(HookBase):
 
     def __init__(self, mode="rollback", max_rollbacks=MAX_ROLLBACKS, can_skip=True, window=WINDOW,
                  min_history=MIN_HISTORY, spike_factor=SPIKE_FACTOR, runaway_factor=RUNAWAY_FACTOR,
-                 patience=PATIENCE):
+                 patience=PATIENCE, skip_limit=SKIP_LIMIT):
         self.mode, self.max_rollbacks, self.can_skip = mode, max_rollbacks, can_skip
         self.window, self.min_history, self.patience = window, min_history, patience
+        self.skip_limit = skip_limit
         self.spike_factor, self.runaway_factor = spike_factor, runaway_factor
 
     def after_backward(self):
@@ -65,6 +67,9 @@ class DivergenceGuard(HookBase):
         level = statistics.median(recent) if recent else None
         bad = not math.isfinite(total) or (
             self.can_skip and len(recent) >= self.min_history and total > self.spike_factor * level)
+        marks = guard.setdefault("skipped", [])  # 1 for each of the last ``window`` steps not applied
+        marks.append(int(bad))
+        del marks[:-self.window]
         if bad:
             if not self.can_skip:
                 raise LossDiverged(self._line("training stopped before applying it"))
@@ -72,6 +77,8 @@ class DivergenceGuard(HookBase):
             guard["bad_in_row"] = guard.get("bad_in_row", 0) + 1
             if guard["bad_in_row"] >= self.patience:
                 self._diverged(f"{guard['bad_in_row']} steps in a row far above the recent level", level)
+            elif sum(marks) >= self.skip_limit:
+                self._diverged(f"{sum(marks)} of the last {len(marks)} steps far above the recent level", level)
             return
         guard["bad_in_row"] = 0
         recent.append(total)
@@ -123,8 +130,10 @@ class DivergenceGuard(HookBase):
 
 class RollbackToCommit(HookBase):
     """On a RollBack: the weights, optimizer state and training state of the last commit in ``run``
-    (or of the start, kept in a temporary folder until a first epoch is committed), with the lr
-    scale and the list of rollbacks carried over; the epoch then runs again from there.
+    (or of the start, kept in a temporary folder while the run trains), with the lr scale and the
+    list of rollbacks carried over; the epoch then runs again from there. A run that diverges again
+    from the commit it was just rolled back to goes back to the start, where it has one (a run
+    started in this process): that commit was made while the loss already ran away.
 
     The start is saved at the first step's ``after_backward``, before its update: only the first
     forward has initialized every parameter (GluonCV's backbones defer their shapes), so this hook
@@ -150,11 +159,14 @@ class RollbackToCommit(HookBase):
     def on_rollback(self):
         state = self.trainer.state
         record = self.run.last_state()
+        if record is not None and self._start is not None and self._again(record):
+            record = None  # the commit holds the divergence itself: back to the start
         if record is None:
             start = Path(self._start.name)
             params, states, record = start / "start.params", start / "start.states", {"epoch": 0}
         else:
             params, states = self.run.weights("last"), self.run.optimizer_states()
+        state.rollbacks[-1]["to_epoch"] = int(record["epoch"])
         self.trainer.net.load_parameters(str(params), ctx=self.ctx_list)
         if record.get("optimizer_states", True):
             self.trainer.optimizer.load_states(str(states))
@@ -162,6 +174,13 @@ class RollbackToCommit(HookBase):
         state.restore(record)
         state.rollbacks, state.lr_scale = rollbacks, scale
         state.guard["bad_in_row"] = 0  # the commit's own bad steps: a fresh start at the lower lr
+
+    def _again(self, record):
+        """The previous rollback went back to this very commit and the run diverged again from it
+        at half the lr: seen when an epoch was committed while the loss was already running away
+        (its weights, or its BatchNorm statistics, diverge at any lr)."""
+        rollbacks = self.trainer.state.rollbacks
+        return len(rollbacks) >= 2 and rollbacks[-2].get("to_epoch") == int(record["epoch"])
 
     def after_train(self):
         if self._start is not None:

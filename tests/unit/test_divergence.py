@@ -2,6 +2,7 @@
 Dense(1) on seeded batches): a spike is not applied, sustained divergence rolls back to the last
 commit with the lr halved (bit for bit the run a halved schedule gives), the limit stops with one
 line, a resumed run after a rollback equals the straight one, and gradient clipping matches numpy."""
+import itertools
 import os
 import signal
 
@@ -17,14 +18,13 @@ from gluondet.engine.trainer import LossDiverged, Trainer, TrainingStopped
 from gluondet.run_folder import RunFolder
 
 NAN = float("nan")
-MAPS = [0.1, 0.2, 0.3, 0.4, 0.5]
 
 
 def guarded_trainer(run, epochs=4, step=None, lr_at=None, guard=None, ctx_list=None, net=None, state=None):
     """The toy through the production hooks, with a guard that judges after 2 steps and calls 3 bad
     steps in a row sustained (the defaults need 10 and 5: more than the toy's 3-step epochs)."""
     guard = guard or DivergenceGuard(min_history=2, patience=3)
-    maps = iter(MAPS)
+    maps = (k / 100 for k in itertools.count(1))  # improving: every validation a new best
 
     def validate(guard_batches):
         return {"map": next(maps), "per_class": {}}
@@ -100,7 +100,8 @@ def test_the_limit_stops_with_one_line_naming_the_loss(run):
         trainer.train()
     line = str(stopped.value)
     assert "\n" not in line and "after 2 rollback(s)" in line
-    assert "loss is nan at epoch 3, iteration 2 (lr 0.025" in line and "--find-lr" in line
+    # rolled back to epoch 2, then (diverging again from it) to the start: it stops in epoch 1
+    assert "loss is nan at epoch 1, iteration 2 (lr 0.025" in line and "--find-lr" in line
     state = run.last_state()
     assert state["epoch"] == 2 and len(state["rollbacks"]) == 0  # the commit before the divergence
     assert trainer.state.lr_scale == 0.25
@@ -200,3 +201,25 @@ def test_clip_grad_norm_scales_the_batch_gradient_to_the_norm(ctx_list):
         weight = next(v for k, v in got.items() if k.endswith("weight"))
         bias = next(v for k, v in got.items() if k.endswith("bias"))
         np.testing.assert_allclose(np.concatenate([weight.ravel(), bias]), expected, rtol=1e-5)
+
+
+def test_diverging_again_from_the_same_commit_goes_back_to_the_start(run, tmp_path):
+    # epoch 3 diverges, is rolled back to epoch 2, and diverges again from it at half the lr: the
+    # commit itself is suspect, so the run starts over at a quarter of the lr
+    step = ToyStep(loss_at={n: NAN for n in range(7, 13)})
+    guarded_trainer(run, step=step).train()
+    state = run.last_state()
+    assert [r["to_epoch"] for r in state["rollbacks"]] == [2, 0] and state["lr_scale"] == 0.25
+    reference = new_run(tmp_path, "reference")
+    guarded_trainer(reference, lr_at=lambda e, i: 0.025).train()
+    reference.unlock()
+    for name, value in weights(reference / "last.params").items():
+        np.testing.assert_array_equal(weights(run / "last.params")[name], value)
+    assert [row["epoch"] for row in state["history"]] == [1, 2, 3, 4]
+
+
+def test_many_bad_steps_between_good_ones_are_divergence(run):
+    step = ToyStep(loss_at={n: NAN for n in range(7, 40, 2)})  # every other step from epoch 3 on
+    guard = DivergenceGuard("stop", min_history=2, patience=3, skip_limit=4)
+    with pytest.raises(LossDiverged, match="4 of the last"):
+        guarded_trainer(run, epochs=10, step=step, guard=guard).train()
