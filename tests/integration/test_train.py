@@ -274,6 +274,10 @@ def test_tiny_ssd_learns_the_shapes(trained_tiny_run):
     assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:2]), losses
     best = json.loads((trained_tiny_run / "best.json").read_text())
     assert best["map"] >= TINY_MAP_FLOOR, best
+    # a healthy run never trips the divergence guard: no step skipped, no rollback
+    last = json.loads((trained_tiny_run / "last.json").read_text())
+    assert last["rollbacks"] == [] and not any(row.get("skipped_steps") for row in last["history"])
+    assert not (trained_tiny_run / "diagnosis.json").exists()  # nor is it called out as not learning
 
 
 def test_init_from_a_run_keeps_the_backbone_and_resets_the_classes(micro_voc, tiny_yaml, tmp_path):
