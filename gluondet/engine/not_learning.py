@@ -313,6 +313,13 @@ class NotLearning(HookBase):
         say(f"epoch {state.epoch + 1}: best {self.metric_label} {state.best_map:.4f}: the run learns after "
             f"all; removed {DIAGNOSIS_FILE}")
 
+    def on_rollback(self):
+        """A rollback to before the verdict's epoch (engine/divergence.py) trains those epochs again:
+        the verdict was about a timeline that is gone."""
+        if self.verdict is not None and self.verdict.get("epoch", 0) > self.trainer.state.epoch:
+            self.path.unlink(missing_ok=True)
+            self.verdict = self.said_at = None
+
     def after_train(self):
         last = self.trainer.state.history[-1]["epoch"] if self.trainer.state.history else None
         best = self.trainer.state.best_map

@@ -373,3 +373,16 @@ def test_the_page_says_when_no_check_found_a_cause_and_escapes_the_text(run):
     page = write_report(run.path).read_text(encoding="utf-8")
     assert "the run is not learning: &lt;b&gt;x&lt;/b&gt; (found at epoch 6)." in page
     assert "found no cause" in page
+
+
+def test_a_rollback_to_before_the_verdict_clears_it(run, tiny_ssd):
+    ds = _small_and_mostly_one_class()
+    trainer, hook = _trainer(run, [0.001, 0.0, 0.0005, 0.0], [4.0] * 4 * ITERS, tiny_ssd, ds)
+    trainer.train()
+    assert hook.verdict["epoch"] == 2 and (run / DIAGNOSIS_FILE).exists()
+    trainer.state.epoch = 2  # rolled back to the end of epoch 2: the verdict's epochs stay
+    hook.on_rollback()
+    assert (run / DIAGNOSIS_FILE).exists()
+    trainer.state.epoch = 1  # rolled back into epoch 2: it is trained again
+    hook.on_rollback()
+    assert not (run / DIAGNOSIS_FILE).exists() and hook.verdict is None
