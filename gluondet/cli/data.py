@@ -223,12 +223,15 @@ def show(root, dataset, config_dir, split_name, out_dir, grid, pages, seed):
 @click.option("--to", "to_format", type=click.Choice(TARGET_FORMATS), default="voc", show_default=True,
               help="The format to write.")
 @click.option("--copy", is_flag=True, help="Copy the images (default: symbolic links to the source images).")
-def convert(source_format, src, dst, to_format, copy):
+@click.option("--voc-integer", is_flag=True,
+              help="With --to voc: widen boxes to whole pixels (counted), for tools that read VOC "
+                   "coordinates as integers. Default: the coordinates the boxes have (up to 3 decimals).")
+def convert(source_format, src, dst, to_format, copy, voc_integer):
     """Convert a dataset between formats: FORMAT (voc, coco, yolo, labelme) at SRC to --to at DST.
 
     \b
     voc      a VOC folder: Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt (splits);
-             1-based inclusive whole pixels, read as GluonCV reads them
+             1-based inclusive pixels, read as GluonCV reads them
     coco     an instances .json, or a COCO root: annotations/instances_*.json + image folders;
              bbox [x, y, w, h] in 0-based continuous pixels
     yolo     a folder with data.yaml (or classes.txt): images/, labels/*.txt of
@@ -236,14 +239,15 @@ def convert(source_format, src, dst, to_format, copy):
     labelme  a folder of labelme .json files (source only)
 
     \b
-    Boxes are carried exactly (VOC: widened to whole pixels, counted); class names and their order
+    Boxes are carried exactly (VOC: whole pixels stay whole, fractional ones keep up to 3 decimals;
+    --voc-integer widens them to whole pixels, counted); class names and their order
     are kept; splits, negatives, difficult/crowd flags and polygons are carried where the target has
     them, and what it cannot hold is reported. Everything is read and checked before anything is
     written; DST must be new or empty and appears whole at the end.
     """
     from ..data.convert import convert_dataset
 
-    summary = convert_dataset(source_format, src, dst, to_format, copy=copy)
+    summary = convert_dataset(source_format, src, dst, to_format, copy=copy, voc_integer=voc_integer)
     for line in summary["warnings"]:
         click.echo(f"warning: {line}", err=True)
     for line in summary["notes"]:

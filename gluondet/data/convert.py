@@ -8,13 +8,16 @@ Pixel conventions. Inside, a box is ``(x0, y0, x1, y1)`` in continuous pixel coo
 image spans ``[0, W] x [0, H]`` and a box covering the 0-based pixels ``i..j`` is ``[i, j + 1]``
 (COCO's convention). Each format maps to it exactly:
 
-- VOC: 1-based inclusive integer pixels, read as GluonCV reads them (``xmin - 1`` is the first
-  0-based pixel): ``x0 = xmin - 1, x1 = xmax``. VOC files hold whole pixels, so a box that does
-  not lie on pixel edges is written as the smallest pixel box that covers it (and counted).
+- VOC: 1-based inclusive pixels, read as GluonCV reads them (``xmin - 1`` is the first 0-based
+  pixel): ``x0 = xmin - 1, x1 = xmax``. GluonCV, LabelImg and CVAT read and write fractional
+  values (CVAT: ``<xmin>200.1</xmin>``), so a box is written with the coordinates it has: whole
+  pixels as integers, fractional ones to ``PIXEL_DECIMALS`` decimals. ``voc_integer`` writes the
+  smallest whole-pixel box that covers it instead (and counts the boxes it widened), for tools
+  that parse VOC coordinates as integers.
 - COCO: ``bbox = [x, y, w, h]`` with 0-based continuous ``x, y``: ``x0 = x, x1 = x + w``.
 - YOLO: ``class cx cy w h``, the centre and size divided by the image width and height;
-  ``YOLO_DIGITS`` significant digits are written, and pixel values read back are rounded to
-  ``PIXEL_DECIMALS`` decimals so whole-pixel boxes come back whole.
+  ``YOLO_DIGITS`` significant digits are written, and box edges read back are rounded to
+  ``PIXEL_DECIMALS`` decimals so whole-pixel boxes come back whole and 3-decimal ones exact.
 - labelme: points in continuous pixel coordinates, as labelme draws them.
 
 Flags: VOC ``difficult`` and COCO ``iscrowd`` are carried where both sides have them; COCO has no
@@ -175,11 +178,12 @@ def writers():
     return {"voc": write_voc_collection, "coco": write_coco_collection, "yolo": write_yolo_collection}
 
 
-def convert_dataset(source_format, src, dst, to, copy=False):
+def convert_dataset(source_format, src, dst, to, copy=False, voc_integer=False):
     """Convert the ``source_format`` dataset at ``src`` into a new ``to`` dataset at ``dst``.
 
     Everything is read and checked before anything is written; DST must not exist or be an empty
-    folder. Returns ``{"images", "boxes", "classes", "splits", "warnings", "notes", "output"}``:
+    folder. ``voc_integer``: VOC boxes widened to whole pixels. Returns ``{"images", "boxes",
+    "classes", "splits", "warnings", "notes", "output"}``:
     warnings from reading (shapes left out), notes on what the target format could not hold.
     """
     if source_format not in SOURCE_FORMATS:
@@ -188,6 +192,8 @@ def convert_dataset(source_format, src, dst, to, copy=False):
         raise GluondetError(f"--to {to}: use one of {', '.join(TARGET_FORMATS)}")
     if to == source_format:
         raise GluondetError(f"{src} is {to} already: nothing to convert")
+    if voc_integer and to != "voc":
+        raise GluondetError(f"--voc-integer: applies to --to voc only (this writes {to})")
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise GluondetError(f"{dst}: exists and is not an empty folder; choose a new destination")
@@ -199,7 +205,8 @@ def convert_dataset(source_format, src, dst, to, copy=False):
     except OSError as e:
         raise GluondetError(f"{dst}: cannot write there ({e.strerror or e})") from None
     try:
-        output, notes = writers()[to](collection, tmp, copy)
+        options = {"integer": voc_integer} if to == "voc" else {}
+        output, notes = writers()[to](collection, tmp, copy, **options)
         _publish(tmp, dst)
     except OSError as e:  # a full disk, or a file system without symbolic links
         hint = "" if copy else "; on a file system without symbolic links, pass --copy"

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
 from .base import FLAG_DIFFICULT, DatasetIndex
-from .convert import Collection, Sample, Shape, count_note, place_image, refuse
+from .convert import PIXEL_DECIMALS, Collection, Sample, Shape, count_note, place_image, refuse
 from .voc import SPLIT_DIR, index_voc_root, is_voc_root, read_split_file
 
 CLASSES_FILE = "classes.txt"
@@ -68,9 +68,10 @@ def _read_splits(src, by_id):
 
 # ----------------------------------------------------------------------------- writing
 def voc_pixels(box, width, height):
-    """Continuous box -> 1-based inclusive VOC pixels, and whether it had to be rounded.
+    """Continuous box -> 1-based inclusive VOC pixels, and whether it had to be widened.
 
-    Values within 1e-6 of a whole number count as whole (float noise from other formats).
+    For ``--voc-integer``: the smallest whole-pixel box that covers ``box``. Values within 1e-6 of
+    a whole number count as whole (float noise from other formats).
     """
     x0, y0, x1, y1 = (round(v) if abs(v - round(v)) < 1e-6 else v for v in box)
     xmin, ymin = math.floor(x0) + 1, math.floor(y0) + 1
@@ -79,8 +80,29 @@ def voc_pixels(box, width, height):
     return (int(xmin), int(ymin), int(xmax), int(ymax)), rounded
 
 
-def voc_annotation(sample, counts):
-    """VOC XML text for one sample (LabelImg's layout); ``counts`` tallies what VOC cannot hold."""
+def voc_coordinates(box):
+    """Continuous box -> VOC's 1-based values as text, exact to PIXEL_DECIMALS, and whether rounded.
+
+    A box on whole pixels is written as integers; a fractional one keeps up to PIXEL_DECIMALS
+    decimals (trailing zeros dropped), the precision the YOLO reader rounds to, so each format
+    gives back the same numbers and float noise (199.1 + 1 = 200.10000000000002) is not written.
+    """
+    values = (box[0] + 1.0, box[1] + 1.0, box[2], box[3])
+    fixed = [round(v, PIXEL_DECIMALS) for v in values]
+    rounded = any(abs(v - f) > 1e-6 for v, f in zip(values, fixed))
+    return [_decimal_text(v) for v in fixed], rounded
+
+
+def _decimal_text(value):
+    text = f"{value:.{PIXEL_DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def voc_annotation(sample, counts, integer=False):
+    """VOC XML text for one sample (LabelImg's layout); ``counts`` tallies what VOC cannot hold.
+
+    ``integer``: boxes widened to whole pixels, for tools that read VOC coordinates as integers.
+    """
     from xml.etree import ElementTree as ET
 
     root = ET.Element("annotation")
@@ -91,8 +113,12 @@ def voc_annotation(sample, counts):
         ET.SubElement(size, tag).text = str(value)
     ET.SubElement(root, "segmented").text = "0"
     for shape in sample.shapes:
-        pixels, rounded = voc_pixels(shape.box, sample.width, sample.height)
-        counts["rounded"] += rounded
+        if integer:
+            pixels, widened = voc_pixels(shape.box, sample.width, sample.height)
+            counts["widened"] += widened
+        else:
+            pixels, rounded = voc_coordinates(shape.box)
+            counts["rounded"] += rounded
         counts["crowd"] += shape.crowd
         counts["polygons"] += bool(shape.polygons)
         counts["rle"] += shape.rle
@@ -108,19 +134,20 @@ def voc_annotation(sample, counts):
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_voc_collection(collection, out, copy):
-    """A VOC folder at ``out``; returns ("." , notes)."""
+def write_voc_collection(collection, out, copy, integer=False):
+    """A VOC folder at ``out``; returns ("." , notes). ``integer``: see voc_annotation."""
     out = Path(out)
     counts = Counter()
     for sample in collection.samples:
         place_image(sample, out / "JPEGImages", copy)
-        atomic_write_text(out / "Annotations" / f"{sample.stem}.xml", voc_annotation(sample, counts))
+        atomic_write_text(out / "Annotations" / f"{sample.stem}.xml", voc_annotation(sample, counts, integer))
     atomic_write_text(out / CLASSES_FILE, "".join(f"{name}\n" for name in collection.classes))
     stems = {s.name: s.stem for s in collection.samples}
     for split, names in collection.splits.items():
         atomic_write_text(out / SPLIT_DIR / f"{split}.txt", "".join(f"{stems[n]}\n" for n in names))
-    notes = (count_note(counts, "rounded", "boxes not on whole pixels were widened to the pixels they touch "
-                                           "(VOC holds whole pixels)")
+    notes = (count_note(counts, "widened", "boxes not on whole pixels were widened to the pixels they touch "
+                                           "(--voc-integer)")
+             + count_note(counts, "rounded", f"boxes rounded to {PIXEL_DECIMALS} decimals of a pixel")
              + count_note(counts, "crowd", "crowd regions written as difficult objects (VOC has no crowd flag)")
              + count_note(counts, "polygons", "polygon outlines not kept (VOC annotations hold boxes only)")
              + count_note(counts, "rle", "RLE masks not kept (VOC annotations hold boxes only)"))

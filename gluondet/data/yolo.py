@@ -191,11 +191,13 @@ def parse_label_line(line, classes, width, height):
     if not all(-NORMALIZED_TOLERANCE <= v <= 1 + NORMALIZED_TOLERANCE for v in values):
         return "coordinates must be normalized to [0, 1]"
     scale = [width, height]
-    pixels = [round(v * scale[i % 2], PIXEL_DECIMALS) for i, v in enumerate(values)]
     if len(values) == 4:
-        cx, cy, w, h = pixels
+        # edges from the unrounded centre and size: a centre rounded first loses the half-digit
+        # of a box whose edges have PIXEL_DECIMALS decimals (x0 + x1 odd in the last one)
+        cx, cy, w, h = (v * scale[i % 2] for i, v in enumerate(values))
         box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
         return Shape(classes[index], tuple(round(v, PIXEL_DECIMALS) for v in clip_box(box, width, height)))
+    pixels = [round(v * scale[i % 2], PIXEL_DECIMALS) for i, v in enumerate(values)]
     xs, ys = pixels[0::2], pixels[1::2]
     return Shape(classes[index], (min(xs), min(ys), max(xs), max(ys)), polygons=[pixels])
 

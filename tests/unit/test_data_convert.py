@@ -2,6 +2,7 @@
 and against the formats' pixel conventions replayed by hand."""
 import contextlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -258,3 +259,150 @@ def test_a_failed_write_leaves_nothing_and_says_so(voc, tmp_path, monkeypatch):
     with pytest.raises(GluondetError, match=r"out: writing failed, nothing kept .*pass --copy"):
         convert_dataset("voc", voc, tmp_path / "out", "coco")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voc"]
+
+
+# ----------------------------------------------------------------------------- fractional boxes
+# Continuous boxes (x0, y0, x1, y1) with 0 to 3 decimals, as CVAT (<xmin>200.1</xmin>) and
+# LabelImg write them; the image sizes make a YOLO value's last printed digit matter.
+FRACTION_SIZES = {"f1": (1000, 750), "f2": (333, 201), "f3": (64, 48)}
+
+
+def fractional_truth(seed=0):
+    """{stem: (size, [(label, x0, y0, x1, y1)])}: whole, 1-, 2- and 3-decimal values mixed."""
+    rng = np.random.RandomState(seed)
+    truth = {}
+    for stem, (w, h) in FRACTION_SIZES.items():
+        boxes = []
+        for k in range(6):
+            decimals = k % 4  # every image holds whole-pixel boxes and fractional ones
+            x0, x1 = sorted(rng.uniform(0, w, 2).round(decimals))
+            y0, y1 = sorted(rng.uniform(0, h, 2).round(decimals))
+            if x1 - x0 >= 1 and y1 - y0 >= 1:
+                boxes.append((CLASSES[k % 3], float(x0), float(y0), float(x1), float(y1)))
+        truth[stem] = ((w, h), boxes)
+    return truth
+
+
+def decimal_text(value):
+    """How a careful VOC writer prints a value: up to 3 decimals, no trailing zeros (as CVAT)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def write_fractional_source(fmt, root, truth):
+    """The truth in format ``fmt`` at ``root``, written here by hand from each format's definition."""
+    if fmt == "voc":
+        spec = {stem: {"size": size, "xml": voc_xml([(n, decimal_text(x0 + 1), decimal_text(y0 + 1),
+                                                      decimal_text(x1), decimal_text(y1))
+                                                     for n, x0, y0, x1, y1 in boxes], size=size)}
+                for stem, (size, boxes) in truth.items()}
+        write_voc(root, spec, splits={})
+        (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+        return root
+    for stem, ((w, h), _) in truth.items():
+        write_image(root / "images" / f"{stem}.jpg", w, h)
+    if fmt == "coco":
+        doc = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
+        for i, (stem, ((w, h), boxes)) in enumerate(truth.items(), 1):
+            doc["images"].append({"id": i, "file_name": f"{stem}.jpg", "width": w, "height": h})
+            doc["annotations"] += [{"id": len(doc["annotations"]) + k, "image_id": i, "iscrowd": 0,
+                                    "category_id": CLASSES.index(n) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                    "area": (x1 - x0) * (y1 - y0)} for k, (n, x0, y0, x1, y1) in enumerate(boxes, 1)]
+        (root / "annotations").mkdir()
+        (root / "annotations" / "instances_default.json").write_text(json.dumps(doc))
+        return root
+    (root / "labels").mkdir()
+    for stem, ((w, h), boxes) in truth.items():
+        (root / "labels" / f"{stem}.txt").write_text("".join(
+            f"{CLASSES.index(n)} {(x0 + x1) / 2 / w!r} {(y0 + y1) / 2 / h!r} {(x1 - x0) / w!r} {(y1 - y0) / h!r}\n"
+            for n, x0, y0, x1, y1 in boxes))
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+def read_boxes(fmt, root):
+    """{stem: [(label, x0, y0, x1, y1)]} from a dataset in ``fmt``, read by hand; VOC gives its texts."""
+    from xml.etree import ElementTree as ET
+
+    out = {}
+    if fmt == "voc":
+        for path in sorted((root / "Annotations").glob("*.xml")):
+            out[path.stem] = [(o.findtext("name"),) + tuple(o.find("bndbox").findtext(t)
+                                                            for t in ("xmin", "ymin", "xmax", "ymax"))
+                              for o in ET.parse(path).getroot().iter("object")]
+    elif fmt == "coco":
+        for path in sorted((root / "annotations").glob("instances_*.json")):
+            api = pycocotools_api(path)
+            for img in api.dataset["images"]:
+                anns = api.loadAnns(api.getAnnIds(imgIds=[img["id"]]))
+                out[os.path.splitext(img["file_name"])[0]] = [
+                    (api.cats[a["category_id"]]["name"], a["bbox"][0], a["bbox"][1],
+                     a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]) for a in anns]
+    else:
+        names = (root / "classes.txt").read_text().split()
+        for path in sorted((root / "labels").glob("*.txt")):
+            w, h = FRACTION_SIZES[path.stem]
+            rows = [line.split() for line in path.read_text().splitlines()]
+            out[path.stem] = [(names[int(r[0])], (float(r[1]) - float(r[3]) / 2) * w, (float(r[2]) - float(r[4]) / 2) * h,
+                               (float(r[1]) + float(r[3]) / 2) * w, (float(r[2]) + float(r[4]) / 2) * h) for r in rows]
+    return out
+
+
+def assert_boxes_are_the_truth(fmt, root, truth):
+    """VOC: the very texts of the truth (integers stay integers); COCO and YOLO: its numbers to their precision."""
+    got = read_boxes(fmt, root)
+    assert sorted(got) == sorted(truth)
+    for stem, ((w, h), boxes) in truth.items():
+        if fmt == "voc":
+            assert got[stem] == [(n, decimal_text(x0 + 1), decimal_text(y0 + 1), decimal_text(x1), decimal_text(y1))
+                                 for n, x0, y0, x1, y1 in boxes]
+            continue
+        assert [b[0] for b in got[stem]] == [b[0] for b in boxes]
+        # COCO holds JSON floats; YOLO prints 10 significant digits of a fraction of the side
+        atol = 1e-9 if fmt == "coco" else 1e-9 * max(w, h)
+        np.testing.assert_allclose([b[1:] for b in got[stem]], [b[1:] for b in boxes], rtol=0, atol=atol)
+
+
+FORMATS = ("voc", "coco", "yolo")
+# every format to every other and back, directly and through the third one
+ROUTES = [(source, middle) for source in FORMATS
+          for n in (1, 2) for middle in itertools.permutations([f for f in FORMATS if f != source], n)]
+
+
+@pytest.mark.parametrize("source, middle", ROUTES, ids=["-".join((s,) + m + (s,)) for s, m in ROUTES])
+def test_fractional_boxes_come_back_with_the_sources_numbers(tmp_path, source, middle):
+    truth = fractional_truth()
+    assert any(b[1] != int(b[1]) for _, boxes in truth.values() for b in boxes)  # fractional ones,
+    assert any(b[1:] == tuple(map(int, b[1:])) for _, boxes in truth.values() for b in boxes)  # and whole ones
+    here, fmt = write_fractional_source(source, tmp_path / source, truth), source
+    for k, target in enumerate(middle + (source,)):
+        summary = convert_dataset(fmt, here, tmp_path / f"{k}-{target}", target)
+        assert not any("rounded" in n or "widened" in n for n in summary["notes"]), summary["notes"]
+        here, fmt = tmp_path / f"{k}-{target}", target
+        assert_boxes_are_the_truth(fmt, here, truth)  # every step holds the numbers, not just the last
+
+
+def test_voc_integer_widens_to_whole_pixels_and_counts(tmp_path):
+    from gluondet.cli import main
+
+    truth = fractional_truth()
+    src = write_fractional_source("coco", tmp_path / "coco", truth)
+    runner = CliRunner(mix_stderr=False)
+    result = runner.invoke(main, ["data", "convert", "coco", str(src), str(tmp_path / "int"), "--voc-integer"])
+    assert result.exit_code == 0, result.stderr
+    fractional = sum(any(v != int(v) for v in b[1:]) for _, boxes in truth.values() for b in boxes)
+    assert f"note: {fractional} boxes not on whole pixels were widened" in result.stderr
+    got = read_boxes("voc", tmp_path / "int")
+    for stem, (_, boxes) in truth.items():  # the smallest whole-pixel box covering each, 1-based inclusive
+        assert got[stem] == [(n, str(int(np.floor(x0)) + 1), str(int(np.floor(y0)) + 1),
+                              str(int(np.ceil(x1))), str(int(np.ceil(y1)))) for n, x0, y0, x1, y1 in boxes]
+    result = runner.invoke(main, ["data", "convert", "coco", str(src), str(tmp_path / "y"), "--to", "yolo",
+                                  "--voc-integer"])
+    assert result.exit_code == 2 and "--voc-integer: applies to --to voc only" in result.stderr
+
+
+def test_more_than_three_decimals_are_rounded_and_counted(tmp_path):
+    truth = {"f3": ((64, 48), [("cat", 1.23456, 2.0, 30.5, 40.0001)])}
+    src = write_fractional_source("coco", tmp_path / "coco", truth)
+    summary = convert_dataset("coco", src, tmp_path / "voc", "voc")
+    assert "1 boxes rounded to 3 decimals of a pixel" in summary["notes"]
+    assert read_boxes("voc", tmp_path / "voc")["f3"] == [("cat", "2.235", "3", "30.5", "40")]
