@@ -360,8 +360,9 @@ def _dataset(root):
 
 def test_an_image_too_elongated_for_the_data_shape_is_one_line_naming_it(tmp_path):
     """At data_shape 256 the shorter side of a 1:5.3 image gets 80 px: fewer anchors than the RPN
-    keeps (MXNet's "Invalid end for end=2000" at its step); at 600 the same image trains."""
-    from gluondet.data.loader import train_loader
+    keeps in training (MXNet's "Invalid end for end=2000" at its step); at 600 the same image is
+    taken, and so it is for validation, which keeps fewer."""
+    from gluondet.data.loader import train_loader, val_loader
     from gluondet.errors import GluondetError
 
     ds = _dataset(_write_mixed_voc(tmp_path / "voc", [(640, 480), (300, 1600), (1600, 500)]))
@@ -373,6 +374,12 @@ def test_an_image_too_elongated_for_the_data_shape_is_one_line_naming_it(tmp_pat
     assert "\n" not in message and message.startswith(str(tmp_path / "voc" / "JPEGImages" / "img1.jpg"))
     assert "300x1600 px" in message and "80x427" in message and "2000 proposals" in message
     train_loader("faster_rcnn", _rcnn("faster_rcnn_resnet50_v1b", 600, ds.classes), ds, 600, 1, 0)
+    # validation keeps fewer proposals (300): only a far thinner image (427x11: 27 x 1 cells) has too few
+    val_loader("faster_rcnn", net, ds, 256, 1, 0)
+    thin = _dataset(_write_mixed_voc(tmp_path / "thin", [(640, 480), (40, 1600)]))
+    assert _network_anchors(net, 427, 11) < 300
+    with pytest.raises(GluondetError, match=r"^\S+img1\.jpg: 40x1600 px .* 300 proposals the RPN keeps per image"):
+        val_loader("faster_rcnn", net, thin, 256, 1, 0)
 
 
 @pytest.mark.parametrize("batch_size, devices, sizes", [  # one step each: a batch of these images
