@@ -76,6 +76,7 @@ class RunFolder:
     def __init__(self, path):
         self.path = Path(path).expanduser()
         self._lock_fd = None
+        self._lock_created = False
         self._config = None
         self._classes = None
 
@@ -110,18 +111,7 @@ class RunFolder:
         """A new, locked run folder: ``out`` (must be absent or empty), or ``runs/<dataset>-<model>``
         numbered ``-2``, ``-3``... when taken. Two processes never get the same folder."""
         if out is not None:
-            run = cls(out)
-            try:
-                run.path.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise disk_error(run.path, e, "nothing was written") from None
-            run.lock()
-            if any(p.name != LOCK_FILE for p in run.path.iterdir()):
-                run.unlock()
-                raise RunFolderError(
-                    f"--out {run.path}: folder exists and is not empty; choose another --out, "
-                    f"or continue that run with --resume {run.path}")
-            return run
+            return cls._create_at(Path(out).expanduser())
         base = Path(runs_root) / f"{_safe(dataset_name)}-{_safe(model_name)}"
         n = 1
         while True:
@@ -137,6 +127,39 @@ class RunFolder:
             run = cls(candidate)
             run.lock()
             return run
+
+    @classmethod
+    def _create_at(cls, path):
+        """``--out``: refused when it is a file, in use or not empty, and then nothing in it is
+        created, changed or removed (it may be another run's folder)."""
+        run = cls(path)
+        if path.exists() and not path.is_dir():
+            raise RunFolderError(f"--out {path}: is a file, not a folder; choose another --out")
+        if path.is_dir():
+            run._refuse_if_taken()  # before the lock: taking it would create or rewrite .lock
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise disk_error(path, e, "nothing was written") from None
+        run._acquire()
+        try:
+            run._refuse_if_taken()  # again under the lock: a process may have filled it meanwhile
+        except RunFolderError:
+            run._release(remove=run._lock_created)
+            raise
+        run._write_holder()
+        return run
+
+    def _refuse_if_taken(self):
+        """Refuse a folder held by a live process, or holding anything but an unheld lock file."""
+        if self._lock_fd is None:
+            holder = _lock_holder(self.path / LOCK_FILE)
+            if holder is not None:
+                raise _busy(self.path, holder)
+        if any(p.name != LOCK_FILE for p in self.path.iterdir()):
+            raise RunFolderError(
+                f"--out {self.path}: folder exists and is not empty; choose another --out, "
+                f"or continue that run with --resume {self.path}")
 
     @staticmethod
     def latest(runs_dir="runs"):
@@ -165,23 +188,42 @@ class RunFolder:
     def lock(self):
         """Take the folder's advisory lock (flock: the kernel drops it when the process dies, so a
         killed run leaves no stale lock). Another live holder is named in the error."""
-        path = self.path / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise disk_error(path, e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise RunFolderBusy(f"{self.path}: in use by {holder}; wait for it to finish, or stop it "
-                                f"(Ctrl-C saves it) before --resume") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"gluondet train (pid {os.getpid()} on {socket.gethostname()}, since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
-        self._lock_fd = fd
+        self._acquire()
+        self._write_holder()
         return self
+
+    def _acquire(self):
+        """flock ``.lock`` (created when absent, remembered in ``_lock_created``), writing nothing."""
+        path = self.path / LOCK_FILE
+        while True:
+            try:
+                try:
+                    fd, self._lock_created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+                except FileExistsError:
+                    fd, self._lock_created = os.open(path, os.O_RDWR), False
+            except OSError as e:
+                raise disk_error(path, e) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise _busy(self.path, holder) from None
+            if _same_file(fd, path):  # not a lock file a refused create unlinked meanwhile
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def _write_holder(self):
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"gluondet train (pid {os.getpid()} on {socket.gethostname()}, since "
+                                f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+
+    def _release(self, remove):
+        """Unlock; ``remove``: unlink .lock first, while still holding it (see _same_file)."""
+        if remove and self._lock_fd is not None:
+            (self.path / LOCK_FILE).unlink()
+        self.unlock()
 
     def unlock(self):
         if self._lock_fd is not None:
@@ -377,6 +419,40 @@ class RunFolder:
 
 
 # ----------------------------------------------------------------------------- files
+def _busy(path, holder):
+    return RunFolderBusy(f"{path}: in use by {holder}; wait for it to finish, or stop it "
+                         f"(Ctrl-C saves it) before --resume")
+
+
+def _read_holder(fd):
+    return os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+
+
+def _lock_holder(path):
+    """Who holds the lock file ``path`` (its text), or None when it is absent or free; read only."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise disk_error(path, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with a holder's LOCK_EX
+        return None
+    except BlockingIOError:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)  # releases the probe's shared lock
+
+
+def _same_file(fd, path):
+    """Whether ``path`` still names the open ``fd``: a lock taken on an unlinked file is no lock."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 def write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
