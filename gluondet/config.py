@@ -491,35 +491,20 @@ def _batch_per_device(values, flags):
 
 def validate_train_config(config):
     """Refuse values that cannot train, with the flag to fix."""
+    from .ranges import check_ranges
+
     for name, value in dataclasses.asdict(config).items():
         if isinstance(value, float) and not math.isfinite(value):
             raise GluondetError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    check_ranges(dataclasses.asdict(config))  # the numbers, in the one table every command uses
     checks = [
-        (config.batch_size >= 1, "--batch-size must be at least 1"),
-        (config.epochs >= 1, "--epochs must be at least 1"),
-        (config.lr > 0, "--lr must be positive"),
-        (0 < config.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
-        (config.lr_step_every >= 0, "--lr-step-every must be 0 (off) or more"),
         (not (config.lr_step_every and config.lr_steps), "--lr-steps and --lr-step-every contradict each "
                                                           "other; give one"),
-        (config.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
-        (config.wd >= 0, "--wd must be 0 or more"),
-        (0 <= config.momentum < 1, "--momentum must be in [0, 1)"),
-        (config.val_interval >= 1, "--val-interval must be at least 1"),
-        (config.log_every >= 0, "--log-every must be 0 (off) or more"),
-        (config.save_interval >= 0, "--save-interval must be 0 (never) or more"),
-        (config.num_workers is None or config.num_workers >= 0, "--num-workers must be 0 or more"),
-        (config.data_shape is None or config.data_shape >= 32, "--data-shape must be at least 32"),
-        (config.max_iters is None or config.max_iters >= 1, "--max-iters must be at least 1"),
         (config.metric in TRAIN_METRICS, f"--metric must be one of {', '.join(TRAIN_METRICS)}"),
         (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
-        (config.clip_gradient is None or config.clip_gradient > 0, "--clip-gradient must be positive"),
-        (config.clip_grad_norm is None or config.clip_grad_norm > 0, "--clip-grad-norm must be positive"),
         (not (config.clip_grad_norm and config.kvstore.startswith("dist")),
          "--clip-grad-norm needs the update on the workers; dist_* kvstores update on their servers"),
         (config.on_diverge in ON_DIVERGE, f"--on-diverge must be one of {', '.join(ON_DIVERGE)}"),
-        (config.max_rollbacks >= 0, "--max-rollbacks must be 0 or more"),
-        (config.patience >= 0, "--patience must be 0 (never stop early) or more"),
         (config.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}"),
     ]
     for ok, message in checks:

@@ -6,6 +6,7 @@ import click
 
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
+from ..ranges import check_ranges
 from .options import config_dir_option, dtype_option, emit_json, json_option, set_quiet
 
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
@@ -22,15 +23,14 @@ def _anchor_pos(value):
 
 
 def _thresh_value(ctx, param, value):
-    """--thresh: a score in [0, 1], or 'best' (read from the run's evaluation once it is known)."""
+    """--thresh: a score (its range is checked with the others, ranges.py), or 'best' (read from
+    the run's evaluation once it is known)."""
     if str(value).lower() == "best":
         return "best"
     try:
         score = float(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither a score in [0, 1] nor 'best'") from None
-    if not 0 <= score <= 1:
-        raise click.BadParameter(f"{value} is not in [0, 1]")
     return score
 
 
@@ -46,7 +46,7 @@ def _thresh_value(ctx, param, value):
 @click.option("--thresh", default="0.5", show_default=True, metavar="SCORE|best", callback=_thresh_value,
               help="Keep boxes scoring at least this; 'best': the F1-best threshold gluondet eval "
                    "found for these weights of the run (on the val split first).")
-@click.option("--max-boxes", default=100, show_default=True, type=click.IntRange(1),
+@click.option("--max-boxes", default=100, show_default=True, type=int,
               help="At most this many boxes per image (highest scores).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder to write into: the drawn images (<name>.det.<ext>) [RUN/detections/].")
@@ -61,7 +61,7 @@ def _thresh_value(ctx, param, value):
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES",
               help="Devices, e.g. cpu or gpu0,gpu1: each batch is spread over them "
                    "(an INT8 export runs on cpu).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+@click.option("--batch-size", default=8, show_default=True, type=int,
               help="Images per forward pass (SSD; Faster R-CNN runs one image at a time).")
 @click.option("--no-draw", is_flag=True, help="Only detect (for --json); write no images.")
 @click.option("--show-anchors", is_flag=True,
@@ -93,6 +93,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     Writes <name>.det.<ext> into --out (never over the input). A file that cannot be read is
     reported by name and the others go on; the exit status is 1 if any failed.
     """
+    check_ranges({"max_boxes": max_boxes, "batch_size": batch_size, "thresh": None if thresh == "best" else thresh})
     if run_dir and params_file:
         raise GluondetError("give --run or --params, not both")
     if coco_file and not dataset:

@@ -29,13 +29,13 @@ from .options import (
 @json_option("the result ({\"map\": ..., \"per_class\": {...}, \"analysis\": {...}, ...})")
 @click.option("--coco-results", "coco_results", type=click.Path(dir_okay=False), default=None,
               help="Mask models: also write every scored detection in COCO's segm result format.")
-@click.option("--iou", default=0.5, show_default=True, type=click.FloatRange(0.05, 0.95),
-              help="IoU a detection needs to count (VOC metrics, PR/F1 curves, confusion matrix).")
-@click.option("--score", "score_thresh", default=None, type=click.FloatRange(0, 1),
-              help="Score threshold of the per-class table, confusion matrix and mosaics [the F1-best].")
+@click.option("--iou", default=0.5, show_default=True, type=float,
+              help="IoU a detection needs to count (VOC metrics, PR/F1 curves, confusion matrix), 0.05 to 0.95.")
+@click.option("--score", "score_thresh", default=None, type=float,
+              help="Score threshold (0 to 1) of the per-class table, confusion matrix and mosaics [the F1-best].")
 @click.option("--grid", default="4x4", show_default=True, metavar="COLSxROWS",
               help="Images per mosaic of the worst images.")
-@click.option("--mosaics", default=2, show_default=True, type=click.IntRange(min=0),
+@click.option("--mosaics", default=2, show_default=True, type=int,
               help="Mosaics of the worst images (most missed + false positives) to write.")
 @click.option("--no-analysis", is_flag=True, help="Only print AP; write no RUN/eval-<split>/ folder.")
 @skip_bad_option
@@ -58,8 +58,11 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
       gluondet eval runs/shapes_voc-tiny_ssd
       gluondet eval runs/helmet_voc-ssd_512_vgg16_atrous --split test --metric voc07 --json ap.json
     """
+    from ..ranges import check_ranges
     from ..runtime import configure_engine
 
+    check_ranges({"batch_size": batch_size, "num_workers": num_workers, "iou": iou, "score": score_thresh,
+                  "mosaics": mosaics})
     configure_engine(ctx, num_workers=num_workers)  # before anything imports MXNet
     from ..engine.validation import evaluate_run
     from ..eval.folder import format_threshold_table

@@ -4,6 +4,7 @@ from pathlib import Path
 import click
 
 from ..constants import EXPORT_FORMATS
+from ..ranges import check_ranges
 from .options import config_dir_option, dtype_option
 
 
@@ -19,7 +20,7 @@ from .options import config_dir_option, dtype_option
 @click.option("--int8", is_flag=True,
               help="Quantize to INT8 with MXNet's oneDNN backend for fast CPU inference "
                    "(SSD models), calibrated on --calib-images images of the run's val split.")
-@click.option("--calib-images", default=32, show_default=True, type=click.IntRange(1),
+@click.option("--calib-images", default=32, show_default=True, type=int,
               help="Images used to calibrate INT8 activation ranges.")
 @click.option("--calib-data", metavar="DIR|DATASET",
               help="Calibrate on this folder of images or dataset instead of the run's val split.")
@@ -41,6 +42,7 @@ def export(run_dir, out_dir, fmt, which, int8, calib_images, calib_data, ctx, dt
     """
     from ..export import export_run
 
+    check_ranges({"calib_images": calib_images})
     run_dir = Path(run_dir)
     if out_dir is None:
         out_dir = run_dir / ("export-int8" if int8 else "export")
