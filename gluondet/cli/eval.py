@@ -2,7 +2,6 @@
 import click
 
 from ..constants import METRICS
-from ..errors import GluondetError
 from .options import (
     NUM_WORKERS_HELP,
     config_dir_option,
@@ -70,13 +69,13 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
     from ..engine.validation import evaluate_run
     from ..eval.folder import format_threshold_table
     from ..eval.report import format_ap_table
+    from ..viz import parse_grid
 
-    analysis = None if no_analysis else _analysis_options(run, dataset, config_dir, score_thresh, grid, mosaics)
+    analysis = None if no_analysis else {"score_thresh": score_thresh, "grid": parse_grid(grid), "pages": mosaics}
     result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
                           batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
                           skip_bad=skip_bad, coco_results=coco_results, progress=not quiet, dtype=dtype,
-                          iou=iou, analysis=analysis)
-    _refuse_nothing_evaluated(result)
+                          iou=iou, analysis=analysis, own_dataset=_runs_own_dataset(run, dataset, config_dir))
     if json_file == "-":
         emit_json(json_file, result)
         return
@@ -97,22 +96,6 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
         click.echo(f"wrote {json_file}")
 
 
-def _analysis_options(run, dataset, config_dir, score_thresh, grid, mosaics):
-    """write_eval_folder's options, or None (with a note) for another dataset than the run's own:
-    RUN/eval-<split>/ is named by split, weights and dtype only and holds what training found on
-    the run's own data (detect --thresh best and report.html read it), so another dataset's
-    analysis would replace it there."""
-    from ..viz import parse_grid
-
-    options = {"score_thresh": score_thresh, "grid": parse_grid(grid), "pages": mosaics}
-    if _runs_own_dataset(run, dataset, config_dir):
-        return options
-    click.echo(f"note: {dataset} is not the dataset the run trained on: AP only, no analysis folder "
-               f"(the run's eval-* folders, which detect --thresh best and the report read, keep "
-               f"its own data's)", err=True)
-    return None
-
-
 def _runs_own_dataset(run, dataset, config_dir):
     """Whether --dataset (None: the run's own) is the data the run trained on, as its config.yaml
     recorded it: the same name and root."""
@@ -129,13 +112,3 @@ def _runs_own_dataset(run, dataset, config_dir):
         return False
     other = resolve_dataset(dataset, config_dir)
     return other.name == own.name and Path(other.root).resolve() == Path(own.root).resolve()
-
-
-def _refuse_nothing_evaluated(result):
-    """An evaluation without a single ground-truth object of the run's classes scored nothing
-    (every AP undefined, mAP '-'): an error, not a result."""
-    scores = result.get("box", result)  # a mask model: its box section has the same classes
-    if scores.get("map") is None and all(ap is None for ap in scores.get("per_class", {}).values()):
-        raise GluondetError(
-            f"{result['dataset']} ({result['split']}, {result['images']} images): no object of the run's "
-            f"classes ({', '.join(scores.get('per_class', {}))}) to evaluate; nothing was scored")

@@ -1,6 +1,8 @@
 """Validation during training: switch to the predict graph, score with gluondet.eval, switch back."""
 from pathlib import Path
 
+from ..errors import GluondetError
+
 from .steps import hybridize_for_prediction, hybridize_for_training
 
 DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
@@ -32,13 +34,14 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True,
 
 def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which="best",
                  batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True,
-                 coco_results=None, dtype="float32", iou=0.5, analysis=None):
+                 coco_results=None, dtype="float32", iou=0.5, analysis=None, own_dataset=True):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
     gluondet.eval.report plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
 
     ``analysis`` (a dict of ``write_eval_folder`` options, {} for the defaults) also writes
     ``RUN/eval-<split>/`` from the same matched detections and adds ``analysis`` and
-    ``analysis_dir`` to the result.
+    ``analysis_dir`` to the result; ``own_dataset`` False (another dataset than the run trained
+    on) names that folder ``eval-<split>-on-<dataset>`` (gluondet.eval.folder.eval_dir).
 
     The dataset is read with the run's classes (a class the run does not know is an error in the
     dataset check, never silently dropped). ``ctx`` is a --ctx spec: the weights are copied to every
@@ -75,10 +78,12 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
         result = evaluate(net, loader, ctx_list, scorer, progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,
                    "split": split, "images": len(ds), "dtype": dtype})
+    refuse_nothing_evaluated(result)  # before any folder is written
     if analysis is not None:
         from ..eval.folder import eval_dir, write_eval_folder
 
-        out_dir = eval_dir(info.path, split, weights=Path(params).stem, dtype=dtype)
+        out_dir = eval_dir(info.path, split, weights=Path(params).stem, dtype=dtype,
+                           dataset=None if own_dataset else dataset_cfg.name)
         doc = write_eval_folder(out_dir, scorer, ds, result, info.family, info.data_shape, iou=iou,
                                 **analysis)
         result.update({"analysis_dir": str(out_dir), "analysis": doc["analysis"]})
@@ -99,3 +104,13 @@ def _in_dtype(net, info, ctx_list, dtype):
     converted.collect_params().reset_ctx(ctx_list)
     converted.hybridize(static_alloc=True, static_shape=info.family == "ssd")
     return converted
+
+
+def refuse_nothing_evaluated(result):
+    """An evaluation without a single ground-truth object of the run's classes scored nothing
+    (every AP undefined, mAP '-'): an error, not a result."""
+    scores = result.get("box", result)  # a mask model: its box section has the same classes
+    if scores.get("map") is None and all(ap is None for ap in scores.get("per_class", {}).values()):
+        raise GluondetError(
+            f"{result['dataset']} ({result['split']}, {result['images']} images): no object of the run's "
+            f"classes ({', '.join(scores.get('per_class', {}))}) to evaluate; nothing was scored")

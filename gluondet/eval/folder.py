@@ -24,12 +24,15 @@ MOSAIC_PATTERN = "worst_{:02d}.jpg"
 MOSAIC_TILE = 320  # pixels per image in a mosaic
 
 
-def eval_dir(run_dir, split, weights="best", dtype="float32"):
-    """``RUN/eval-<split>`` for the run's best weights in float32, ``RUN/eval-<split>-<weights>``
-    for others (``last``, ``epoch_0006``) and a ``-<dtype>`` suffix for another precision, so
-    evaluating other weights or precisions never replaces the best's analysis."""
+def eval_dir(run_dir, split, weights="best", dtype="float32", dataset=None):
+    """``RUN/eval-<split>`` for the run's best weights in float32 on its own data,
+    ``RUN/eval-<split>-<weights>`` for others (``last``, ``epoch_0006``), a ``-<dtype>`` suffix for
+    another precision and ``-on-<dataset>`` for another dataset than the run's own, so evaluating
+    other weights, precisions or data never replaces the analysis training wrote (which
+    ``detect --thresh best`` and the report read)."""
     name = "eval-" + _safe(split) + ("" if weights == "best" else "-" + _safe(weights))
-    return Path(run_dir) / (name + ("" if dtype == "float32" else "-" + _safe(dtype)))
+    name += "" if dtype == "float32" else "-" + _safe(dtype)
+    return Path(run_dir) / (name + ("" if dataset is None else "-on-" + _safe(dataset)))
 
 
 def weights_name(which):
