@@ -29,7 +29,7 @@ TRAIN_IMAGES = 200
 
 FASTER_FPN_SMALL = {  # Faster R-CNN with FPN, narrowed like the mask demo model (same kwargs, no mask head)
     "name": "faster_rcnn_fpn_small", "family": "faster_rcnn", "builder": "faster_rcnn_fpn_resnet50_v1b",
-    "data_shape": 256,  # Faster R-CNN's smallest (gluondet.models.FASTER_RCNN_MIN_SHAPE)
+    "data_shape": 256,  # small, yet enough anchors for its 2000 training proposals
     "kwargs": {"norm": "groupnorm", "num_fpn_filters": 64, "num_box_head_conv": 2,
                "num_box_head_conv_filters": 64, "num_box_head_dense_filters": 256, "rpn_channel": 64,
                "scales": [1, 2, 4, 8, 16], "rpn_train_pre_nms": 2000, "rpn_train_post_nms": 256,
