@@ -91,6 +91,20 @@ class DivergenceGuard(HookBase):
             self._diverged(f"the recent loss level rose {level / guard['floor']:.0f}x above the "
                            f"run's lowest ({guard['floor']:.3g})", level)
 
+    def after_epoch(self):
+        """An epoch that ended on steps the guard left out may still have poisoned the weights
+        (a forward updates BatchNorm's statistics before any update): such weights are never
+        committed. Checked only then, since reading every weight back costs a pass over them."""
+        if self.trainer.state.guard.get("bad_in_row") and not self._weights_finite():
+            self._diverged("the weights are no longer finite at the end of the epoch", None)
+
+    def _weights_finite(self):
+        import numpy as np
+
+        first = self.trainer.ctx_list[0]
+        return all(np.isfinite(p.data(first).asnumpy()).all()
+                   for p in self.trainer.net.collect_params().values() if p._data is not None)
+
     def _worst(self):
         """(name, value) of the loss that went wrong: the first non-finite one, else the largest."""
         losses = self.trainer.state.losses

@@ -7,7 +7,8 @@ gradients (gradient clipping), then updates. Everything else (validation, checkp
 early stopping, seeding, progress) is a hook (gluondet.engine.hooks) with one job, so each rule is
 tested with a toy network.
 
-Rolling back: a hook that raises ``RollBack`` during an epoch makes the loop call every hook's
+Rolling back: a hook that raises ``RollBack`` during an epoch (or first thing after it, before
+anything is validated or committed) makes the loop call every hook's
 ``on_rollback`` (one of them puts the weights, the optimizer and ``state`` back at the last
 commit) and go on from where ``state`` then says.
 
@@ -215,11 +216,11 @@ class Trainer:
                     self.call("before_epoch")
                     try:
                         self.run_epoch()
+                        self.call("after_epoch")
                     except RollBack as rollback:
                         state.rollbacks.append(rollback.event)
                         self.call("on_rollback")
                         continue
-                    self.call("after_epoch")
                     if not state.stop_reason:
                         state.begin_epoch(state.epoch + 1)
             except (StopRequested, KeyboardInterrupt) as e:

@@ -24,8 +24,9 @@ train: {batch_size: 2, lr: 0.02, warmup_epochs: 0, augment: flip}
 """
 
 # Trains with --amp; in epoch 2, iteration 1 every weight turns NaN (a divergence; the first layer
-# alone would not do: ReLU turns NaN into 0):
-# the NaN guard must stop before that update, with epoch 1 committed.
+# alone would not do: ReLU turns NaN into 0): the divergence guard leaves that step out, and
+# (--on-diverge stop) stops at the end of the epoch, whose weights are not finite, before its
+# commit: epoch 1 stays the last committed one.
 CHILD = r"""
 import json, sys
 import mxnet as mx
@@ -43,7 +44,7 @@ class Diverge(HookBase):
 model, dataset, out = sys.argv[1:4]
 config = resolve_train_config(resolve_model_config(model), {
     "dataset": dataset, "model": model, "out": out, "epochs": 3, "max_iters": 2, "num_workers": 0,
-    "amp": True, "quiet": True})
+    "amp": True, "quiet": True, "on_diverge": "stop"})
 try:
     train(config, extra_hooks=[Diverge()])
     print(json.dumps({"stopped": None}))
@@ -63,7 +64,7 @@ def test_amp_training_checkpoints_float32_and_the_nan_guard_still_stops_it(tmp_p
                           str(tmp_path / "run")], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     stopped = json.loads(out.stdout.strip().splitlines()[-1])["stopped"]
-    assert stopped and "epoch 2, iteration 1" in stopped
+    assert stopped and "loss is nan at epoch 2" in stopped and "weights are no longer finite" in stopped
     run = tmp_path / "run"
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["train"]["amp"] is True

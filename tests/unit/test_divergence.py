@@ -223,3 +223,26 @@ def test_many_bad_steps_between_good_ones_are_divergence(run):
     guard = DivergenceGuard("stop", min_history=2, patience=3, skip_limit=4)
     with pytest.raises(LossDiverged, match="4 of the last"):
         guarded_trainer(run, epochs=10, step=step, guard=guard).train()
+
+
+class PoisonWeights(H.HookBase):
+    """Before call ``at``: every weight NaN, as a forward that poisons BatchNorm statistics does
+    (no update of the guard's could have done it)."""
+
+    def __init__(self, step, at):
+        self.step, self.at = step, at
+
+    def before_step(self):
+        if len(self.step.calls) + 1 == self.at:
+            for param in self.trainer.net.collect_params().values():
+                param.set_data(mx.nd.full(param.shape, NAN))
+
+
+def test_an_epoch_whose_weights_are_not_finite_is_never_committed(run):
+    step = ToyStep()
+    trainer = guarded_trainer(run, step=step, guard=DivergenceGuard("stop", min_history=2, patience=3))
+    trainer.register([PoisonWeights(step, at=6)])  # the last step of epoch 2
+    with pytest.raises(LossDiverged, match="weights are no longer finite at the end of the epoch"):
+        trainer.train()
+    assert run.last_state()["epoch"] == 1
+    assert np.isfinite(weights(run / "last.params")["weight"]).all()
