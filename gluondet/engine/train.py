@@ -259,7 +259,8 @@ def divergence_hooks(s, net):
     if local and s.chief and config.on_diverge == "rollback":
         hooks.insert(0, RollbackToCommit(s.run, s.ctx_list))  # before the guard: see its docstring
     if config.clip_grad_norm:
-        hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm, s.precision.loss_scale))
+        hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm,
+                                  lambda: s.precision.loss_scale))  # a property: read at every step
     return hooks
 
 
