@@ -30,7 +30,8 @@ def test_convert_to_voc(src, tmp_path):
     assert [ds.image_path(i).name for i in range(2)] == ["embedded.png", "hats.jpg"]
     # continuous labelme boxes -> 1-based VOC pixels -> gluondet's 0-based inclusive labels
     np.testing.assert_array_equal(ds.label(0), [[0, 0, 3, 5, 0, 0]])
-    np.testing.assert_array_equal(ds.label(1), [[4, 2, 30, 20, 2, 0],  # rectangle, corners in any order
+    # rectangle, corners in any order; its fractional corner (30.5, 20.25) is kept, not widened
+    np.testing.assert_array_equal(ds.label(1), [[4, 2, 29.5, 19.25, 2, 0],
                                                 [40, 10, 59, 43, 1, 0],  # polygon extent
                                                 [15, 30, 24, 39, 1, 0]])  # circle: centre (20, 35), radius 5
     img, _ = ds[0]  # the embedded 8x6 PNG: left half red
