@@ -5,7 +5,9 @@ import math
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd, gluon
+from mxnet import gluon
+
+from test_trainer import ToyStep
 
 from gluondet.config import TrainConfig
 from gluondet.engine.lr_find import (DIVERGE_FACTOR, RangeRecorder, _RangeEnd, draw_lr_find, find_lr,
@@ -76,29 +78,18 @@ def test_no_suggestion_when_the_loss_never_fell(losses):
 ITERS_PER_EPOCH = 3
 
 
-class ScriptedStep:
-    """A Dense(1)'s real forward/backward; the reported loss comes from ``losses`` (one per step)."""
+class ScriptedStep(ToyStep):
+    """test_trainer's Dense(1) with its real forward/backward; the loss it reports comes from
+    ``losses`` (one per step), split over two names (the recorder sums the family's losses)."""
 
     loss_names = ("a", "b")
 
     def __init__(self, losses):
-        self.losses = list(losses)
-        self.calls = 0
-
-    def num_images(self, batch):
-        return batch[0].shape[0]
-
-    def step_batch_size(self, batch):
-        return batch[0].shape[0]
+        super().__init__(loss_at=dict(enumerate(losses, start=1)))
 
     def __call__(self, net, batch, ctx_list):
-        x, y = batch
-        with autograd.record():
-            loss = ((net(x) - y) ** 2).mean()
-        loss.backward()
-        value = self.losses[self.calls]
-        self.calls += 1
-        return {"a": value * 0.25, "b": value * 0.75}  # the recorder sums the family's losses
+        value = super().__call__(net, batch, ctx_list)["loss"]
+        return {"a": value * 0.25, "b": value * 0.75}
 
 
 class FixedLoader:
