@@ -1,4 +1,5 @@
-"""Fixtures shared by the integration tests: generated shapes data and one tiny SSD trained on it.
+"""Fixtures shared by the integration tests: generated shapes data and one tiny SSD trained on it
+(the Mask R-CNN run lives in test_masks.py, its only user).
 
 ``trained_tiny_run`` trains once per test session through the real CLI (``gluondet train``), so
 every test that needs a trained detector (detect, export, eval) reuses the same run folder.
@@ -37,33 +38,6 @@ def trained_tiny_run(tmp_path_factory, shapes_voc):
     ])
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     assert (run_dir / "best.params").is_file() and (run_dir / "classes.txt").is_file()
-    return run_dir
-
-
-# The mask demo model (configs/models/mask_rcnn_tiny.yaml) with its own schedule on the demo data it was
-# measured on (200 + 30 images of 128 px): 1,092 steps, the suite's one Mask R-CNN training budget
-# (what it reaches: tests/integration/test_masks.py).
-MASK_SIZE = 128
-MASK_TRAIN, MASK_VAL = 200, 30
-MASK_TRAIN_ARGS = ["--seed", "0", "--num-workers", "0", "--quiet"]
-
-
-@pytest.fixture(scope="session")
-def masked_shapes(tmp_path_factory):
-    """``gluondet data synth --masks`` data: COCO (``coco.yaml``) and VOC instance layouts."""
-    from gluondet.data.synth import write_shapes_voc
-
-    return write_shapes_voc(tmp_path_factory.mktemp("data") / "masked_shapes", n_train=MASK_TRAIN, n_val=MASK_VAL,
-                            seed=0, size=MASK_SIZE, masks=True)
-
-
-@pytest.fixture(scope="session")
-def trained_mask_run(tmp_path_factory, masked_shapes):
-    """A run folder of mask_rcnn_tiny trained from scratch on ``masked_shapes`` by ``gluondet train``."""
-    run_dir = tmp_path_factory.mktemp("runs") / "masked_shapes-mask_rcnn_tiny"
-    result = invoke_cli(["train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny",
-                         "--out", run_dir, *MASK_TRAIN_ARGS])
-    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
     return run_dir
 
 

@@ -1,9 +1,11 @@
-"""Mask R-CNN end to end on generated masked shapes: the small model learns them (losses fall, mask
-AP on held-out images above a measured floor), eval's box and mask AP are pycocotools' own, detect
-finds the masks of images it never saw and writes them, export gives the run's outputs, and
---init-from carries a mask run's shared classes into another run (or says which file to place).
+"""Mask R-CNN end to end where a user first tries it: ``gluondet data synth --masks`` at the generator's
+defaults (300 train + 100 val images of 256 px) and ``gluondet train --model mask_rcnn_tiny`` with the
+recipe as shipped. The small model learns them (losses fall, mask AP on the held-out val images above
+a measured floor), eval's box and mask AP are pycocotools' own, detect finds the masks of the val
+images and writes them, export gives the run's outputs, and --init-from carries a mask run's shared
+classes into another run (or says which file to place).
 
-One seeded training run through the real CLI (``trained_mask_run``, conftest.py) serves every test.
+One seeded training run through the real CLI (``trained_mask_run``, below) serves every test here.
 """
 import contextlib
 import io
@@ -19,23 +21,45 @@ from gluondet.engine.amp import cpu_has_bf16
 
 pytestmark = pytest.mark.slow
 
-# Measured with the demo schedule (configs/models/mask_rcnn_tiny.yaml: 6 epochs) on the demo data of
-# conftest.py, --seed 0 as here: val mask AP 0.368, box AP 0.316 (--seed 1: 0.358, 0.321; after 4 of the 6
-# epochs 0.31 and 0.23; the BatchNorm model it replaced: 0.10). The floors leave about a third for
-# variation between machines and MXNet builds. 5 epochs instead gave 0.297. Losses from the first epoch's
-# mean to the last's: rpn_cls 0.125 -> 0.013, mask 0.63 -> 0.19 (chance: 0.69). rcnn_cls_loss goes 0.49 ->
-# 0.64 -> 0.46 (likely: first mostly easy background RoIs, then more objects among the proposals), so it
-# is not asserted.
+MASK_SEED = 7  # data and training seed (bench_recipes.py checks the recipe on seeds 101-103)
+# Measured: this module's run (--seed 7 data and training, the recipe's 6 epochs of 263 steps) reached
+# val mask AP 0.413, box AP 0.403 (0.335 and 0.283 after 4 of the 6 epochs); the same recipe on seeds
+# 101-103 (bench_recipes.py, the CLI in a process of its own) 0.499 / 0.469 / 0.417, box 0.474 / 0.439 /
+# 0.401. The mask AP floor is issue 20's 0.25 (the recipe as shipped before, diverging on other data:
+# 0.001); box AP the same margin. Losses from the first epoch's mean to the last's (seeds 101-103):
+# rpn_cls 0.10 -> 0.010, mask 0.53-0.56 -> 0.17 (chance: 0.69). rcnn_cls_loss rises in epoch 2 (more
+# objects among the proposals as the RPN learns) before it falls (0.52-0.56 -> 0.35-0.41): not asserted.
 LOSSES_FALL_TO = {"rpn_cls_loss": 0.3, "mask_loss": 0.6}  # of the first epoch's
 SEGM_AP_FLOOR = 0.25
 BOX_AP_FLOOR = 0.2
 MASK_IOU = 0.5
-FOUND_FRACTION = 2 / 3  # of the held-back objects, found with mask IoU > MASK_IOU
-# The masks are good before the class scores are sure: of the 14 held-back objects, a same-class mask
-# with IoU > 0.5 (measured 0.52-0.92) scored >= 0.3 for all 14, >= 0.4 for 12, >= 0.5 (detect's
-# default) for 8: circle, square and triangle are still close calls after 1,092 steps.
+# Of the val objects, the share that has a detected mask of its class with IoU > MASK_IOU at
+# DETECT_THRESH: 0.88 of 221 here, 0.93 of 250 with seed 103. The masks are good before the class
+# scores are sure (the YAML's note): detect the demo model at 0.3.
+FOUND_FRACTION = 0.75
 DETECT_THRESH = 0.3
-HELD_BACK_OBJECTS = 12  # generated images with objects until this many objects
+API_IMAGES = 8  # val images whose JSON masks are compared with the Detector API's
+
+
+@pytest.fixture(scope="module")
+def masked_shapes(tmp_path_factory):
+    """``gluondet data synth DIR --masks`` at the generator's defaults: COCO (``coco.yaml``) and VOC
+    instance layouts of the same images."""
+    root = tmp_path_factory.mktemp("data") / "masked_shapes"
+    result = invoke_cli(["data", "synth", root, "--masks", "--seed", MASK_SEED])
+    assert result.exit_code == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_mask_run(tmp_path_factory, masked_shapes):
+    """A run folder of mask_rcnn_tiny trained from scratch on ``masked_shapes`` by ``gluondet train``
+    with the recipe's own schedule (configs/models/mask_rcnn_tiny.yaml)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "masked_shapes-mask_rcnn_tiny"
+    result = invoke_cli(["train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny",
+                         "--out", run_dir, "--seed", MASK_SEED, "--num-workers", "0", "--quiet"])
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    return run_dir
 
 
 def _cli(*args):
@@ -81,27 +105,6 @@ def test_eval_mask_ap_equals_pycocotools_on_the_written_results(trained_mask_run
 
 
 # ----------------------------------------------------------------------------- detect
-def _held_back_images(size, folder):
-    """Generated masked-shapes images the training never saw (another seed), written as JPEG, until
-    HELD_BACK_OBJECTS objects: [(path, ShapesImage)]."""
-    import cv2
-
-    from gluondet.data.synth import render_masked_shapes_image
-
-    images, objects = [], 0
-    for k in range(100):
-        shapes = render_masked_shapes_image(np.random.default_rng([777, k]), size=size)
-        if not len(shapes.class_ids):
-            continue
-        path = folder / f"held_{k:02d}.jpg"
-        cv2.imwrite(str(path), shapes.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-        images.append((path, shapes))
-        objects += len(shapes.class_ids)
-        if objects >= HELD_BACK_OBJECTS:
-            return images
-    raise AssertionError("too few held-back objects")
-
-
 def _decode(rle):
     from pycocotools import mask as mask_utils
 
@@ -113,31 +116,47 @@ def _mask_iou(a, b):
     return (a & b).sum() / union if union else 0.0
 
 
-def test_detect_finds_the_masks_of_held_back_images(trained_mask_run, tmp_path):
-    from gluondet.data.synth import SHAPES_CLASSES
+def _val_images_with_objects(root):
+    """[(path, {annotation id: (class name, mask)})] of the val images that hold objects, the masks as
+    pycocotools rasterizes the generator's polygons (the reference)."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(root / "annotations" / "instances_val.json"))
+    names = {c["id"]: c["name"] for c in gt.dataset["categories"]}
+    return [(root / gt.imgs[i]["file_name"],
+             {a["id"]: (names[a["category_id"]], gt.annToMask(a).astype(bool)) for a in gt.imgToAnns[i]})
+            for i in sorted(gt.imgs) if gt.imgToAnns[i]]
+
+
+def test_detect_writes_the_masks_of_the_val_images(trained_mask_run, masked_shapes, tmp_path):
+    """``gluondet detect`` on the held-out val images writes a mask per box at the image's size, the
+    same masks the Detector API gives, and finds most objects with a mask of their class."""
     from gluondet.image import read_image
     from gluondet.predict import Detector
 
-    images = _held_back_images(_data_shape(trained_mask_run), tmp_path)
+    images = _val_images_with_objects(masked_shapes)
     result = _cli("detect", *[p for p, _ in images], "--run", trained_mask_run, "--thresh", DETECT_THRESH,
                   "--json", tmp_path / "d.json", "--out", tmp_path / "drawn")
     assert result.exit_code == 0, result.stderr
     records = {r["file"].split("/")[-1]: r for r in json.loads((tmp_path / "d.json").read_text())["images"]}
     detector = Detector.load(trained_mask_run)
     ious = []
-    for path, shapes in images:
+    for k, (path, objects) in enumerate(images):
         boxes = records[path.name]["boxes"]
         masks = [_decode(b["segmentation"]) for b in boxes]
-        # the JSON's RLE is exactly the masks the Detector API gives for the same file (the drawn ones)
-        [api] = detector.detect([read_image(path)], thresh=DETECT_THRESH)
-        assert len(api) == len(boxes)
-        for mask, want in zip(masks, api.masks):
-            np.testing.assert_array_equal(mask, want.astype(bool))
-        for gt_mask, class_id in zip(shapes.masks.astype(bool), shapes.class_ids):
-            same = [m for m, b in zip(masks, boxes) if b["class"] == SHAPES_CLASSES[class_id]]
+        size = next(iter(objects.values()))[1].shape
+        assert all(m.shape == size for m in masks)
+        if k < API_IMAGES:  # the JSON's RLE is exactly the masks the Detector API gives for the same file
+            [api] = detector.detect([read_image(path)], thresh=DETECT_THRESH)
+            assert len(api) == len(boxes)
+            for mask, want in zip(masks, api.masks):
+                np.testing.assert_array_equal(mask, want.astype(bool))
+        for class_name, gt_mask in objects.values():
+            same = [m for m, b in zip(masks, boxes) if b["class"] == class_name]
             ious.append(max((_mask_iou(gt_mask, m) for m in same), default=0.0))
     found = np.mean(np.array(ious) > MASK_IOU)
-    assert found >= FOUND_FRACTION, np.round(ious, 2)
+    assert found >= FOUND_FRACTION, (found, len(ious))
 
 
 def _data_shape(run_dir):
@@ -259,7 +278,8 @@ def test_init_from_a_mask_run_keeps_the_weights_of_shared_class_names(trained_ma
     assert checked == 6
 
 
-BF16_AP_WITHIN = 0.03  # measured on the demo run: mask AP 0.368 float32, 0.371 bfloat16; box 0.316, 0.319
+# measured on the 128 px demo run before issue 20: mask AP 0.368 float32, 0.371 bfloat16; box 0.316, 0.319
+BF16_AP_WITHIN = 0.03
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no avx512_bf16/amx_bf16")
