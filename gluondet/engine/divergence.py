@@ -6,9 +6,10 @@ the last ``WINDOW`` applied steps' totals:
 
 - a step whose loss is not finite, or above ``SPIKE_FACTOR`` times that median (once the window holds
   ``MIN_HISTORY`` steps), is not applied (``state.skip_step``);
-- ``PATIENCE`` such steps in a row, ``SKIP_LIMIT`` of the last ``WINDOW``, or a median that has risen ``RUNAWAY_FACTOR`` times above the
-  lowest median of the run, counted from its first step (a loss that climbs steadily never looks
-  like a spike, and a run that explodes in its first steps has no calm window), is sustained
+- ``PATIENCE`` such steps in a row, ``SKIP_LIMIT`` of the last ``WINDOW``, or a median that has
+  risen ``RUNAWAY_FACTOR`` times above the lowest median of the run, counted from its first step
+  (a loss that climbs steadily never looks like a spike, and a run that explodes in its first steps
+  has no calm window), is sustained
   divergence: ``--on-diverge rollback`` goes back to the last committed epoch (or the start) with
   the lr halved, at most ``max_rollbacks`` times, then stops with one line; ``stop`` stops at once;
   ``warn`` says so and goes on (bad steps are still not applied).
@@ -24,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from ..constants import MAX_ROLLBACKS
+from .hooks import say
 from .trainer import HookBase, LossDiverged, RollBack
 
 WINDOW = 50           # applied steps whose median is a loss's recent level
@@ -34,14 +36,8 @@ PATIENCE = 5          # bad steps in a row that make divergence sustained
 SKIP_LIMIT = 10       # or this many of the last WINDOW steps (a diverging run between calmer steps)
 LR_FACTOR = 0.5       # each rollback multiplies the lr by this
 
-ADVICE = ("try a lower --lr (gluondet train --find-lr suggests one), a longer --warmup-epochs, "
+ADVICE = ("Try a lower --lr (gluondet train --find-lr suggests one), a longer --warmup-epochs, "
           "--clip-grad-norm 10, and check the data with gluondet data check")
-
-
-def _say(message):
-    from .hooks import say
-
-    say(message)
 
 
 class DivergenceGuard(HookBase):
@@ -125,18 +121,18 @@ class DivergenceGuard(HookBase):
         name, value = self._worst()
         if self.mode == "warn":
             state.guard["bad_in_row"] = 0
-            _say(f"warning: training is diverging: {self._line(why, level)}; going on (--on-diverge warn)")
+            say(f"warning: training is diverging: {self._line(why, level)}; going on (--on-diverge warn)")
             return
         if self.mode == "stop" or len(state.rollbacks) >= self.max_rollbacks:
             after = f" after {len(state.rollbacks)} rollback(s) with the lr halved each time" \
                 if state.rollbacks else ""
             raise LossDiverged(f"training diverged{after}: {self._line(why, level)}; stopped, the run folder "
-                               f"keeps its last committed epoch. {ADVICE[0].upper()}{ADVICE[1:]}")
+                               f"keeps its last committed epoch. {ADVICE}")
         scale = state.lr_scale * LR_FACTOR
         event = {"epoch": state.epoch + 1, "iteration": state.iteration, "loss": name,
                  "value": value if math.isfinite(value) else str(value), "level": level,
                  "lr": state.lr, "lr_scale": scale, "reason": why}
-        _say(f"warning: training diverged: {self._line(why, level)}; rolling back to the last committed "
+        say(f"warning: training diverged: {self._line(why, level)}; rolling back to the last committed "
              f"epoch with the lr halved (x{scale:g}; rollback {len(state.rollbacks) + 1} of at most "
              f"{self.max_rollbacks})")
         raise RollBack(event)
