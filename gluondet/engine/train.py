@@ -253,12 +253,13 @@ def divergence_hooks(s, net):
     """The divergence guard (and, on one machine, its rollback) and --clip-grad-norm."""
     from .divergence import ClipGradNorm, DivergenceGuard, RollbackToCommit
 
-    config = s.config  # (ClipGradNorm: the parameters trainable_params left trainable)
+    config = s.config
     local = s.num_workers == 1  # a dist worker can neither skip a collective update nor roll back
     hooks = [DivergenceGuard(config.on_diverge, config.max_rollbacks, can_skip=local)]
     if local and s.chief and config.on_diverge == "rollback":
         hooks.insert(0, RollbackToCommit(s.run, s.ctx_list))  # before the guard: see its docstring
     if config.clip_grad_norm:
+        # the parameters trainable_params left trainable (ClipGradNorm keeps those with a gradient)
         hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm,
                                   lambda: s.precision.loss_scale))  # a property: read at every step
     return hooks
@@ -333,15 +334,11 @@ def build_trainer(s, extra_hooks=()):
 
 
 def finished_lines(run, metric, best, best_epoch, split):
-    """The end of training: where the weights are, whether the run learned, and the next commands."""
-    from ..run_folder import DIAGNOSIS_FILE
-
+    """The end of training: where the weights are and the next commands (a run that did not learn
+    has just been told so by the NotLearning hook)."""
     path = run.path
-    lines = [f"done: {path} (best {metric} {best} at epoch {best_epoch}: {path / 'best.params'})"]
-    if (path / DIAGNOSIS_FILE).is_file():
-        lines.append(f"warning: this run did not learn; the likely causes are in {path / DIAGNOSIS_FILE}")
-    lines.append(f"next: gluondet eval {path} --split {split}; gluondet detect IMAGES --run {path}")
-    return "\n".join(lines)
+    return (f"done: {path} (best {metric} {best} at epoch {best_epoch}: {path / 'best.params'})\n"
+            f"next: gluondet eval {path} --split {split}; gluondet detect IMAGES --run {path}")
 
 
 def train(config, extra_hooks=()):
