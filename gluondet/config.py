@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .constants import AUGMENTATIONS, KVSTORES, MAX_ROLLBACKS, METRICS, ON_DIVERGE
+from .constants import AUGMENTATIONS, KVSTORES, LR_MODES, MAX_ROLLBACKS, METRICS, ON_DIVERGE
 from .errors import GluondetError
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -321,6 +321,8 @@ class TrainConfig:
     batch_size: int = 8
     epochs: int = 24
     lr: float = 0.001
+    lr_mode: str = "step"  # step decay at lr_steps / lr_step_every, or cosine / poly annealing to 0
+    lr_power: float = 2.0  # poly's exponent (GluonCV's LRScheduler default and detection scripts)
     lr_steps: List[int] = field(default_factory=list)
     lr_decay: float = 0.1
     lr_step_every: int = 0  # decay every N epochs (0: only at lr_steps)
@@ -441,6 +443,11 @@ def resolve_train_config(model_cfg, flags, base=None):
         values["lr_steps"] = []
     if flags.get("lr_steps") and flags.get("lr_step_every") is None:
         values["lr_step_every"] = 0
+    # the YAML's (or resumed run's) decay epochs are for step mode: --lr-mode cosine|poly drops them
+    # (decay flags given with it stay, and validation refuses the pair)
+    if flags.get("lr_mode") not in (None, "step"):
+        values["lr_steps"] = values["lr_steps"] if flags.get("lr_steps") else []
+        values["lr_step_every"] = values["lr_step_every"] if flags.get("lr_step_every") else 0
     notes = _scale_schedule(values, model_cfg, flags) if base is None else []
     notes += _batch_per_device(values, flags)
     config = TrainConfig(**values)
@@ -500,6 +507,10 @@ def validate_train_config(config):
     checks = [
         (not (config.lr_step_every and config.lr_steps), "--lr-steps and --lr-step-every contradict each "
                                                           "other; give one"),
+        (config.lr_mode in LR_MODES, f"--lr-mode must be one of {', '.join(LR_MODES)}"),
+        (config.lr_mode == "step" or not (config.lr_steps or config.lr_step_every),
+         f"--lr-mode {config.lr_mode} anneals the lr by itself: --lr-steps and --lr-step-every are for "
+         f"--lr-mode step; give one or the other"),
         (config.metric in TRAIN_METRICS, f"--metric must be one of {', '.join(TRAIN_METRICS)}"),
         (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
         (not (config.clip_grad_norm and config.kvstore.startswith("dist")),

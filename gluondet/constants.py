@@ -32,3 +32,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # roll back to the last commit with the lr halved, stop with one line, or warn and go on.
 ON_DIVERGE = ("rollback", "stop", "warn")
 MAX_ROLLBACKS = 5  # --max-rollbacks' default: 5 halvings bring an lr 40x too high within 1.25x
+
+# The lr schedule after the warm-up (--lr-mode; gluondet.engine.schedule): decay by --lr-decay at
+# epochs, or anneal to 0 per iteration along a half cosine or a polynomial (GluonCV's LRScheduler).
+LR_MODES = ("step", "cosine", "poly")

@@ -34,6 +34,7 @@ RANGES = {
     "lr": _POSITIVE,
     "clip_gradient": _POSITIVE,
     "clip_grad_norm": _POSITIVE,
+    "lr_power": _POSITIVE,
     "lr_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "iou": (lambda v: 0.05 <= v <= 0.95, "in [0.05, 0.95]"),

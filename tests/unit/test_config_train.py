@@ -133,3 +133,38 @@ def test_divergence_options_are_checked():
 
 def test_a_one_epoch_run_keeps_no_scaled_step():
     assert resolve_train_config(SCHEDULED, {"epochs": 1}).lr_steps == []
+
+
+def test_lr_mode_cosine_or_poly_drops_the_yaml_steps_and_refuses_given_ones():
+    assert resolve_train_config(SCHEDULED, {}).lr_mode == "step"  # the default: nothing changes
+    for mode in ("cosine", "poly"):
+        config = resolve_train_config(SCHEDULED, {"lr_mode": mode, "epochs": 200})
+        assert (config.lr_mode, config.lr_steps, config.lr_step_every) == (mode, [], 0)
+        assert config.notes == []  # nothing to scale to --epochs, nothing said about steps
+        for flags in ({"lr_steps": "3,5"}, {"lr_step_every": 4}):
+            with pytest.raises(GluondetError, match=f"^--lr-mode {mode} anneals the lr by itself"):
+                resolve_train_config(SCHEDULED, dict(flags, lr_mode=mode))
+    with pytest.raises(GluondetError, match="--lr-mode must be one of step, cosine, poly"):
+        resolve_train_config(MODEL, {"lr_mode": "linear"})
+    # a model YAML that anneals: its own steps contradict it, --lr-mode step puts them back in use
+    yaml_cosine = dict(MODEL, train={"lr_mode": "cosine", "lr_power": 0.9})
+    assert resolve_train_config(yaml_cosine, {}).lr_power == 0.9
+    assert resolve_train_config(yaml_cosine, {"lr_mode": "step", "lr_steps": "4"}).lr_steps == [4]
+    with pytest.raises(GluondetError, match="anneals the lr by itself"):
+        resolve_train_config(dict(MODEL, train={"lr_mode": "poly", "lr_steps": [3]}), {})
+
+
+def test_lr_power_must_be_positive_and_resume_keeps_the_mode():
+    assert TrainConfig().lr_power == 2.0  # GluonCV's LRScheduler default (and its detection scripts')
+    for bad in (0, -1):
+        with pytest.raises(GluondetError, match="--lr-power must be positive"):
+            resolve_train_config(MODEL, {"lr_mode": "poly", "lr_power": bad})
+    base = resolve_train_config(SCHEDULED, {"lr_mode": "poly", "lr_power": 0.9})
+    again = resolve_train_config(SCHEDULED, {"epochs": 30}, base=base)
+    assert (again.lr_mode, again.lr_power, again.lr_steps, again.epochs) == ("poly", 0.9, [], 30)
+    old_run = {k: v for k, v in resolve_train_config(SCHEDULED, {}).to_dict().items()
+               if k not in ("lr_mode", "lr_power")}  # a run folder written before --lr-mode existed
+    resumed = resolve_train_config(SCHEDULED, {}, base=TrainConfig(**old_run))
+    assert (resumed.lr_mode, resumed.lr_steps) == ("step", [15, 18])
+    switched = resolve_train_config(SCHEDULED, {"lr_mode": "cosine"}, base=TrainConfig(**old_run))
+    assert (switched.lr_mode, switched.lr_steps) == ("cosine", [])
