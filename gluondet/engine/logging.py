@@ -67,8 +67,9 @@ CURVE_EXTRAS = ("segm/AP", "bbox/AP")  # a mask model's box and mask AP, beside 
 def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
     """curves.png: training losses, validation mAP and the learning rate against epochs (Agg, no display).
 
-    ``lr_schedule``: the planned lr of every epoch (``schedule.epoch_learning_rates``), drawn as a
-    step line over the whole run, with the lr each finished epoch ended at (metrics.csv) as dots.
+    ``lr_schedule``: the planned lr of the whole run as ``(x, lr)`` lists in epochs
+    (``schedule.lr_curve``: warm-up, steps, cosine or poly), drawn as a line, with the lr each
+    finished epoch ended at (metrics.csv) as dots on it.
     """
     import matplotlib
 
@@ -101,14 +102,18 @@ def draw_curves(rows, path, loss_names, map_name="val_map", lr_schedule=None):
 
 
 def _draw_lr(ax, rows, lr_schedule):
+    planned = []
     if lr_schedule:
-        epochs = list(range(1, len(lr_schedule) + 1))  # epoch k (1-based, as in metrics.csv) runs at [k - 1]
-        ax.step(epochs, lr_schedule, where="mid", color="tab:gray", label="schedule")
+        at, planned = lr_schedule  # the end of epoch k (1-based, as in metrics.csv) at x = k
+        # each point is an iteration's lr, held from the previous point: a decay drops at the epoch
+        ax.plot(at, planned, drawstyle="steps-pre", color="tab:gray", label="schedule")
     xs, ys = _floats(rows, "lr")
     if xs:
         ax.plot(xs, ys, "o", color="tab:orange", label="end of epoch")
-    if lr_schedule or xs:
-        ax.set_yscale("log")
+    if planned or xs:
+        # decays by 10x read best on a log axis; cosine and poly end at 0, which a log axis cannot hold
+        if min(list(planned) + ys) > 0:
+            ax.set_yscale("log")
         ax.legend(loc="upper right")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")

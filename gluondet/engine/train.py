@@ -13,7 +13,7 @@ from ..config import TrainConfig, resolve_dataset, resolve_model_config, resolve
 from ..errors import GluondetError
 from ..run_folder import RunFolder
 from . import hooks as H
-from .schedule import epoch_learning_rates, learning_rate
+from .schedule import lr_curve, schedule_of
 from .trainer import LossDiverged, LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
 
 say = H.say
@@ -265,7 +265,7 @@ def divergence_hooks(s, net):
     return hooks
 
 
-def make_hooks(s, net, step, val_data, extra=()):
+def make_hooks(s, net, step, val_data, extra=(), lr_schedule=None):
     """The rules of this run, in order (see gluondet.engine.hooks)."""
     from ..constants import METRIC_LABELS
     from .not_learning import NotLearning
@@ -288,9 +288,8 @@ def make_hooks(s, net, step, val_data, extra=()):
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
                   H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
                   NotLearning(s.run, s.model_cfg, s.train_ds, config.lr, config.batch_size * s.num_workers, label),
-                  H.MetricsWriter(s.run, step.loss_names, lr_schedule=epoch_learning_rates(
-                      config.epochs, config.lr, config.lr_steps, config.lr_decay, config.lr_step_every),
-                      log_every=config.log_every), report]
+                  H.MetricsWriter(s.run, step.loss_names, lr_schedule=lr_schedule, log_every=config.log_every),
+                  report]
     return hooks + list(extra)
 
 
@@ -325,11 +324,9 @@ def build_trainer(s, extra_hooks=()):
     hybridize_for_training(net, s.family)
     iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
 
-    def lr_at(epoch, i):
-        return learning_rate(epoch, i, iters, config.lr, config.lr_steps, config.lr_decay,
-                             config.warmup_epochs, config.lr_step_every)
-
-    return Trainer(net, train_data, step, optimizer, s.ctx_list, make_hooks(s, net, step, val_data, extra_hooks),
+    lr_at = schedule_of(config, iters)
+    hooks = make_hooks(s, net, step, val_data, extra_hooks, lr_schedule=lr_curve(lr_at, config.epochs, iters))
+    return Trainer(net, train_data, step, optimizer, s.ctx_list, hooks,
                    lr_at, config.epochs, iters, state=state, update_scale=s.num_workers)
 
 

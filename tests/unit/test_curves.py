@@ -8,21 +8,45 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from gluondet.engine.logging import _draw_lr, draw_curves  # noqa: E402
-from gluondet.engine.schedule import epoch_learning_rates  # noqa: E402
+from gluondet.engine.schedule import learning_rate, lr_curve  # noqa: E402
 
 
 def test_lr_panel_holds_the_schedule_and_the_recorded_lr(tmp_path):
-    schedule = epoch_learning_rates(6, 0.1, lr_step_every=2, lr_decay=0.5)
+    schedule = lr_curve(lambda e, i: learning_rate(e, i, 2, 0.1, lr_step_every=2, lr_decay=0.5), 6, 2)
     rows = [{"epoch": "1", "lr": "0.1"}, {"epoch": "2", "lr": "0.1"}, {"epoch": "3", "lr": "0.05"}]
     fig, ax = plt.subplots()
     _draw_lr(ax, rows, schedule)
     planned, recorded = ax.lines
-    np.testing.assert_allclose(planned.get_xdata(), [1, 2, 3, 4, 5, 6])
-    np.testing.assert_allclose(planned.get_ydata(), [0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    np.testing.assert_allclose(planned.get_xdata(), np.arange(1, 13) / 2)  # two iterations an epoch
+    np.testing.assert_allclose(planned.get_ydata(), np.repeat([0.1, 0.05, 0.025], 4))
+    np.testing.assert_allclose(recorded.get_xdata(), [1, 2, 3])  # each epoch's end, on the line
     np.testing.assert_allclose(recorded.get_ydata(), [0.1, 0.1, 0.05])
     assert ax.get_yscale() == "log"
     plt.close(fig)
     draw_curves(rows, tmp_path / "curves.png", ["loss"], lr_schedule=schedule)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("mode", ["cosine", "poly"])
+def test_lr_panel_draws_the_annealing_curve_gluoncv_gives(tmp_path, mode):
+    from gluoncv.utils import LRScheduler, LRSequential
+
+    epochs, iters, warmup = 30, 40, 2
+    schedule = lr_curve(lambda e, i: learning_rate(e, i, iters, 0.08, warmup_epochs=warmup, lr_mode=mode,
+                                                   epochs=epochs, lr_power=0.9), epochs, iters, points=200)
+    # GluonCV's composition: a linear warm-up over 80 iterations, then the mode over the other 1120
+    reference = LRSequential([LRScheduler("linear", base_lr=0.08 / 80, target_lr=0.08, niters=80),
+                              LRScheduler(mode, base_lr=0.08, target_lr=0, niters=1120, power=0.9)])
+    fig, ax = plt.subplots()
+    _draw_lr(ax, [{"epoch": "1", "lr": "0.04"}], schedule)
+    planned = ax.lines[0]
+    xs, ys = planned.get_xdata(), planned.get_ydata()
+    assert 200 <= len(xs) <= 200 + 2 * epochs and xs[0] == 1 / iters and xs[-1] == epochs
+    np.testing.assert_allclose(ys, [reference(int(round(x * iters)) - 1) for x in xs], rtol=1e-12, atol=1e-15)
+    assert ys[-1] == 0 and ys.max() == pytest.approx(0.08)
+    assert ax.get_yscale() == "linear"  # it ends at 0: no log axis
+    plt.close(fig)
+    draw_curves([], tmp_path / "curves.png", ["loss"], lr_schedule=schedule)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
