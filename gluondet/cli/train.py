@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from ..constants import AUGMENTATIONS, KVSTORES, METRICS, ON_DIVERGE
+from ..constants import AUGMENTATIONS, KVSTORES, LR_MODES, METRICS, ON_DIVERGE
 from .options import NUM_WORKERS_HELP, config_dir_option, dataset_option, skip_bad_option
 
 
@@ -21,6 +21,11 @@ def _optional(name, type_, help_):
 @_optional("--batch-size", int, "Images per iteration over all devices [model YAML].")
 @_optional("--epochs", int, "Epochs to train (with --resume: the new total) [model YAML].")
 @_optional("--lr", float, "Base learning rate (SGD) [model YAML].")
+@click.option("--lr-mode", default=None, type=click.Choice(LR_MODES),
+              help="Schedule after the warm-up: step (times --lr-decay at --lr-steps or every "
+                   "--lr-step-every epochs), or cosine or poly (annealed per iteration to 0 at the "
+                   "run's last iteration, as GluonCV's LRScheduler) [step].")
+@_optional("--lr-power", float, "Exponent of --lr-mode poly [2, GluonCV's].")
 @_optional("--lr-steps", str, "Epochs (0-based, comma list such as 60,80) where lr is multiplied by --lr-decay.")
 @_optional("--lr-step-every", int, "Multiply lr by --lr-decay every N epochs (instead of --lr-steps).")
 @_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch [0.1].")

@@ -38,3 +38,21 @@ def test_divergence_flags_reach_the_config(monkeypatch, tmp_path):
     config = seen["config"]
     assert (config.on_diverge, config.max_rollbacks, config.clip_grad_norm) == ("stop", 2, 10.0)
     assert config.lr_steps == [30, 36]  # tiny_ssd.yaml's 15,18 of 20 epochs, scaled to 40
+
+
+def test_lr_mode_and_power_reach_the_config_and_drop_the_yaml_steps(monkeypatch, tmp_path):
+    seen = _invoke(["--dataset", "shapes_voc", "--model", "tiny_ssd", "--lr-mode", "poly", "--lr-power", "0.9",
+                    "--epochs", "40"], monkeypatch, tmp_path, "train")
+    config = seen["config"]
+    assert (config.lr_mode, config.lr_power, config.lr_steps, config.lr_step_every) == ("poly", 0.9, [], 0)
+
+
+def test_lr_steps_with_cosine_is_one_line(tmp_path):
+    result = CliRunner(mix_stderr=False).invoke(main, ["train", "--dataset", "shapes_voc", "--model", "tiny_ssd",
+                                                       "--lr-mode", "cosine", "--lr-steps", "10,15"])
+    assert result.exit_code != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "gluondet: error: --lr-mode cosine anneals the lr by itself: --lr-steps and --lr-step-every are for --lr-mode step; "
+        "give one or the other"]
+    bad = CliRunner(mix_stderr=False).invoke(main, ["train", "--dataset", "shapes_voc", "--lr-mode", "linear"])
+    assert bad.exit_code == 2 and "'linear' is not one of 'step', 'cosine', 'poly'" in bad.stderr
