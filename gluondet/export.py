@@ -49,6 +49,11 @@ def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_im
         raise GluondetError(f"--out {out_dir}: choose a folder other than the run folder itself")
     if fmt == "onnx":
         require_onnx()  # before anything is written: never a half-filled export folder
+    if int8:  # before the network is even loaded: nothing said of work that cannot be done
+        from .families import get_family
+        from .run_folder import RunFolder
+
+        get_family(RunFolder.open(run_dir).family).check_int8()
     detector = Detector.load(run_dir, which=which, ctx=make_contexts(ctx))
     detector.set_dtype(dtype)
     if int8:
@@ -68,11 +73,8 @@ def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_im
 def _example_input(detector, ctx=None):
     import mxnet as mx
 
-    if detector.family == "ssd":
-        w = h = detector.info.data_shape
-    else:
-        w, h = detector.input_size(detector.info.short, detector.info.short)
-    return mx.nd.zeros((1, 3, h, w), ctx=ctx or detector.ctx)
+    shape = detector.family.example_shape(detector.info.data_shape, detector.info.short, detector.info.max_size)
+    return mx.nd.zeros(shape, ctx=ctx or detector.ctx)
 
 
 def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=False):
@@ -80,7 +82,7 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
     import mxnet as mx
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    net.hybridize(static_alloc=detector.family == "ssd", static_shape=detector.family == "ssd")
+    net.hybridize(static_alloc=detector.family.fixed_input, static_shape=detector.family.fixed_input)
     # builds the cached graph that export() writes; an INT8 network lives on the CPU
     net(_example_input(detector, ctx=mx.cpu() if quantized else None))
     # Export into a temporary folder beside the target, then move files in: never half a model.
@@ -113,7 +115,7 @@ def write_mxnet_export(net, detector, run_dir, out_dir, which="best", quantized=
         "outputs": ["class_ids (B, K, 1), -1 = none", "scores (B, K, 1)",
                     "boxes (B, K, 4) xmin, ymin, xmax, ymax in input pixels"]
         + (["masks (B, K, M, M) per-box mask probabilities, to paste into the boxes"]
-           if info.family == "mask_rcnn" else []),
+           if detector.family.masks else []),
         "source_run": str(run_dir.resolve()),
         "source_weights": str(which),
         "gluondet_version": __version__,
@@ -136,9 +138,9 @@ def write_onnx(out_dir, detector, log=print):
         raise GluondetError(
             f"ONNX export: MXNet's ONNX exporter has no conversion for operator "
             f"'{unsupported[0]}'" + (f" (nor {', '.join(unsupported[1:])})" if unsupported[1:] else "")
-            + f", used by this {detector.family} network; the MXNet export in {out_dir} works")
+            + f", used by this {detector.family.name} network; the MXNet export in {out_dir} works")
     x = _example_input(detector)
-    dynamic = [(None, 3, x.shape[2], x.shape[3])] if detector.family == "ssd" else [(1, 3, None, None)]
+    dynamic = [detector.family.onnx_dynamic_shape(x.shape)]
     path = out_dir / "model.onnx"
     logging.disable(logging.WARNING)  # mx2onnx's own notices; the one that matters is said below
     try:
@@ -221,9 +223,7 @@ def quantize_detector(detector, images, batch_size=8):
     import mxnet as mx
     from mxnet.contrib.quantization import quantize_net
 
-    if detector.family != "ssd":
-        raise GluondetError("INT8 export supports SSD models; this run is a Faster R-CNN "
-                            "(its proposal and ROI operators have no INT8 kernels)")
+    detector.family.check_int8()
     if not mx.runtime.Features().is_enabled("MKLDNN"):
         raise GluondetError("INT8 export needs MXNet built with oneDNN (the mxnet pip wheel for CPU)")
     data = np.stack([detector.preprocess(img)[0] for img in images])

@@ -124,7 +124,7 @@ class ModelInfo:
     """What preprocessing and drawing need besides the network."""
 
     classes: List[str]
-    family: str  # "ssd" | "faster_rcnn" | "mask_rcnn"
+    family: str  # a gluondet.families name
     data_shape: Optional[int] = None  # SSD: square input side
     short: int = 600  # Faster R-CNN: short side after resize
     max_size: int = 1000  # Faster R-CNN: long side cap
@@ -158,7 +158,12 @@ class Detector:
 
     @property
     def family(self):
-        return self.info.family
+        """The network's gluondet.families.Family."""
+        from .families import get_family
+
+        if getattr(self, "_family", None) is None or self._family.name != self.info.family:
+            self._family = get_family(self.info.family)
+        return self._family
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -184,8 +189,8 @@ class Detector:
         run = RunFolder.open(run_dir)
         net, params = run.load_network(which, ctx=ctx)
         info = model_info_from_run(run, source=str(params if str(which).endswith(".params") else run.path))
-        if info.family in ("faster_rcnn", "mask_rcnn") and hasattr(net, "short"):
-            # The network knows the sizes it was built for; validation resizes to its last short.
+        if hasattr(net, "short"):
+            # An R-CNN knows the sizes it was built for; validation resizes to its last short.
             short = net.short
             info.short = int(short[-1] if isinstance(short, (list, tuple)) else short)
             info.max_size = int(net.max_size)
@@ -213,7 +218,7 @@ class Detector:
             raise GluondetError(f"{export_dir}: an INT8 export runs on the CPU (oneDNN); use --ctx cpu")
         dtype = meta.get("dtype", "float32")
         if dtype != "float32":  # its graph casts to dtype: refuse a device where that is slow
-            from .engine.amp import choose_dtype
+            from .precision import choose_dtype
 
             try:
                 choose_dtype(dtype, [c.device_type for c in ctx])
@@ -237,17 +242,15 @@ class Detector:
 
     def hybridize(self):
         if not self._hybridized:
-            # SSD inputs have one fixed shape, so the graph can keep its memory between calls.
-            static = self.family == "ssd"
+            # Inputs of one fixed shape (SSD): the graph can keep its memory between calls.
+            static = self.family.fixed_input
             self.net.hybridize(static_alloc=static, static_shape=static)
             self._hybridized = True
 
     def set_dtype(self, dtype):
         """Run the network in ``dtype``: float32, or bfloat16 on a CPU with bf16 instructions
         (float16 on a GPU), through MXNet's AMP graph conversion; anything slow is refused."""
-        import mxnet as mx
-
-        from .engine.amp import FLOAT32, choose_dtype, low_precision_block
+        from .precision import FLOAT32, choose_dtype, inference_block
 
         dtype, _ = choose_dtype(dtype, [c.device_type for c in self.ctx_list])
         if dtype == FLOAT32:
@@ -256,12 +259,9 @@ class Detector:
         if self.info.quantized:
             raise GluondetError(f"{self.info.source}: an INT8 export runs in int8; leave out --dtype")
         self.hybridize()
-        w, h = self.input_size(self.info.short, self.info.short)  # SSD: data_shape x data_shape
-        sample = mx.nd.zeros((1, 3, h, w), ctx=self.ctx)
-        self._low_precision = low_precision_block(self.net, dtype, self.ctx, sample)
-        self._low_precision.collect_params().reset_ctx(self.ctx_list)
-        static = self.family == "ssd"
-        self._low_precision.hybridize(static_alloc=static, static_shape=static)
+        w, h = self.input_size(self.info.short, self.info.short)  # fixed-input families: data_shape square
+        self._low_precision = inference_block(self.net, dtype, self.ctx_list, (1, 3, h, w),
+                                              static_shape=self.family.fixed_input)
         self.dtype = dtype
 
     @property
@@ -272,11 +272,7 @@ class Detector:
     # ------------------------------------------------------------------ preprocessing
     def input_size(self, width, height):
         """(width, height) of the network input for an image of this size."""
-        if self.family == "ssd":
-            return self.info.data_shape, self.info.data_shape
-        short, max_size = self.info.short, self.info.max_size
-        scale = min(short / min(width, height), max_size / max(width, height))
-        return int(round(width * scale)), int(round(height * scale))
+        return self.family.image_input_size(self.info, width, height)
 
     def preprocess(self, image):
         """HxWx3 uint8 RGB -> (3xH'xW' float32 normalised, (sx, sy)) with sx = W' / W."""
@@ -285,17 +281,7 @@ class Detector:
         h, w = image.shape[:2]
         nw, nh = self.input_size(w, h)
         if (nw, nh) != (w, h):
-            if self.family == "ssd":
-                # MXNet's interp=9 (what SSDDefaultValTransform asks for): area when shrinking,
-                # cubic when enlarging, bilinear when one side grows and the other shrinks.
-                if nw <= w and nh <= h:
-                    interp = cv2.INTER_AREA
-                elif nw >= w and nh >= h:
-                    interp = cv2.INTER_CUBIC
-                else:
-                    interp = cv2.INTER_LINEAR
-            else:
-                interp = cv2.INTER_LINEAR  # FasterRCNNDefaultValTransform: interp=1
+            interp = self.family.interpolation(w, h, nw, nh)  # the family's validation transform's
             resized = cv2.resize(image, (nw, nh), interpolation=interp)
         else:
             resized = image
@@ -312,7 +298,7 @@ class Detector:
         """Start the network on a batch; MXNet computes in the background until asnumpy()."""
         import mxnet as mx
 
-        return self.inference_net(mx.nd.array(batch, ctx=ctx or self.ctx))[:4 if self.family == "mask_rcnn" else 3]
+        return self.inference_net(mx.nd.array(batch, ctx=ctx or self.ctx))[:4 if self.family.masks else 3]
 
     def detect(self, images, thresh=0.5, max_boxes=100, batch_size=None):
         """Detections for a list of HxWx3 uint8 RGB images (one network call per batch)."""
@@ -328,7 +314,7 @@ class Detector:
         prepared = [self.preprocess(img) for img in images]
         shapes = [img.shape for img in images]
         scales = [scale for _, scale in prepared]
-        if self.family != "ssd":  # one image per forward (GluonCV's Faster R-CNN predicts one)
+        if self.family.per_image_forward:  # GluonCV's R-CNNs predict one image per forward
             devices = self.ctx_list
             return [(self._launch(x[None], devices[i % len(devices)]), [0], [sc], [sh])
                     for i, ((x, sc), sh) in enumerate(zip(prepared, shapes))]
@@ -420,23 +406,10 @@ class Detector:
         nw, nh = self.input_size(width, height)
         x = mx.nd.zeros((1, 3, nh, nw), ctx=self.ctx)
         sx, sy = nw / width, nh / height
-        layers = []
-        if self.family == "ssd":
-            feats = net.features(x)
-            for i, (feat, gen) in enumerate(zip(feats, net.anchor_generators)):
-                a = gen(feat).asnumpy().reshape(-1, 4)  # centre x, centre y, w, h (input pixels)
-                corners = np.stack([a[:, 0] - a[:, 2] / 2, a[:, 1] - a[:, 3] / 2,
-                                    a[:, 0] + a[:, 2] / 2, a[:, 1] + a[:, 3] / 2], axis=1)
-                layers.append(_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh))
-        else:
-            feats = net.features(x)
-            feats = feats if isinstance(feats, (list, tuple)) else [feats]
-            gens = net.rpn.anchor_generator
-            gens = list(gens) if getattr(net.rpn, "_multi_level", False) else [gens]
-            for i, (feat, gen) in enumerate(zip(feats, gens)):
-                corners = gen(feat).asnumpy().reshape(-1, 4)  # already corners (input pixels)
-                layers.append(_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh))
-        return layers
+        layers = self.family.anchor_layers(net, x)
+        if layers is None:
+            raise GluondetError(f"{self.info.source}: a {self.family.name} network has no anchor boxes to show")
+        return [_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh) for i, (feat, corners) in enumerate(layers)]
 
 
 def _anchor_layer(index, grid, corners, sx, sy, nw, nh):
@@ -487,7 +460,7 @@ def model_info_from_run(run, source=""):
     data_shape = info.get("data_shape") or model.get("data_shape")
     if isinstance(data_shape, (list, tuple)):
         data_shape = data_shape[0]
-    short = model.get("short") or (data_shape if family in ("faster_rcnn", "mask_rcnn") and data_shape else 600)
+    short = model.get("short") or data_shape or 600  # R-CNNs resize the shorter side to data_shape
     if isinstance(short, (list, tuple)):
         short = short[-1]
     return ModelInfo(

@@ -270,9 +270,9 @@ class RunFolder:
 
     @property
     def family(self):
-        from .models import model_family
+        from .families import family_name
 
-        return model_family(self.model_config)
+        return family_name(self.model_config)
 
     @property
     def data_shape(self):
@@ -335,11 +335,12 @@ class RunFolder:
         """``(net, weights_path)``: the run's network rebuilt for its classes, with its weights."""
         import mxnet as mx
 
+        from .families import get_family
         from .models import build_model
 
         params = self.weights(which)
         net = build_model(self.model_config, self.classes, pretrained_base=False)
-        load_weights(net, params, self.family, ctx=ctx or mx.cpu(), run=self)
+        load_weights(net, params, get_family(self.family).ignore_extra_weights, ctx=ctx or mx.cpu(), run=self)
         return net, params
 
     # ------------------------------------------------------------------ writing
@@ -479,7 +480,7 @@ def _write_params(net, path, kept=""):
         raise disk_error(path, OSError(errno.ENOSPC, str(e)) if "incomplete" in str(e) else e, kept) from None
 
 
-def load_weights(net, params, family, ctx=None, run=None):
+def load_weights(net, params, ignore_extra=False, ctx=None, run=None):
     """Load ``params`` into ``net`` on ``ctx`` (a Context or a list); a file that does not fit is
     diagnosed: damaged or truncated, weights for another class count (naming classes.txt), or for
     another network.
@@ -490,7 +491,7 @@ def load_weights(net, params, family, ctx=None, run=None):
     import mxnet as mx
 
     try:  # the network was initialized on the CPU: load there, then place on every device
-        net.load_parameters(str(params), ctx=mx.cpu(), ignore_extra=family in ("faster_rcnn", "mask_rcnn"))
+        net.load_parameters(str(params), ctx=mx.cpu(), ignore_extra=ignore_extra)
     except (AssertionError, mx.base.MXNetError, ValueError) as e:
         raise _weights_problem(net, Path(params), e, run) from None
     if ctx is not None:

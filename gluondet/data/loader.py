@@ -302,46 +302,23 @@ def images_with_objects(dataset):
 
 
 # ----------------------------------------------------------------------------- loaders
-def train_loader(family, net, dataset, data_shape, batch_size, num_workers, indices=None,
-                 augment="ssd", seed=0):
-    """The training loader for ``family`` ('ssd', 'faster_rcnn', 'mask_rcnn'): an EpochLoader whose order and
-    augmentation follow (seed, epoch), so a resumed run sees the same batches.
-
-    ``indices`` restricts the dataset (a distributed worker's shard, or images with objects);
-    ``augment`` (SSD only) is ``ssd`` or ``flip`` (see SSDTrainTransform).
-    """
-    from gluoncv.data.batchify import Append, Stack, Tuple
+def epoch_loader(dataset, transform, batchify, batch_size, num_workers, indices=None, seed=0):
+    """A training loader whose order and augmentation follow (seed, epoch), so a resumed run sees
+    the same batches: ``transform`` over ``dataset`` (restricted to ``indices``: a distributed
+    worker's shard, or images with objects), batched by ``batchify``. A family's ``train_loader``
+    chooses the transform and batchify."""
     from mxnet.gluon.data import DataLoader
 
-    if family == "mask_rcnn":
-        return mask_train_loader(net, dataset, batch_size, num_workers, indices, seed)
-    if family == "ssd":
-        transform = SSDTrainTransform(data_shape, data_shape, ssd_anchors(net, data_shape), augment)
-        batchify = Tuple(Stack(), Stack(), Stack())
-    else:
-        check_elongated_images(net, dataset, indices)
-        transform = FasterRCNNTrainTransform(net)
-        batchify = Tuple(*[Append() for _ in range(5)])
     mapped = MappedDataset(dataset, transform, indices)
     sampler = EpochBatchSampler(len(mapped), batch_size, seed)
     loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=batchify, num_workers=num_workers)
     return EpochLoader(loader, sampler)
 
 
-def val_loader(family, net, dataset, data_shape, batch_size, num_workers):
-    """The validation DataLoader: SSD yields (data, label); Faster R-CNN (data, label, im_scale)."""
-    from gluoncv.data.batchify import Append, Pad, Stack, Tuple
+def ordered_loader(dataset, transform, batchify, batch_size, num_workers):
+    """A validation loader: ``transform`` over ``dataset`` in its order, the last batch kept."""
     from mxnet.gluon.data import DataLoader
 
-    if family == "mask_rcnn":
-        return mask_val_loader(net, dataset, batch_size, num_workers)
-    if family == "ssd":
-        transform = SSDValTransform(data_shape, data_shape)
-        batchify = Tuple(Stack(), Pad(pad_val=-1))
-    else:
-        check_elongated_images(net, dataset, training=False)
-        transform = FasterRCNNValTransform(net)
-        batchify = Tuple(Append(), Append(), Append())
     return DataLoader(MappedDataset(dataset, transform), batch_size, shuffle=False,
                       batchify_fn=batchify, last_batch="keep", num_workers=num_workers)
 
@@ -430,28 +407,3 @@ class MaskRCNNValTransform:
         if not len(masks):
             masks = np.zeros((1, h, w), np.uint8)
         return img, mx.nd.array(with_placeholder_row(label)), mx.nd.array([scale]), mx.nd.array(masks, dtype=np.uint8)
-
-
-def mask_train_loader(net, dataset, batch_size, num_workers, indices=None, seed=0):
-    """Mask R-CNN training batches: lists of one image per device (``Append``), in an order and
-    with flips drawn from (seed, epoch), as ``train_loader``'s."""
-    from gluoncv.data.batchify import Append, Tuple
-    from mxnet.gluon.data import DataLoader
-
-    check_elongated_images(net, dataset, indices)
-    mapped = MappedDataset(dataset, MaskRCNNTrainTransform(net), indices)
-    sampler = EpochBatchSampler(len(mapped), batch_size, seed)
-    loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=Tuple(*[Append() for _ in range(6)]),
-                        num_workers=num_workers)
-    return EpochLoader(loader, sampler)
-
-
-def mask_val_loader(net, dataset, batch_size, num_workers):
-    """Mask R-CNN validation batches: (images, labels, scales, masks), lists of one image each, in
-    dataset order."""
-    from gluoncv.data.batchify import Append, Tuple
-    from mxnet.gluon.data import DataLoader
-
-    check_elongated_images(net, dataset, training=False)
-    return DataLoader(MappedDataset(dataset, MaskRCNNValTransform(net)), batch_size, shuffle=False,
-                      batchify_fn=Tuple(*[Append() for _ in range(4)]), last_batch="keep", num_workers=num_workers)

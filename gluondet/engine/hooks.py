@@ -211,11 +211,7 @@ class EvalReport(HookBase):
     def new_metric(self):
         """The metric validation fills: the run's box metric, or for the mask family an
         ``InstanceMetric`` (its boxes are analysed, its masks drawn in the mosaics)."""
-        from ..eval import make_metric
-        from ..eval.instance import InstanceMetric
-
-        self.pending = InstanceMetric(self.classes) if self.family == "mask_rcnn" else \
-            make_metric(self.metric_name, self.classes)
+        self.pending = self.family.new_metric(self.metric_name, self.classes)
         return self.pending
 
     def after_epoch(self):

@@ -124,26 +124,15 @@ class RangeRecorder(HookBase):
 def _range_trainer(s, recorder, num_iters, start_lr, end_lr):
     """engine/train.py's ``build_trainer`` for set-up ``s``, with the range test's lr and hooks (the
     per-epoch seed, the recorder, --clip-grad-norm) instead of the run's schedule and rules, and no
-    validation. (It repeats build_trainer's assembly; a shared builder of the parts would end that.)"""
-    from ..data.loader import default_num_workers, train_loader
-    from .amp import Precision
+    validation."""
     from .divergence import ClipGradNorm
     from .hooks import EpochSeed
-    from .steps import STEPS, hybridize_for_training
-    from .train import _train_indices, build_network, make_optimizer
+    from .train import training_parts
     from .trainer import Trainer
 
     config = s.config
-    s.precision = Precision.for_training(config.amp, s.ctx_list, say=say)  # before the network exists
-    net = build_network(s)
-    workers = default_num_workers() if config.num_workers is None else config.num_workers
-    indices, _ = _train_indices(s, config.batch_size)
-    train_data = train_loader(s.family, net, s.train_ds, int(s.model_cfg["data_shape"]), config.batch_size,
-                              workers, indices, augment=config.augment, seed=config.seed)
-    step = STEPS[s.family](backward=s.precision.backward)
-    step.prepare(net, s.ctx_list)
-    optimizer = make_optimizer(net, s.family, config, s.kvstore, s.precision)
-    hybridize_for_training(net, s.family)
+    net, train_data, _, step, optimizer, _ = training_parts(s, with_validation=False)
+    s.family.hybridize_for_training(net)
     iters = min(n for n in (len(train_data), config.max_iters) if n is not None)
 
     def lr_at(epoch, i):

@@ -16,8 +16,9 @@ from collections import Counter
 import numpy as np
 
 from ..data.base import FLAG_CROWD
+from ..families import family_of
 from ..models import build_model
-from ..models.anchors import anchor_corners, best_iou, input_size
+from ..models.anchors import anchor_corners, best_iou
 from ..run_folder import DIAGNOSIS_FILE, RunFolderError, read_json, write_json
 from .hooks import say
 from .trainer import HookBase
@@ -213,7 +214,7 @@ def geometry_causes(samples, family, data_shape, net=None, max_size=None):
     (SSD has one; R-CNN keeps each image's aspect ratio). Returns the sentences found (maybe none)."""
     resized = []
     for (w, h), boxes in samples:
-        nw, nh = input_size(family, w, h, data_shape, max_size)
+        nw, nh = family.input_size(w, h, data_shape, max_size)
         resized.append(((nw, nh), boxes * np.array([nw / w, nh / h, nw / w, nh / h])))
     sizes = [np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))
              for _, b in resized]
@@ -221,12 +222,8 @@ def geometry_causes(samples, family, data_shape, net=None, max_size=None):
     if net is not None:
         common = Counter(size for size, _ in resized).most_common(ANCHOR_SIZES)
         anchors = {size: anchor_corners(net, family, *size) for size, _ in common}
-        ious = [best_iou(b, anchors[size]) for size, b in resized if size in anchors]
-    if family == "ssd":
-        resize = f"every image stretched to {data_shape}x{data_shape} (--data-shape {data_shape})"
-    else:
-        resize = (f"the shorter image side resized to {data_shape} (--data-shape {data_shape}"
-                  + (f", the longer at most {max_size})" if max_size else ")"))
+        ious = [best_iou(b, anchors[size]) for size, b in resized if anchors.get(size) is not None]
+    resize = family.describe_resize(data_shape, max_size)
     found = [small_objects_cause(np.concatenate(sizes) if sizes else [], resize),
              unmatched_cause(np.concatenate(ious)) if ious else None]
     return [c for c in found if c]
@@ -299,7 +296,7 @@ class NotLearning(HookBase):
         totals = loss_totals(history, self.trainer.step.loss_names)
         found = [lr_cause(self.lr, self.batch_size, cfg.get("train"), totals, cfg.get("name", "the model"))]
         net, max_size = network_geometry(cfg, self.dataset.classes)
-        found += geometry_causes(sampled_boxes(self.dataset), cfg.get("family"), cfg.get("data_shape"),
+        found += geometry_causes(sampled_boxes(self.dataset), family_of(cfg), cfg.get("data_shape"),
                                  net, max_size)
         found.append(imbalance_cause(class_counts(self.dataset)))
         return [c for c in found if c]

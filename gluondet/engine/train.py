@@ -46,7 +46,7 @@ class Setup:
     kvstore: Any
     dataset_cfg: Any
     model_cfg: dict
-    family: str
+    family: object  # gluondet.families.Family
     classes: list
     train_ds: Any
     val_ds: Any
@@ -117,7 +117,7 @@ def prepare_inputs(config):
     a new run folder (the lr range test, engine/lr_find.py, writes none)."""
     from ..data import load_dataset
     from ..data.split import val_overlap_warning
-    from ..models import model_family
+    from ..families import family_of
     from ..runtime import make_contexts
 
     ctx_list = make_contexts(config.ctx)
@@ -129,7 +129,8 @@ def prepare_inputs(config):
                         resumed_run.train_config.get("patience", 0) if resumed_run else 0)
         dataset_cfg = resolve_dataset(config.dataset, config.config_dir)
         model_cfg = _resolved_model_cfg(config)
-        masks = model_family(model_cfg) == "mask_rcnn"  # a mask model reads every object's mask too
+        family = family_of(model_cfg)
+        masks = family.masks  # a mask model reads every object's mask too
         train_ds = load_dataset(dataset_cfg, config.train_split, skip_bad=config.skip_bad, masks=masks,
                                 classes=resumed_run.classes if resumed_run else None)
         classes = list(train_ds.classes)
@@ -144,7 +145,7 @@ def prepare_inputs(config):
     if overlap:
         say(f"warning: {overlap}")
     return Setup(config, ctx_list, rank, num_workers, kvstore, dataset_cfg, model_cfg,
-                 model_family(model_cfg), classes, train_ds, val_ds, resumed_run if rank == 0 else None, resumed)
+                 family, classes, train_ds, val_ds, resumed_run if rank == 0 else None, resumed)
 
 
 def prepare(config):
@@ -166,7 +167,7 @@ def build_network(s):
     if config.resume:
         net = build_model(s.model_cfg, s.classes, pretrained_base=False)
         run = RunFolder(config.resume)
-        load_weights(net, run.weights("last"), s.family, run=run)
+        load_weights(net, run.weights("last"), s.family.ignore_extra_weights, run=run)
         return net
     if config.init_from:
         source = Path(str(config.init_from)).expanduser()
@@ -184,11 +185,10 @@ def build_network(s):
 
 def _train_indices(s, batch_size):
     """(indices of training images or None for all, steps per epoch every worker can run or None)."""
-    from ..data.loader import images_with_objects
-
-    indices = images_with_objects(s.train_ds) if s.family in ("faster_rcnn", "mask_rcnn") else None
+    indices = s.family.train_indices(s.train_ds)
     if indices is not None and len(indices) < len(s.train_ds) and s.chief:
-        say(f"R-CNN: {len(s.train_ds) - len(indices)} training image(s) without objects left out")
+        say(f"{s.model_cfg.get('name')}: {len(s.train_ds) - len(indices)} training image(s) without objects "
+            "left out")
     if s.num_workers == 1:
         return indices, None
     from .distributed import shard_indices, sync_steps_per_epoch
@@ -206,8 +206,6 @@ def make_optimizer(net, family, config, kvstore, precision=None):
 
     from .amp import Precision
 
-    from .steps import trainable_params
-
     options = {"learning_rate": config.lr, "wd": config.wd, "momentum": config.momentum}
     if config.clip_gradient:
         options["clip_gradient"] = config.clip_gradient
@@ -217,7 +215,7 @@ def make_optimizer(net, family, config, kvstore, precision=None):
     # A dist kvstore keeps them on its servers (its workers neither roll back nor clip by norm).
     trainer_options = {"update_on_kvstore": False, **precision.trainer_options()} \
         if not str(config.kvstore).startswith("dist") else precision.trainer_options()
-    optimizer = gluon.Trainer(trainable_params(net, family), "sgd", options, kvstore=kvstore, **trainer_options)
+    optimizer = gluon.Trainer(family.trainable_params(net), "sgd", options, kvstore=kvstore, **trainer_options)
     precision.attach(optimizer)  # float16: the dynamic loss scaler
     return optimizer
 
@@ -301,11 +299,11 @@ def write_run_info(s):
     s.run.write_info(resolved, s.classes)
 
 
-def build_trainer(s, extra_hooks=()):
-    """Network, loaders, step, optimizer and hooks: the Trainer for set-up ``s``."""
-    from ..data.loader import default_num_workers, train_loader, val_loader
+def training_parts(s, with_validation=True):
+    """(net, train loader, val loader or None, step, optimizer, steps per epoch every worker can run
+    or None) for set-up ``s``: what ``build_trainer`` and the lr range test both assemble."""
+    from ..data.loader import default_num_workers
     from .amp import Precision
-    from .steps import STEPS, hybridize_for_training
 
     config = s.config
     # before the network exists: AMP changes how MXNet builds its graph, for the whole process
@@ -314,14 +312,22 @@ def build_trainer(s, extra_hooks=()):
     workers = default_num_workers() if config.num_workers is None else config.num_workers
     data_shape = int(s.model_cfg["data_shape"])
     indices, sync_steps = _train_indices(s, config.batch_size)
-    train_data = train_loader(s.family, net, s.train_ds, data_shape, config.batch_size, workers,
-                              indices, augment=config.augment, seed=config.seed)
-    val_data = val_loader(s.family, net, s.val_ds, data_shape, config.batch_size, workers) if s.chief else None
-    step = STEPS[s.family](backward=s.precision.backward)
+    train_data = s.family.train_loader(net, s.train_ds, data_shape, config.batch_size, workers,
+                                       indices, augment=config.augment, seed=config.seed)
+    val_data = s.family.val_loader(net, s.val_ds, data_shape, config.batch_size, workers) \
+        if s.chief and with_validation else None
+    step = s.family.make_step(backward=s.precision.backward)
     step.prepare(net, s.ctx_list)  # parameters and constants on every device
     optimizer = make_optimizer(net, s.family, config, s.kvstore, s.precision)
+    return net, train_data, val_data, step, optimizer, sync_steps
+
+
+def build_trainer(s, extra_hooks=()):
+    """Network, loaders, step, optimizer and hooks: the Trainer for set-up ``s``."""
+    config = s.config
+    net, train_data, val_data, step, optimizer, sync_steps = training_parts(s)
     state = restore_state(s, optimizer)
-    hybridize_for_training(net, s.family)
+    s.family.hybridize_for_training(net)
     iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
 
     lr_at = schedule_of(config, iters)

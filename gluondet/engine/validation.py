@@ -3,31 +3,18 @@ from pathlib import Path
 
 from ..errors import GluondetError
 
-from .steps import hybridize_for_prediction, hybridize_for_training
-
-DEFAULT_EVAL_BATCH = 8  # SSD images per eval batch, split over the devices
-
 
 def validate(net, family, loader, ctx_list, metric_name, classes, progress=True, metric=None):
-    """``gluondet.eval.evaluate``'s result dict for ``net`` on ``loader``, with ``map`` a float
-    (an undefined mean, no ground truth at all, counts as 0); leaves the net ready to train again.
-    ``metric``: the metric object to fill (a fresh one of ``metric_name`` when None; the mask
-    family's: an ``InstanceMetric``), for a caller that wants the matched detections afterwards."""
-    from ..eval import make_metric
-    from ..eval.evaluate import evaluate
-
-    hybridize_for_prediction(net, family)
+    """``gluondet.eval``'s result dict for ``net`` on ``loader``, with ``map`` a float (an undefined
+    mean, no ground truth at all, counts as 0); leaves the net ready to train again. ``family``: a
+    gluondet.families.Family. ``metric``: the metric object to fill (the family's ``new_metric``
+    when None), for a caller that wants the matched detections afterwards."""
+    family.hybridize_for_prediction(net)
     try:
-        if family == "mask_rcnn":
-            from ..eval.instance import validate_instances
-
-            result = validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress,
-                                        metric=metric)
-        else:
-            metric = metric if metric is not None else make_metric(metric_name, classes)
-            result = evaluate(net, loader, ctx_list, metric, progress=progress)
+        metric = metric if metric is not None else family.new_metric(metric_name, classes)
+        result = family.validate(net, loader, ctx_list, metric, metric_name, classes, progress=progress)
     finally:
-        hybridize_for_training(net, family)
+        family.hybridize_for_training(net)
     result["map"] = float(result["map"] or 0.0)
     return result
 
@@ -48,34 +35,29 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     device and each batch is spread over them; the score equals one device's.
     """
     from ..data import load_dataset
-    from ..data.loader import default_num_workers, val_loader
-    from ..eval import make_metric
-    from ..eval.evaluate import evaluate
+    from ..data.loader import default_num_workers
+    from ..families import get_family
+    from ..precision import choose_dtype, inference_block
     from ..run_folder import RunFolder
     from ..runtime import make_contexts
 
     ctx_list = make_contexts(ctx)
     info = RunFolder.open(run)
+    family = get_family(info.family)
     net, params = info.load_network(run if str(run).endswith(".params") else which, ctx=ctx_list)
     metric = metric or info.train_config.get("metric") or "voc"
     dataset_cfg = info.dataset_config(dataset, config_dir)
-    masks = info.family == "mask_rcnn"
-    ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad, masks=masks)
+    ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad, masks=family.masks)
     workers = default_num_workers() if num_workers is None else num_workers
-    if batch_size is None:  # Faster R-CNN: one image per device, as GluonCV evaluates it
-        batch_size = len(ctx_list) if info.family in ("faster_rcnn", "mask_rcnn") else DEFAULT_EVAL_BATCH
-    loader = val_loader(info.family, net, ds, info.data_shape, batch_size, workers)
-    hybridize_for_prediction(net, info.family)
-    net = _in_dtype(net, info, ctx_list, dtype)
-    if info.family == "mask_rcnn":
-        from ..eval.instance import InstanceMetric, evaluate_run_instances
-
-        scorer = InstanceMetric(info.classes)  # the analysis reads its boxes, the mosaics its masks
-        result = evaluate_run_instances(net, loader, ctx_list, metric, info.classes, ds, dataset_cfg, split,
-                                        coco_results, progress=progress, metric=scorer)
-    else:
-        scorer = make_metric(metric, info.classes, iou_thresh=iou)
-        result = evaluate(net, loader, ctx_list, scorer, progress=progress)
+    batch_size = batch_size or family.eval_batch_size(ctx_list)
+    loader = family.val_loader(net, ds, info.data_shape, batch_size, workers)
+    family.hybridize_for_prediction(net)
+    dtype, _ = choose_dtype(dtype, [ctx.device_type for ctx in ctx_list])
+    net = inference_block(net, dtype, ctx_list, family.example_shape(info.data_shape or 600),
+                          static_shape=family.fixed_input)  # an R-CNN's graph is shape-free: any size
+    scorer = family.new_metric(metric, info.classes, iou=iou)
+    result = family.evaluate(net, loader, ctx_list, scorer, metric, info.classes, ds, dataset_cfg, split,
+                             coco_results, progress=progress)
     result.update({"run": str(info.path), "params": str(params), "dataset": dataset_cfg.name,
                    "split": split, "images": len(ds), "dtype": dtype})
     refuse_nothing_evaluated(result)  # before any folder is written
@@ -84,26 +66,9 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
 
         out_dir = eval_dir(info.path, split, weights=Path(params).stem, dtype=dtype,
                            dataset=None if own_dataset else dataset_cfg.name)
-        doc = write_eval_folder(out_dir, scorer, ds, result, info.family, info.data_shape, iou=iou,
-                                **analysis)
+        doc = write_eval_folder(out_dir, scorer, ds, result, family, info.data_shape, iou=iou, **analysis)
         result.update({"analysis_dir": str(out_dir), "analysis": doc["analysis"]})
     return result
-
-
-def _in_dtype(net, info, ctx_list, dtype):
-    """``net`` converted to compute in ``dtype`` on every context of ``ctx_list`` (float32: itself)."""
-    import mxnet as mx
-
-    from .amp import FLOAT32, choose_dtype, low_precision_block
-
-    dtype, _ = choose_dtype(dtype, [ctx.device_type for ctx in ctx_list])
-    if dtype == FLOAT32:
-        return net
-    side = info.data_shape or 600  # Faster R-CNN: any size builds its (shape-free) graph
-    converted = low_precision_block(net, dtype, ctx_list[0], mx.nd.zeros((1, 3, side, side), ctx=ctx_list[0]))
-    converted.collect_params().reset_ctx(ctx_list)
-    converted.hybridize(static_alloc=True, static_shape=info.family == "ssd")
-    return converted
 
 
 def refuse_nothing_evaluated(result):

@@ -90,14 +90,6 @@ def add_instance_ap(analysis, result):
                 row[key] = per_class.get(row["class"])
 
 
-def original_scale(family, data_shape, image_size):
-    """(sx, sy) taking the metric's boxes of one image to its own pixels: SSD validates at
-    data_shape x data_shape; Faster R-CNN's boxes are already scaled back by ``evaluate``."""
-    if family == "ssd" and data_shape:
-        return image_size[0] / float(data_shape), image_size[1] / float(data_shape)
-    return 1.0, 1.0
-
-
 def worst_images(analysis, limit):
     """Indices of the images with the most errors (FN + FP) first, then by index."""
     images = analysis["images"]
@@ -159,7 +151,7 @@ def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, 
     names = []
     for page in range(0, len(chosen), per_page):
         panels = [image_panel(m, i, dataset, analysis["threshold"],
-                              original_scale(family, data_shape, dataset.image_size(i)), MOSAIC_TILE,
+                              family.original_scale(data_shape, dataset.image_size(i)), MOSAIC_TILE,
                               colors, rles) for i in chosen[page:page + per_page]]
         sheet = mosaic([p for p, _ in panels], [c for _, c in panels], grid, MOSAIC_TILE)
         name = MOSAIC_PATTERN.format(len(names) + 1)

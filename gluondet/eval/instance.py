@@ -4,7 +4,7 @@
 also carries a COCO RLE mask (and its pixel area, which decides small / medium / large, as COCO's
 ``loadRes`` computes it for results). ``InstanceMetric`` feeds one image at a time to a bbox and a
 segm metric, so both see the same detections. ``evaluate_instances`` runs a network over a
-``data.loader.mask_val_loader`` and scores it; predicted masks (the network's per-RoI 28x28 or 14x14
+the Mask R-CNN family's ``val_loader`` and scores it; predicted masks (the network's per-RoI 28x28 or 14x14
 probabilities) are pasted at the image's own size with GluonCV's ``fill``, ground-truth masks are
 rasterized by pycocotools from the dataset's mask specs (in the loader's workers).
 """
@@ -111,7 +111,7 @@ def instances_from_output(ids, scores, boxes, masks, scale, size, threshold=0.0)
 
 def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_ids=None, results=None,
                        metric=None):
-    """COCO bbox and segm results of ``net`` (predict mode) on a ``mask_val_loader`` (images in
+    """COCO bbox and segm results of ``net`` (predict mode) on the Mask R-CNN family's ``val_loader`` (images in
     dataset order). ``results``, a list, receives COCO result entries (segm format, with ``bbox``)
     for ``--coco-results``, with image ids from ``image_ids`` (dataset order; default 1, 2, ...).
     ``metric``: the ``InstanceMetric`` to fill (reset first; a fresh one when None), for a caller
@@ -154,7 +154,7 @@ def coco_results(image_id, labels, scores, boxes, rles):
 
 
 def validate_instances(net, loader, ctx_list, metric_name, class_names, progress=True, metric=None):
-    """``evaluate_instances`` on a ``mask_val_loader`` as validation wants it: the result dict of
+    """``evaluate_instances`` on the Mask R-CNN family's ``val_loader`` as validation wants it: the result dict of
     ``metric_name`` (coco_segm or coco_bbox, which picks the best checkpoint) with ``row``, every
     number of both metrics for metrics.csv (``segm/AP``, ``bbox/AP50``, ..., ``segm_ap/<class>``),
     and ``box`` and ``mask``, each metric's full result. ``metric``: see ``evaluate_instances``."""

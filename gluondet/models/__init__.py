@@ -2,16 +2,14 @@
 
 Each builder is ``builder(classes, pretrained_base=True|False, **kwargs) -> HybridBlock``. The zoo
 entries wrap GluonCV's ``*_custom`` constructors, which build a network for any list of classes; the
-model YAML (configs/models/NAME.yaml) names the builder and the family (``ssd``, ``faster_rcnn`` or ``mask_rcnn``),
-which decides transforms, losses and validation in the engine.
+model YAML (configs/models/NAME.yaml) names the builder and the family (gluondet.families), which
+decides how the network is built around the builder, and its transforms, losses and validation.
 """
 import functools
 from pathlib import Path
 
 from ..errors import GluondetError
-
-FAMILIES = ("ssd", "faster_rcnn", "mask_rcnn")
-
+from ..families import family_of
 
 def _zoo(zoo_name, classes, pretrained_base=True, **kwargs):
     from gluoncv.model_zoo import get_model
@@ -49,19 +47,6 @@ NO_PRETRAINED_BASE = ("tiny_ssd",)  # builders whose backbone has no ImageNet we
 DEFAULT_MODEL = "ssd_512_vgg16_atrous"
 
 
-def model_family(model_cfg):
-    """``ssd``, ``faster_rcnn`` or ``mask_rcnn``: from the YAML's ``family``, else from the builder's name."""
-    family = model_cfg.get("family")
-    if family is None:
-        name = str(model_cfg.get("builder") or model_cfg.get("name", ""))
-        family = ("faster_rcnn" if name.startswith("faster_rcnn") else "mask_rcnn" if name.startswith("mask_rcnn")
-                  else "ssd" if "ssd" in name else None)
-    if family not in FAMILIES:
-        raise GluondetError(
-            f"model '{model_cfg.get('name')}': family '{family}' is not one of {', '.join(FAMILIES)}")
-    return family
-
-
 def _builder(model_cfg):
     """(key, builder) for a model config: its name or its ``builder`` in MODELS, else a GluonCV
     zoo name in ``builder``."""
@@ -94,14 +79,12 @@ def build_model(model_cfg, classes, pretrained_base=True):
         raise GluondetError("no classes: the dataset declares none and none were found in its labels")
     key, builder = _builder(model_cfg)
     kwargs = dict(model_cfg.get("kwargs") or {})
-    family = model_family(model_cfg)
+    family = family_of(model_cfg)
     data_shape = model_cfg.get("data_shape")
     if key == "tiny_ssd" and data_shape:  # its anchors are sized for the input
         kwargs.setdefault("data_shape", int(data_shape))
-    if family in ("faster_rcnn", "mask_rcnn") and data_shape:
-        # Faster R-CNN keeps the aspect ratio: data_shape is the shorter side (GluonCV's `short`).
-        kwargs.setdefault("short", int(data_shape))
-        kwargs.setdefault("max_size", int(round(int(data_shape) * 5 / 3)))
+    for name, value in family.builder_kwargs(key, data_shape).items():
+        kwargs.setdefault(name, value)
     override = None
     if isinstance(pretrained_base, (str, Path)):
         if key in NO_PRETRAINED_BASE:
@@ -111,13 +94,8 @@ def build_model(model_cfg, classes, pretrained_base=True):
         pretrained_base = True
     with model_store(override):
         net = builder(classes, pretrained_base=bool(pretrained_base), **kwargs)
-        grid = covering_anchor_grid(net) if family in ("faster_rcnn", "mask_rcnn") else None
-        if grid:
-            # GluonCV's grid (the zoo's, kept wherever it suffices: its weights hold the anchors as a
-            # constant) stops short of the largest input: built again with one that reaches it
-            net = builder(classes, pretrained_base=bool(pretrained_base), **{**kwargs, "alloc_size": grid})
-    if family in ("faster_rcnn", "mask_rcnn"):
-        check_smallest_input(net, key)
+        net = family.after_build(net, key, lambda **extra: builder(classes, pretrained_base=bool(pretrained_base),
+                                                                   **{**kwargs, **extra}))
     initialize_missing(net)
     return net
 

@@ -1,5 +1,5 @@
-"""What a network sees of an image: the input size gluondet resizes it to, and the anchors its
-training targets are matched against, both in input pixels.
+"""The anchors a network's training targets are matched against, in input pixels, and how well
+boxes fit them.
 
 Anchors are constants of the network's own blocks (GluonCV's anchor generators), so any network
 built from the model config gives the same ones as the trained network, whatever its weights.
@@ -10,40 +10,22 @@ import warnings
 import numpy as np
 
 
-def input_size(family, width, height, data_shape, max_size=None):
-    """(width, height) of the network input for an image of ``width`` x ``height``: SSD stretches
-    every image to a ``data_shape`` square; Faster and Mask R-CNN keep the aspect ratio, shorter side
-    ``data_shape`` and longer side at most ``max_size`` (GluonCV's ``resize_short_within``)."""
-    if family == "ssd":
-        return int(data_shape), int(data_shape)
-    scale = float(data_shape) / min(width, height)
-    if max_size:
-        scale = min(scale, float(max_size) / max(width, height))
-    return int(round(width * scale)), int(round(height * scale))
-
-
 def anchor_corners(net, family, width, height):
     """The network's anchors for an input of ``width`` x ``height`` pixels, as an (A, 4) float32
-    array of x1, y1, x2, y2 in input pixels: SSD's default boxes of every feature map, or R-CNN's RPN
-    anchors of every FPN level. Runs the feature extractor once on zeros (CPU), so pass a network
-    that is not training: a forward of another shape would re-trace a hybridized training graph."""
+    array of x1, y1, x2, y2 in input pixels (``family.anchor_layers``: SSD's default boxes of every
+    feature map, R-CNN's RPN anchors of every FPN level), or None for a family without anchors.
+    Runs the feature extractor once on zeros (CPU), so pass a network that is not training: a
+    forward of another shape would re-trace a hybridized training graph."""
     import mxnet as mx
 
     x = mx.nd.zeros((1, 3, int(height), int(width)))
     with warnings.catch_warnings():
         # an FPN backbone is a SymbolBlock: MXNet warns that it cannot infer the dtype of its input
         warnings.filterwarnings("ignore", message="Cannot decide type")
-        feats = net.features(x)
-    feats = feats if isinstance(feats, (list, tuple)) else [feats]
-    if family == "ssd":
-        boxes = [gen(feat).asnumpy().reshape(-1, 4) for feat, gen in zip(feats, net.anchor_generators)]
-        a = np.concatenate(boxes)  # centre x, centre y, w, h
-        return np.stack([a[:, 0] - a[:, 2] / 2, a[:, 1] - a[:, 3] / 2,
-                         a[:, 0] + a[:, 2] / 2, a[:, 1] + a[:, 3] / 2], axis=1).astype(np.float32)
-    gens = net.rpn.anchor_generator
-    gens = list(gens) if getattr(net.rpn, "_multi_level", False) else [gens]
-    return np.concatenate([gen(feat).asnumpy().reshape(-1, 4) for feat, gen in zip(feats, gens)]
-                          ).astype(np.float32)  # already corners
+        layers = family.anchor_layers(net, x)
+    if layers is None:
+        return None
+    return np.concatenate([corners for _, corners in layers]).astype(np.float32)
 
 
 def best_iou(boxes, anchors, chunk=512):

@@ -102,7 +102,7 @@ def init_from(spec, model_cfg, classes, source_classes=None):
     """
     import mxnet as mx
 
-    from . import build_model, initialize_missing, model_family
+    from . import build_model, family_of, initialize_missing
 
     path = Path(str(spec)).expanduser()
     if path.suffix == ".params" or path.exists():
@@ -110,7 +110,7 @@ def init_from(spec, model_cfg, classes, source_classes=None):
         net = build_model(model_cfg, list(source_classes or classes), pretrained_base=False)
         try:
             # a trained Faster R-CNN also saved its training target generator's constants
-            net.load_parameters(str(path), ignore_extra=model_family(model_cfg) in ("faster_rcnn", "mask_rcnn"))
+            net.load_parameters(str(path), ignore_extra=family_of(model_cfg).ignore_extra_weights)
         except (AssertionError, mx.base.MXNetError, ValueError) as e:  # another network's weights
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise GluondetError(f"--init-from {path}: does not fit model '{model_cfg.get('name')}' ({first})") from None

@@ -3,7 +3,7 @@
 The reference loop is what GluonCV's scripts/detection/ssd/train_ssd.py does per iteration: its
 SSDDefaultTrainTransform computing the targets in DataLoader workers, ``split_and_load``, a
 hybridized network, SSDMultiBoxLoss, ``trainer.step(1)`` and the two loss metrics updated every
-batch. gluondet's leg is its own loader (gluondet.data.loader.train_loader, same augmentation),
+batch. gluondet's leg is its own loader (the SSD family's train_loader, same augmentation),
 ``SSDStep`` and the same ``gluon.Trainer`` settings. Both read the same generated shapes images,
 build the same network (random init) at the same data shape and batch size, on the same device.
 
@@ -36,19 +36,19 @@ class GluondetLoop:
     def __init__(self, model_cfg, dataset, indices, args, ctx_list):
         from mxnet import gluon
 
-        from gluondet.data.loader import train_loader
-        from gluondet.engine.steps import SSDStep, hybridize_for_training
+        from gluondet.families import get_family
         from gluondet.models import build_model
 
         self.net = build_model(model_cfg, dataset.classes, pretrained_base=False)
-        loader = train_loader("ssd", self.net, dataset, args.data_shape, args.batch_size, args.num_workers,
-                              indices, augment="ssd")
+        ssd = get_family("ssd")
+        loader = ssd.train_loader(self.net, dataset, args.data_shape, args.batch_size, args.num_workers,
+                                  indices, augment="ssd")
         self.batches = endless(loader)
-        self.step = SSDStep()
+        self.step = ssd.make_step()
         self.step.prepare(self.net, ctx_list)
         self.trainer = gluon.Trainer(self.net.collect_params(), "sgd",
                                      {"learning_rate": LR, "wd": WD, "momentum": MOMENTUM})
-        hybridize_for_training(self.net, "ssd")
+        ssd.hybridize_for_training(self.net)
         self.ctx_list = ctx_list
 
     def iteration(self):

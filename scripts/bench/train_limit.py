@@ -8,7 +8,7 @@ For a model (default ssd_300_vgg16_atrous) it prints:
      in float32 and in bfloat16 (best of a few, once per round; this is what the network's
      convolutions could do);
   3. training images/s of gluondet's own step (the model's data loader over generated shapes
-     data, ``engine.steps``, the Trainer update, ``engine.amp`` for bfloat16), each dtype in its
+     data, the family's step (``gluondet.families``), the Trainer update, ``engine.amp`` for bfloat16), each dtype in its
      own process (AMP is process-wide), legs alternated A B A B, clocks stopped after
      mx.nd.waitall(), first --warmup iterations left out;
   4. training GFLOP/s = img/s x 3 x forward FLOPs, as a fraction of each dtype's conv rate, and
@@ -32,10 +32,9 @@ import mxnet as mx
 from gluondet.config import resolve_model_config
 from gluondet.data import load_dataset
 from gluondet.config import resolve_dataset
-from gluondet.data.loader import train_loader
 from gluondet.engine.amp import Precision
-from gluondet.engine.steps import STEPS, hybridize_for_training, trainable_params
-from gluondet.models import build_model, model_family
+from gluondet.families import family_of
+from gluondet.models import build_model
 
 model, root, batch_size, iters, warmup, amp = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 ctx = [mx.cpu()]
@@ -43,18 +42,18 @@ precision = Precision.for_training(amp, ctx)
 if amp and precision.dtype == "float32":
     print(json.dumps({"error": "no bfloat16 on this CPU"})); sys.exit(0)
 cfg = resolve_model_config(model)
-family = model_family(cfg)
+family = family_of(cfg)
 ds = load_dataset(resolve_dataset(root), "train")
 net = build_model(cfg, list(ds.classes), pretrained_base=False)
 net.initialize()
 side = int(cfg["data_shape"])
-loader = train_loader(family, net, ds, side, batch_size, 1, augment="flip")
+loader = family.train_loader(net, ds, side, batch_size, 1, augment="flip")
 net.collect_params().reset_ctx(ctx)
-trainer = mx.gluon.Trainer(trainable_params(net, family), "sgd",
+trainer = mx.gluon.Trainer(family.trainable_params(net), "sgd",
                            {"learning_rate": 0.001, "momentum": 0.9, "wd": 5e-4}, **precision.trainer_options())
 precision.attach(trainer)
-step = STEPS[family](backward=precision.backward)
-hybridize_for_training(net, family)
+step = family.make_step(backward=precision.backward)
+family.hybridize_for_training(net)
 images, start, done = 0, None, 0
 while done < warmup + iters:
     for batch in loader:

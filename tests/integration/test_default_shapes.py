@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from gluondet.config import resolve_model_config
+from gluondet.families import get_family
 
 from cli_helpers import invoke_cli
 
@@ -115,16 +116,13 @@ def _step(family, net, dataset, data_shape, batch_size, ctx_list):
     """One training step on the first batch of the real loader: {loss name: value}."""
     import mxnet as mx
 
-    from gluondet.data.loader import images_with_objects, train_loader
-    from gluondet.engine.steps import STEPS, hybridize_for_training, trainable_params
-
-    indices = images_with_objects(dataset) if family != "ssd" else None
-    loader = train_loader(family, net, dataset, data_shape, batch_size, 0, indices=indices)
+    indices = family.train_indices(dataset)
+    loader = family.train_loader(net, dataset, data_shape, batch_size, 0, indices=indices)
     batch = next(iter(loader))
-    step = STEPS[family]()
+    step = family.make_step()
     step.prepare(net, ctx_list)
-    trainer = mx.gluon.Trainer(trainable_params(net, family), "sgd", {"learning_rate": 0.001}, kvstore="device")
-    hybridize_for_training(net, family)
+    trainer = mx.gluon.Trainer(family.trainable_params(net), "sgd", {"learning_rate": 0.001}, kvstore="device")
+    family.hybridize_for_training(net)
     losses = step(net, batch, ctx_list)
     trainer.step(step.step_batch_size(batch))
     mx.nd.waitall()
@@ -137,11 +135,12 @@ def test_an_rcnn_trains_a_step_at_its_own_data_shape(model_name, mixed_voc):
 
     from gluondet.config import resolve_dataset
     from gluondet.data import load_dataset
-    from gluondet.models import build_model, model_family
+    from gluondet.families import family_of
+    from gluondet.models import build_model
 
     cfg = resolve_model_config(model_name)
-    family = model_family(cfg)
-    dataset = MixedMasks() if family == "mask_rcnn" else load_dataset(resolve_dataset(str(mixed_voc)), "train")
+    family = family_of(cfg)
+    dataset = MixedMasks() if family.masks else load_dataset(resolve_dataset(str(mixed_voc)), "train")
     mx.random.seed(0)
     net = build_model(cfg, dataset.classes, pretrained_base=False)
     losses, batch = _step(family, net, dataset, cfg["data_shape"], 1, [mx.cpu()])
@@ -164,6 +163,6 @@ def test_ssd512_trains_a_step_at_512(batch_size, ctx, mixed_voc):
     mx.random.seed(0)
     net = build_model(cfg, dataset.classes, pretrained_base=False)
     ctx_list = [mx.cpu(int(c[3:] or 0)) for c in ctx.split(",")]
-    losses, batch = _step("ssd", net, dataset, 512, batch_size, ctx_list)
+    losses, batch = _step(get_family("ssd"), net, dataset, 512, batch_size, ctx_list)
     assert batch[0].shape == (batch_size, 3, 512, 512)
     assert all(np.isfinite(v) for v in losses.values()) and losses["cls_loss"] > 0, losses

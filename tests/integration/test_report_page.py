@@ -25,6 +25,7 @@ def run_dir(tmp_path_factory):
     from gluondet.data.synth import write_shapes_voc
     from gluondet.eval.folder import eval_dir, write_eval_folder
     from gluondet.eval.voc_metric import VOCMApMetric
+    from gluondet.families import get_family
 
     base = tmp_path_factory.mktemp("report")
     root = write_shapes_voc(base / "data", n_train=1, n_val=10, seed=3, size=96)
@@ -55,7 +56,7 @@ def run_dir(tmp_path_factory):
     _write_training_files(run)
     result = {"map": metric.get()[1][-1], "metric": "voc", "dataset": "shapes", "split": "val",
               "images": len(ds), "params": str(run / "best.params")}
-    write_eval_folder(eval_dir(run, "val"), metric, ds, result, "faster_rcnn", grid=(3, 2), pages=2)
+    write_eval_folder(eval_dir(run, "val"), metric, ds, result, get_family("faster_rcnn"), grid=(3, 2), pages=2)
     return run
 
 

@@ -59,25 +59,24 @@ def _one_batch(model_name, dataset_root, batch_size, data_shape, lr=None):
     """A network (random init), its step, trainer and one fixed training batch."""
     from gluondet.config import resolve_dataset, resolve_model_config, resolve_train_config
     from gluondet.data import load_dataset
-    from gluondet.data.loader import train_loader
-    from gluondet.engine.steps import STEPS, hybridize_for_training
     from gluondet.engine.train import make_optimizer
-    from gluondet.models import build_model, model_family
+    from gluondet.families import family_of
+    from gluondet.models import build_model
 
     model_cfg = dict(resolve_model_config(model_name), data_shape=data_shape)
     config = resolve_train_config(model_cfg, {"warmup_epochs": 0, "lr": lr})
-    family = model_family(model_cfg)
+    family = family_of(model_cfg)
     ds = load_dataset(resolve_dataset(str(dataset_root)), "train")
     import mxnet as mx
 
     mx.random.seed(0)
     np.random.seed(0)
     net = build_model(model_cfg, ds.classes, pretrained_base=False)
-    loader = train_loader(family, net, ds, data_shape, batch_size, 0)
+    loader = family.train_loader(net, ds, data_shape, batch_size, 0)
     batch = next(iter(loader))
     trainer = make_optimizer(net, family, config, "device")
-    hybridize_for_training(net, family)
-    return net, STEPS[family](), trainer, batch, config
+    family.hybridize_for_training(net)
+    return net, family.make_step(), trainer, batch, config
 
 
 # The shipped Faster R-CNN config with fewer RoIs: the R-CNN head runs ResNet's last stage on every
@@ -174,13 +173,13 @@ def test_training_graph_survives_a_validation(micro_voc, tiny_yaml):
 
     from gluondet.config import resolve_dataset
     from gluondet.data import load_dataset
-    from gluondet.data.loader import val_loader
+    from gluondet.families import get_family
     from gluondet.engine.validation import validate
 
     net, step, _, batch, _ = _one_batch(tiny_yaml, micro_voc, 4, 64)
     before = step(net, batch, [mx.cpu()])
     ds = load_dataset(resolve_dataset(str(micro_voc)), "val", classes=list(net.classes))
-    result = validate(net, "ssd", val_loader("ssd", net, ds, 64, 2, 0), [mx.cpu()], "voc", list(net.classes),
+    result = validate(net, get_family("ssd"), get_family("ssd").val_loader(net, ds, 64, 2, 0), [mx.cpu()], "voc", list(net.classes),
                       progress=False)
     assert list(result["per_class"]) == list(net.classes)
     after = step(net, batch, [mx.cpu()])  # no trainer.step in between: same weights

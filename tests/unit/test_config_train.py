@@ -64,12 +64,13 @@ def test_pretrained_base_is_bool_or_path():
                                   "ssd_512_resnet50_v1", "faster_rcnn_resnet50_v1b",
                                   "faster_rcnn_resnet101_v1d"])
 def test_shipped_model_yamls_resolve(name):
-    from gluondet.models import MODELS, model_family
+    from gluondet.families import family_name
+    from gluondet.models import MODELS
 
     model_cfg = resolve_model_config(name)
     config = resolve_train_config(model_cfg, {})
     assert name in MODELS and model_cfg["builder"].endswith("_custom")
-    assert model_family(model_cfg) == ("faster_rcnn" if name.startswith("faster") else "ssd")
+    assert family_name(model_cfg) == ("faster_rcnn" if name.startswith("faster") else "ssd")
     assert config.lr > 0 and config.lr_steps and config.clip_gradient
     # From scratch the SSDs need a warm-up (SSD512 at lr 0.001 went NaN within 10 iterations without).
     assert model_cfg["family"] == "faster_rcnn" or config.warmup_epochs > 0

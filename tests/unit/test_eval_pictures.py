@@ -144,10 +144,10 @@ def test_parse_grid_refuses(text):
 
 
 def test_ssd_boxes_go_back_to_the_images_own_pixels():
-    from gluondet.eval.folder import original_scale
+    from gluondet.families import get_family
 
-    assert original_scale("ssd", 96, (200, 120)) == (200 / 96, 120 / 96)
-    assert original_scale("faster_rcnn", 600, (200, 120)) == (1.0, 1.0)  # evaluate() scaled them
+    assert get_family("ssd").original_scale(96, (200, 120)) == (200 / 96, 120 / 96)
+    assert get_family("faster_rcnn").original_scale(600, (200, 120)) == (1.0, 1.0)  # evaluate() scaled them
 
 
 def test_data_show_draws_names_the_config_does_not_list(exif_image, tmp_path):

@@ -12,6 +12,7 @@ from gluondet.data.base import DetectionDataset
 from gluondet.engine import hooks as H
 from gluondet.engine.trainer import Trainer, TrainingStopped
 from gluondet.eval.report import metric_result
+from gluondet.families import get_family
 from gluondet.run_folder import RunFolder
 
 BOXES = np.array([[4, 4, 20, 20, 0, 0], [30, 30, 50, 50, 1, 0]], np.float32)
@@ -35,7 +36,7 @@ def setup(tmp_path):
 
 def _trainer(run, dataset, found, stop_at=None):
     """Epoch k's validation finds ``found[k]`` of the two objects in every image."""
-    report = H.EvalReport(run, dataset, "val", "ssd", 64, "voc", ["a", "b"])
+    report = H.EvalReport(run, dataset, "val", get_family("ssd"), 64, "voc", ["a", "b"])
     per_epoch = iter(found)
 
     def validate(guard):

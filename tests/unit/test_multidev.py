@@ -15,8 +15,10 @@ mx = pytest.importorskip("mxnet")
 from mxnet import gluon  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
-from gluondet.engine.steps import (  # noqa: E402
-    FasterRCNNStep, SSDStep, TooFewImages, place_on, round_robin, trainable_params)
+from gluondet.families import get_family  # noqa: E402
+from gluondet.families.base import TooFewImages, place_on, round_robin  # noqa: E402
+from gluondet.families.rcnn import FasterRCNNStep  # noqa: E402
+from gluondet.families.ssd import SSDStep  # noqa: E402
 from gluondet.errors import GluondetError  # noqa: E402
 from gluondet.models import initialize_missing  # noqa: E402
 
@@ -85,11 +87,10 @@ def _weights_file(family, classes, tmp_path):
 
 
 def _batch(family, train_ds, batch_size, weights):
-    from gluondet.data.loader import train_loader
 
     net = _fresh(family, train_ds.classes, weights)
     np.random.seed(1)  # the flip and the RPN anchor sampling of the loader
-    loader = train_loader(family, net, train_ds, SIZE, batch_size, 0, augment="flip")
+    loader = get_family(family).train_loader(net, train_ds, SIZE, batch_size, 0, augment="flip")
     return next(iter(loader))
 
 
@@ -98,7 +99,7 @@ def _one_step(family, classes, weights, batch, ctx_list):
     net = _fresh(family, classes, weights)
     step = FAMILIES[family][1]()
     step.prepare(net, ctx_list)
-    trainer = gluon.Trainer(trainable_params(net, family), "sgd",
+    trainer = gluon.Trainer(get_family(family).trainable_params(net), "sgd",
                             {"learning_rate": 0.05, "momentum": 0.9, "wd": 5e-4}, kvstore="device")
     net.hybridize(static_alloc=True)
     mx.random.seed(7)  # Faster R-CNN samples its RoIs at random: one stream shared by the CPUs
@@ -152,7 +153,7 @@ def test_several_images_per_device_accumulate_and_reset_every_step(toy_voc, tmp_
     net = _fresh("faster_rcnn", train_ds.classes, weights)
     step = FasterRCNNStep()
     step.prepare(net, TWO)
-    params = trainable_params(net, "faster_rcnn")
+    params = get_family("faster_rcnn").trainable_params(net)
     grads = []
     for _ in range(2):
         mx.random.seed(7)
@@ -260,7 +261,7 @@ def test_load_weights_onto_two_devices(tmp_path):
     source(mx.nd.zeros((1, 3, SIZE, SIZE)))
     source.save_parameters(str(tmp_path / "w.params"))
     net = _fresh("ssd", ["a", "b"])
-    load_weights(net, tmp_path / "w.params", "ssd", ctx=TWO)
+    load_weights(net, tmp_path / "w.params", ctx=TWO)
     saved = mx.nd.load(str(tmp_path / "w.params"))
     for name, param in net._collect_params_with_prefix().items():
         assert param.list_ctx() == TWO, name
@@ -271,8 +272,6 @@ def test_load_weights_onto_two_devices(tmp_path):
 # ----------------------------------------------------------------------------- eval and detect
 @pytest.mark.parametrize("family", ["ssd", "faster_rcnn"])
 def test_eval_on_two_devices_scores_as_on_one(family, toy_voc, tmp_path):
-    from gluondet.data.loader import val_loader
-    from gluondet.engine.steps import hybridize_for_prediction
     from gluondet.eval import make_metric
     from gluondet.eval.evaluate import evaluate
 
@@ -284,9 +283,9 @@ def test_eval_on_two_devices_scores_as_on_one(family, toy_voc, tmp_path):
         # on two devices as validation in training sees it: prepared by the step (Faster R-CNN's
         # training target generator built, which the predict graph leaves out)
         FAMILIES[family][1]().prepare(net, ctx_list) if ctx_list == TWO else place_on(net, ctx_list)
-        hybridize_for_prediction(net, family)
+        get_family(family).hybridize_for_prediction(net)
         # 3 images in batches of 2: the last batch has fewer images than devices
-        loader = val_loader(family, net, val_ds, SIZE, 2, 0)
+        loader = get_family(family).val_loader(net, val_ds, SIZE, 2, 0)
         metric = make_metric("voc", val_ds.classes)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

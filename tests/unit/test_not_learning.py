@@ -13,6 +13,7 @@ from gluondet.data.base import DetectionDataset
 from gluondet.engine import hooks as H
 from gluondet.engine import not_learning as NL
 from gluondet.engine.trainer import Trainer
+from gluondet.families import get_family
 from gluondet.run_folder import DIAGNOSIS_FILE, RunFolder
 
 LOSSES = ("cls_loss", "box_loss")
@@ -146,25 +147,24 @@ def test_objects_too_small_at_the_input(shapes):
     from gluondet.data.synth import MAX_SIZE_FRACTION, MIN_SIZE_FRACTION
 
     assert MAX_SIZE_FRACTION * 16 < NL.SMALL_PX  # at 16 px every shape is under SMALL_PX
-    found = NL.geometry_causes(NL.sampled_boxes(shapes), "ssd", 16)
+    found = NL.geometry_causes(NL.sampled_boxes(shapes), get_family("ssd"), 16)
     assert len(found) == 1 and found[0].startswith("small objects: with every image stretched to 16x16")
     assert "100% are under 8 px" in found[0]
     assert MIN_SIZE_FRACTION * 192 > 2 * NL.SMALL_PX  # the tiny SSD's own shape: none is
-    assert NL.geometry_causes(NL.sampled_boxes(shapes), "ssd", 192) == []
+    assert NL.geometry_causes(NL.sampled_boxes(shapes), get_family("ssd"), 192) == []
 
 
 def test_the_rcnn_input_size_is_gluoncvs_resize_short_within():
     from gluoncv.data.transforms.image import resize_short_within
 
-    from gluondet.models.anchors import input_size
 
     rng = np.random.default_rng(0)
     for _ in range(20):
         w, h = (int(v) for v in rng.integers(40, 400, size=2))
         short, max_size = int(rng.integers(32, 160)), int(rng.integers(160, 300))
         resized = resize_short_within(mx.nd.zeros((h, w, 3), dtype="uint8"), short, max_size)
-        assert input_size("faster_rcnn", w, h, short, max_size) == (resized.shape[1], resized.shape[0])
-    assert input_size("ssd", 640, 480, 192) == (192, 192)
+        assert get_family("faster_rcnn").input_size(w, h, short, max_size) == (resized.shape[1], resized.shape[0])
+    assert get_family("ssd").input_size(640, 480, 192) == (192, 192)
 
 
 def test_class_counts_agree_with_data_stats(shapes):
@@ -228,7 +228,7 @@ def test_ssd_anchors_are_the_ones_its_training_targets_use(tiny_ssd):
     cfg, net = tiny_ssd
     centre = ssd_anchors(net, 96).asnumpy()[0]  # the whole network's forward, as the loader runs it
     corners = np.concatenate([centre[:, :2] - centre[:, 2:] / 2, centre[:, :2] + centre[:, 2:] / 2], axis=1)
-    np.testing.assert_allclose(anchor_corners(net, "ssd", 96, 96), corners, rtol=1e-6)
+    np.testing.assert_allclose(anchor_corners(net, get_family("ssd"), 96, 96), corners, rtol=1e-6)
 
 
 def test_boxes_no_anchor_fits_are_called_out(tiny_ssd):
@@ -237,14 +237,14 @@ def test_boxes_no_anchor_fits_are_called_out(tiny_ssd):
     from gluondet.models.anchors import anchor_corners
 
     cfg, net = tiny_ssd
-    anchor = anchor_corners(net, "ssd", 96, 96)[-1]  # a 2:1 box of 26x52 px
+    anchor = anchor_corners(net, get_family("ssd"), 96, 96)[-1]  # a 2:1 box of 26x52 px
     planks = [np.array([[2, 40, 92, 43, 0, 0]], np.float32)] * 3
     ds = labels_dataset(planks + [np.array([[*anchor, 1, 0]], np.float32)], ["plank", "fit"], size=(96, 96))
-    found = NL.geometry_causes(NL.sampled_boxes(ds), "ssd", 96, net)
+    found = NL.geometry_causes(NL.sampled_boxes(ds), get_family("ssd"), 96, net)
     assert len(found) == 1
     assert found[0].startswith("anchors: 75% of 4 training boxes overlap no anchor by IoU 0.5 or more")
     fitting = labels_dataset([np.array([[*anchor, 1, 0]], np.float32)], ["fit"], size=(96, 96))
-    assert NL.geometry_causes(NL.sampled_boxes(fitting), "ssd", 96, net) == []
+    assert NL.geometry_causes(NL.sampled_boxes(fitting), get_family("ssd"), 96, net) == []
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,7 @@ def test_rcnn_anchors_are_the_rpns_training_anchors(mask_tiny):
     for anchor, feat in zip(reference._anchors, reference._feat_sym):
         shape = feat.infer_shape(data=(1, 3, 128, 213))[1][0]
         expected.append(anchor[:, :, :shape[2], :shape[3], :].reshape((-1, 4)).asnumpy())
-    np.testing.assert_allclose(anchor_corners(net, "mask_rcnn", 213, 128), np.concatenate(expected))
+    np.testing.assert_allclose(anchor_corners(net, get_family("mask_rcnn"), 213, 128), np.concatenate(expected))
 
 
 def test_rcnn_anchors_are_checked_on_the_most_common_input_sizes(mask_tiny):
@@ -279,7 +279,7 @@ def test_rcnn_anchors_are_checked_on_the_most_common_input_sizes(mask_tiny):
     assert NL.ANCHOR_SIZES == 4
     widths = [128, 128, 128, 160, 160, 170, 180, 190, 200]  # 6 sizes: 128 x3, 160 x2, then singles
     samples = [((w, 128), np.array([[4, 60, 124, 63]], np.float32)) for w in widths]
-    found = NL.geometry_causes(samples, "mask_rcnn", 128, net, max_size)
+    found = NL.geometry_causes(samples, get_family("mask_rcnn"), 128, net, max_size)
     assert len(found) == 1 and found[0].startswith("anchors: 100% of 7 training boxes")
 
 

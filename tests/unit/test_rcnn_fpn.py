@@ -114,13 +114,14 @@ def test_each_roi_is_pooled_at_its_own_level_alone_forward_and_backward(hybridiz
 @pytest.mark.parametrize("name", ["mask_rcnn_fpn_resnet18_v1b"])  # the tiny one: tests/integration
 def test_mask_models_build_for_any_classes_with_zeroed_pooling(name):
     from gluondet.config import resolve_model_config
-    from gluondet.models import build_model, model_family
+    from gluondet.families import family_name
+    from gluondet.models import build_model
 
     cfg = resolve_model_config(name)
     cfg["data_shape"] = 128
     cfg["kwargs"].update(rpn_test_pre_nms=200, rpn_test_post_nms=20, rcnn_max_dets=20)  # a quick forward
     net = build_model(cfg, ["a", "b"], pretrained_base=False)
-    assert model_family(cfg) == "mask_rcnn" and net.classes == ["a", "b"] and net.short == 128
+    assert family_name(cfg) == "mask_rcnn" and net.classes == ["a", "b"] and net.short == 128
     assert net._pyramid_roi_feats.__func__ is pyramid_roi_features
     with mx.autograd.predict_mode():
         ids, scores, boxes, masks = net(mx.nd.zeros((1, 3, 128, 160)))
@@ -162,7 +163,8 @@ def test_init_from_the_coco_mask_detector_offline_is_one_clear_error(tmp_path, m
 def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
     from gluondet.config import resolve_model_config
     from gluondet.data.loader import FasterRCNNTrainTransform
-    from gluondet.engine.steps import FasterRCNNStep, trainable_params
+    from gluondet.families import get_family
+    from gluondet.families.rcnn import FasterRCNNStep
     from gluondet.models import build_model
 
     cfg = resolve_model_config("faster_rcnn_fpn_resnet50_v1b")
@@ -173,7 +175,7 @@ def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
     label = np.array([[20, 30, 120, 150, 0, 0], [150, 40, 280, 190, 1, 0]], np.float32)
     data, gt, cls_targets, box_targets, box_masks = FasterRCNNTrainTransform(net)(img, label)
     assert cls_targets.shape == (box_targets.shape[0],) and box_targets.shape[1] == 4  # every level, one list
-    trainer = mx.gluon.Trainer(trainable_params(net, "faster_rcnn"), "sgd", {"learning_rate": 0.001})
+    trainer = mx.gluon.Trainer(get_family("faster_rcnn").trainable_params(net), "sgd", {"learning_rate": 0.001})
     batch = [[mx.nd.array(np.asarray(x))[None]] for x in (data.asnumpy(), gt, cls_targets, box_targets, box_masks)]
     losses = FasterRCNNStep()(net, batch, [mx.cpu()])
     trainer.step(1)
@@ -182,7 +184,7 @@ def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
 
 def test_groupnorm_replaces_every_batchnorm_and_trains():
     from gluondet.config import resolve_model_config
-    from gluondet.engine.steps import trainable_params
+    from gluondet.families import get_family
     from gluondet.models import build_model
 
     cfg = resolve_model_config("mask_rcnn_tiny")
@@ -193,7 +195,7 @@ def test_groupnorm_replaces_every_batchnorm_and_trains():
     gammas = [n for n in names if "groupnorm" in n and n.endswith("_gamma")]
     # ResNet-18: the stem's, 2 in each of its 8 blocks, 3 downsample shortcuts; the box head's 2 convs
     assert len(gammas) == 1 + 16 + 3 + 2
-    train = trainable_params(net, "mask_rcnn")
+    train = get_family("mask_rcnn").trainable_params(net)
     assert set(gammas) <= set(train)  # every GroupNorm learns (GluonCV freezes only a plain BatchNorm)
 
 
@@ -362,24 +364,24 @@ def test_an_image_too_elongated_for_the_data_shape_is_one_line_naming_it(tmp_pat
     """At data_shape 256 the shorter side of a 1:5.3 image gets 80 px: fewer anchors than the RPN
     keeps in training (MXNet's "Invalid end for end=2000" at its step); at 600 the same image is
     taken, and so it is for validation, which keeps fewer."""
-    from gluondet.data.loader import train_loader, val_loader
+    from gluondet.families import get_family
     from gluondet.errors import GluondetError
 
     ds = _dataset(_write_mixed_voc(tmp_path / "voc", [(640, 480), (300, 1600), (1600, 500)]))
     net = _rcnn("faster_rcnn_resnet50_v1b", 256, ds.classes)
     assert _network_anchors(net, 427, 80) < 2000 <= _network_anchors(net, 133, 427)  # only img1 has too few
     with pytest.raises(GluondetError) as caught:
-        train_loader("faster_rcnn", net, ds, 256, 1, 0)
+        get_family("faster_rcnn").train_loader(net, ds, 256, 1, 0)
     message = str(caught.value)
     assert "\n" not in message and message.startswith(str(tmp_path / "voc" / "JPEGImages" / "img1.jpg"))
     assert "300x1600 px" in message and "80x427" in message and "2000 proposals" in message
-    train_loader("faster_rcnn", _rcnn("faster_rcnn_resnet50_v1b", 600, ds.classes), ds, 600, 1, 0)
+    get_family("faster_rcnn").train_loader(_rcnn("faster_rcnn_resnet50_v1b", 600, ds.classes), ds, 600, 1, 0)
     # validation keeps fewer proposals (300): only a far thinner image (427x11: 27 x 1 cells) has too few
-    val_loader("faster_rcnn", net, ds, 256, 1, 0)
+    get_family("faster_rcnn").val_loader(net, ds, 256, 1, 0)
     thin = _dataset(_write_mixed_voc(tmp_path / "thin", [(640, 480), (40, 1600)]))
     assert _network_anchors(net, 427, 11) < 300
     with pytest.raises(GluondetError, match=r"^\S+img1\.jpg: 40x1600 px .* 300 proposals the RPN keeps per image"):
-        val_loader("faster_rcnn", net, thin, 256, 1, 0)
+        get_family("faster_rcnn").val_loader(net, thin, 256, 1, 0)
 
 
 @pytest.mark.parametrize("batch_size, devices, sizes", [  # one step each: a batch of these images
@@ -391,18 +393,17 @@ def test_the_fpn_model_steps_on_mixed_sizes_on_its_devices(batch_size, devices, 
     """faster_rcnn_fpn_resnet50_v1b from scratch through the real loader and step, on images of
     mixed sizes: at data_shape 320 the longer side of each batch's 5:3-or-longer image reaches
     533 px, past the 512 px of GluonCV's default target grid at stride 4."""
-    from gluondet.data.loader import train_loader
-    from gluondet.engine.steps import STEPS, trainable_params
+    from gluondet.families import get_family
 
     ds = _dataset(_write_mixed_voc(tmp_path / "voc", sizes))
     ctx_list = [mx.cpu(i) for i in range(devices)]
     net = _rcnn("faster_rcnn_fpn_resnet50_v1b", 320, ds.classes)
-    loader = train_loader("faster_rcnn", net, ds, 320, batch_size, 0, seed=1)
+    loader = get_family("faster_rcnn").train_loader(net, ds, 320, batch_size, 0, seed=1)
     with mx.autograd.predict_mode():
         net(mx.nd.zeros((1, 3, 320, 320)))  # finish deferred initialization: the weights before
-    step = STEPS["faster_rcnn"]()
+    step = get_family("faster_rcnn").make_step()
     step.prepare(net, ctx_list)
-    params = trainable_params(net, "faster_rcnn")
+    params = get_family("faster_rcnn").trainable_params(net)
     trainer = mx.gluon.Trainer(params, "sgd", {"learning_rate": 0.01}, kvstore="device")
     before = {name: p.data(ctx_list[-1]).asnumpy() for name, p in params.items() if p.grad_req != "null"}
     net.hybridize(static_alloc=True)
