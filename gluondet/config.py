@@ -334,6 +334,7 @@ class TrainConfig:
     on_diverge: str = "rollback"  # sustained divergence: roll back with the lr halved, stop, or warn
     max_rollbacks: int = MAX_ROLLBACKS  # rollbacks before the divergence guard stops the run
     augment: str = "ssd"
+    model_options: Dict[str, Any] = field(default_factory=dict)  # the family's switches, over the YAML's options:
     num_workers: Optional[int] = None
     data_shape: Optional[int] = None
     val_interval: int = 1
@@ -383,12 +384,28 @@ def parse_lr_steps(value, where="--lr-steps"):
     return sorted(steps)
 
 
+def parse_model_options(value, where):
+    """A mapping of model options from a YAML mapping or ``KEY=VALUE`` flags (values read as YAML:
+    ``mixup=false``, ``no_mixup_epochs=20``)."""
+    if isinstance(value, dict):
+        return dict(value)
+    options = {}
+    for item in [value] if isinstance(value, str) else value:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise GluondetError(f"--model-option {item}: not KEY=VALUE (e.g. mixup=false)")
+        options[key.strip()] = yaml.safe_load(text) if text.strip() else None
+    return options
+
+
 def _coerce(name, value, where):
     """Convert a YAML/flag value to the type of TrainConfig field ``name``."""
     if value is None:
         return None
     if name == "lr_steps":
         return parse_lr_steps(value, where)
+    if name == "model_options":
+        return parse_model_options(value, where)
     if name == "pretrained_base":
         if isinstance(value, bool) or value in ("true", "false"):
             return value if isinstance(value, bool) else value == "true"

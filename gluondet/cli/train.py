@@ -42,6 +42,9 @@ def _optional(name, type_, help_):
 @_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops [5].")
 @click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
               help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="A switch of the model's family over its YAML's options: (repeatable), e.g. "
+                   "YOLOv3's mixup=false or no_mixup_epochs=10; values are read as YAML.")
 @_optional("--num-workers", int, NUM_WORKERS_HELP)
 @_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
 @_optional("--val-interval", int, "Validate every N epochs (and after the last) [1].")
@@ -95,6 +98,7 @@ def train(dataset, model, resume, pretrained_base, no_pretrained_base, find_lr, 
     if pretrained_base and no_pretrained_base:
         raise GluondetError("--pretrained-base and --no-pretrained-base contradict each other; use one")
     flags["pretrained_base"] = False if no_pretrained_base else pretrained_base
+    flags["model_options"] = flags.get("model_options") or None  # none given: the YAML's (or the run's) stand
     for name in ("skip_bad", "quiet"):
         if flags.get(name) is False:
             flags[name] = None  # a flag not given must not override a resumed run's choice

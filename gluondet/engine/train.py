@@ -76,6 +76,8 @@ def _kvstore(config):
 
 def _resolved_model_cfg(config):
     model_cfg = resolve_model_config(config.model, config.config_dir)
+    if config.model_options:  # --model-option KEY=VALUE over the YAML's options:
+        model_cfg["options"] = {**(model_cfg.get("options") or {}), **config.model_options}
     if config.data_shape:
         model_cfg["data_shape"] = int(config.data_shape)
     if not model_cfg.get("data_shape"):

@@ -76,3 +76,26 @@ def test_family_names_come_from_the_yaml_or_the_builder():
 def test_an_unknown_model_option_is_one_line_naming_the_family_s_options():
     with pytest.raises(GluondetError, match="model option 'mixup' is not one of the ssd family's"):
         family_of({"family": "ssd", "options": {"mixup": True}})
+
+
+def test_model_options_come_from_key_value_flags_read_as_yaml():
+    from gluondet.config import parse_model_options
+
+    assert parse_model_options(["mixup=false", "no_mixup_epochs=20", "name=a b"], "flags") == \
+        {"mixup": False, "no_mixup_epochs": 20, "name": "a b"}
+    assert parse_model_options({"mixup": True}, "yaml") == {"mixup": True}
+    with pytest.raises(GluondetError, match="--model-option mixup: not KEY=VALUE"):
+        parse_model_options(["mixup"], "flags")
+
+
+def test_a_model_option_flag_reaches_the_family_and_an_unknown_one_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from gluondet.cli import main
+    from gluondet.data.synth import write_shapes_voc
+
+    root = write_shapes_voc(tmp_path / "d", n_train=2, n_val=1, seed=1, size=64)
+    result = CliRunner().invoke(main, ["train", "--dataset", str(root), "--model", "tiny_ssd", "--out",
+                                       str(tmp_path / "run"), "--model-option", "mixup=false"])
+    assert result.exit_code != 0 and "model option 'mixup' is not one of the ssd family's" in result.output
+    assert not (tmp_path / "run").exists()
