@@ -16,6 +16,7 @@ from ..errors import GluondetError
 _FAMILIES = {
     "faster_rcnn": ("rcnn", "FasterRCNN"),
     "mask_rcnn": ("rcnn", "MaskRCNN"),
+    "center_net": ("center_net", "CenterNet"),
     "ssd": ("ssd", "SSD"),
 }
 FAMILY_NAMES = tuple(_FAMILIES)

@@ -24,6 +24,12 @@ def _rcnn_fpn(kind, base_network, classes, pretrained_base=True, **kwargs):
     return builder(base_network, classes, pretrained_base=pretrained_base, **kwargs)
 
 
+def _center_net(base, classes, pretrained_base=True, **kwargs):
+    from .center_net import center_net
+
+    return center_net(base, list(classes), pretrained_base=pretrained_base, **kwargs)
+
+
 def _tiny_ssd(classes, pretrained_base=False, **kwargs):
     from .tiny_ssd import tiny_ssd
 
@@ -42,8 +48,13 @@ MODELS = {
     "faster_rcnn_fpn_resnet50_v1b": functools.partial(_rcnn_fpn, "faster", "resnet50_v1b"),
     "mask_rcnn_fpn_resnet50_v1b": functools.partial(_rcnn_fpn, "mask", "resnet50_v1b"),
     "mask_rcnn_fpn_resnet18_v1b": functools.partial(_rcnn_fpn, "mask", "resnet18_v1b"),
+    "center_net_resnet18_v1b": functools.partial(_center_net, "resnet18_v1b"),
+    "center_net_resnet50_v1b": functools.partial(_center_net, "resnet50_v1b"),
+    "center_net_dla34": functools.partial(_center_net, "dla34"),
+    "center_net_mobilenetv3_large_duc": functools.partial(_center_net, "mobilenetv3_large_duc"),
+    "center_net_tiny": functools.partial(_center_net, "tiny"),
 }
-NO_PRETRAINED_BASE = ("tiny_ssd",)  # builders whose backbone has no ImageNet weights to load
+NO_PRETRAINED_BASE = ("tiny_ssd", "center_net_tiny")  # builders whose backbone has no ImageNet weights to load
 DEFAULT_MODEL = "ssd_512_vgg16_atrous"
 
 
