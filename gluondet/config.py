@@ -266,7 +266,8 @@ def _looks_like_path(text):
 
 # ----------------------------------------------------------------------------- models
 # What a model YAML may say (configs/models/*.yaml); a run folder's config.yaml repeats it.
-MODEL_KEYS = ("name", "family", "builder", "data_shape", "kwargs", "train", "mean", "std", "short", "max_size")
+MODEL_KEYS = ("name", "family", "builder", "data_shape", "kwargs", "options", "train", "mean", "std", "short",
+              "max_size")
 
 def resolve_model_config(name_or_path, config_dir=None):
     """The model YAML mapping for a model name (configs/models/NAME.yaml) or a YAML file path."""
