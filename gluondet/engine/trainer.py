@@ -182,13 +182,14 @@ class Trainer:
     """Runs ``epochs`` epochs of ``step`` over ``loader`` with ``optimizer`` (a gluon.Trainer).
 
     ``lr_at(epoch, iteration)`` gives each iteration's learning rate; ``iters_per_epoch`` caps an
-    epoch; ``update_scale`` multiplies the optimizer's batch size (distributed workers).
+    epoch; ``update_scale`` multiplies the optimizer's batch size (distributed workers); ``clock``
+    (seconds, ``time.perf_counter`` by default) times each epoch's steps for ``state.seconds`` and img/s.
     """
 
     def __init__(self, net, loader, step, optimizer, ctx_list, hooks, lr_at, epochs, iters_per_epoch,
-                 state=None, update_scale=1, signals=None):
+                 state=None, update_scale=1, signals=None, clock=time.perf_counter):
         self.net, self.loader, self.step, self.optimizer = net, loader, step, optimizer
-        self.ctx_list, self.lr_at = list(ctx_list), lr_at
+        self.ctx_list, self.lr_at, self.clock = list(ctx_list), lr_at, clock
         self.epochs, self.iters_per_epoch, self.update_scale = epochs, iters_per_epoch, update_scale
         self.state = state or TrainState()
         self.signals = signals or StopSignals()
@@ -240,7 +241,7 @@ class Trainer:
         state = self.state
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(state.epoch, start=state.start_iteration)
-        start = time.perf_counter()
+        start = self.clock()
         try:
             for i, batch in enumerate(self.loader, start=state.start_iteration):
                 if i >= self.iters_per_epoch:
@@ -249,7 +250,7 @@ class Trainer:
                 self.signals.check()
         finally:
             mx.nd.waitall()  # the last update is part of the epoch's time (MXNet is asynchronous)
-            state.seconds += time.perf_counter() - start
+            state.seconds += self.clock() - start
         state.epoch_done = True
 
     def run_step(self, i, batch):
