@@ -89,6 +89,13 @@ def make_trainer(run, epochs=4, maps=None, step=None, patience=0, extra=(), stat
                    ITERS, state=state)
 
 
+def hook_of(trainer, kind):
+    """The trainer's one hook of type ``kind``, wherever it sits in the list."""
+    found = [hook for hook in trainer.hooks if isinstance(hook, kind)]
+    assert len(found) == 1, f"{len(found)} {kind.__name__} hooks in {trainer.hooks}"
+    return found[0]
+
+
 def weights(path):
     return {k: v.asnumpy() for k, v in mx.nd.load(str(path)).items()}
 
@@ -229,7 +236,7 @@ def test_stop_during_validation_keeps_the_trained_epoch(run, tmp_path):
         return {"map": next(maps), "per_class": {}}
 
     trainer = make_trainer(run, 3)
-    trainer.hooks[2].validate = validate_then_stop
+    hook_of(trainer, H.Validation).validate = validate_then_stop
     with pytest.raises(TrainingStopped):
         trainer.train()
     state = run.last_state()
