@@ -1,13 +1,13 @@
 """Names and numbers several modules share, kept once (importing this costs nothing: no MXNet).
 
 The CLI builds its ``click.Choice`` lists from these; config.py validates against them; the
-modules that implement each name (gluondet.eval.METRICS, gluondet.data.loader) are tested to
+modules that implement each name (gluondet.eval.METRIC_CLASSES, gluondet.data.loader) are tested to
 cover exactly these names. Facts with one obvious owner live in it instead: image suffixes and
 the reading policy in gluondet.image, label flags in gluondet.data.base.
 """
 
-# Validation metrics (--metric) and how reports name them: box metrics (gluondet.eval.METRICS) and
-# the mask family's (gluondet.eval.instance.INSTANCE_METRICS: which COCO AP picks best.params).
+# Validation metrics (--metric) and how reports name them: box metrics (gluondet.eval.METRIC_CLASSES)
+# and the mask family's (which COCO AP picks best.params; gluondet.eval.instance scores both).
 METRIC_LABELS = {"voc": "VOC mAP (area)", "voc07": "VOC07 mAP (11-point)", "coco": "COCO mAP@[.5:.95]",
                  "coco_segm": "COCO mask AP@[.5:.95]", "coco_bbox": "COCO box AP@[.5:.95]"}
 BOX_METRICS = ("voc", "voc07", "coco")

@@ -68,7 +68,7 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
     configure_engine(ctx, num_workers=num_workers)  # before anything imports MXNet
     from ..engine.validation import evaluate_run
     from ..eval.folder import format_threshold_table
-    from ..eval.report import format_ap_table
+    from ..eval.results import format_ap_table
     from ..viz import parse_grid
 
     analysis = None if no_analysis else {"score_thresh": score_thresh, "grid": parse_grid(grid), "pages": mosaics}

@@ -9,7 +9,8 @@ from .base import DetectionDataset, Problem
 from .check import CheckResult, check_dataset, format_report
 from .coco import read_coco_dataset
 from .masks import InstanceDataset
-from .resolve import ensure_dataset, notice
+from ..progress import say
+from .demo import ensure_dataset
 from .voc import read_voc_dataset
 
 # format -> reader(cfg, split) returning a DatasetIndex; split None means the whole dataset.
@@ -41,7 +42,7 @@ def load_dataset(cfg, split, classes=None, skip_bad=False, masks=False):
     entries = result.good_entries()
     skipped = len(result.entries) - len(entries)
     if errors:
-        notice(f"{what}: left out {skipped} of {len(result.entries)} images with "
+        say(f"gluondet: {what}: left out {skipped} of {len(result.entries)} images with "
                f"errors ({len(errors)} problems; see: gluondet data check)")
     if not entries:
         raise GluondetError(f"{what}: no usable images")

@@ -59,7 +59,7 @@ def check_dataset(cfg, split=None, classes=None, full_decode=False, progress=Fal
     """
     from . import READERS
     from .cache import paused_gc
-    from .resolve import ensure_dataset
+    from .demo import ensure_dataset
 
     ensure_dataset(cfg)
     with paused_gc():  # linear time in the number of files (see paused_gc)

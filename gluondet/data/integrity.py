@@ -118,13 +118,12 @@ def pixel_problems(paths, root, full=False, progress=False):
 
 
 def _run(paths, full, progress):
-    from tqdm import tqdm
-
+    from ..progress import Progress
     from ..runtime import usable_cpus
 
-    bar = dict(total=len(paths), desc="checking image files", unit="img", leave=False,
-               disable=None if (progress and len(paths) > 500) else True)
     if len(paths) < SERIAL_BELOW:
         return [file_problem(p, full) for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, usable_cpus())) as pool:
-        return list(tqdm(pool.map(file_problem, paths, [full] * len(paths)), **bar))
+        return list(Progress(pool.map(file_problem, paths, [full] * len(paths)), total=len(paths),
+                             desc="checking image files", unit="img", enabled=progress and len(paths) > 500,
+                             summary=False))

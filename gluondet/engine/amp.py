@@ -17,11 +17,11 @@ once, before the network is built. The training loop then calls ``trainer_option
 creates the Trainer, ``attach(trainer)`` right after, and ``backward(losses)`` in the step.
 """
 import re
-import sys
 
 from ..precision import (  # noqa: F401  (the names training code and tests use)
     BF16_CPU_FLAGS, BFLOAT16, CPUINFO, DTYPES, FLOAT16, FLOAT32, choose_dtype, cpu_flags, cpu_has_bf16,
     low_precision_block)
+from ..progress import say as progress_say
 
 # Operators without inputs (arange, zeros, random draws) that MXNet 1.9.1's bf16 list would cast to
 # float32: its symbol wrapper fails on them ("'NoneType' object is not iterable", in the SSD's
@@ -69,7 +69,7 @@ class Precision:
             return cls(FLOAT32)
         dtype, note = choose_dtype("auto", [ctx.device_type.replace("cpu_shared", "cpu") for ctx in ctx_list])
         if note:
-            (say or _stderr)(f"--amp: {note}")
+            (say or progress_say)(f"--amp: {note}")
         init_amp(dtype)
         return cls(dtype)
 
@@ -112,5 +112,3 @@ class Precision:
         return float(scaler.loss_scale) if scaler is not None else 1.0
 
 
-def _stderr(message):
-    print(message, file=sys.stderr)

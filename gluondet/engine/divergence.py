@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from ..constants import MAX_ROLLBACKS
-from .hooks import say
+from ..progress import say
 from .trainer import HookBase, LossDiverged, RollBack
 
 WINDOW = 50           # applied steps whose median is a loss's recent level

@@ -5,20 +5,12 @@ first (gluondet.engine.divergence); after an epoch, validation -> best -> early 
 weights -> commit -> metrics views.
 """
 import random
-import sys
 
 import numpy as np
 
+from ..progress import say
 from ..run_folder import CURVES_FILE, METRICS_FILE, TENSORBOARD_DIR
 from .trainer import FORCED_STOP, HookBase
-
-
-def say(message):
-    """A line for the user that does not break a progress bar (gluondet.progress.say)."""
-    from ..progress import say as progress_say
-
-    progress_say(message)
-    sys.stderr.flush()  # a line for a log now, not when a buffer fills (a captured stderr may never flush)
 
 
 def epoch_seed(seed, epoch, rank=0):
@@ -57,13 +49,13 @@ class Validation(HookBase):
         state = self.trainer.state
         if not self.due():
             return
-        from .logging import validation_columns
+        from .metrics_log import validation_columns
 
         state.scores = self.validate(self.trainer.signals.guard)
         state.row.update(validation_columns(state.scores))  # val_map, ap/<class>, coco/<12 numbers>
 
 
-class BestCheckpoint(HookBase):
+class BestScore(HookBase):
     """Keep the best validation score: ``state.best_*`` change only on a strict improvement (the
     commit then writes best.params)."""
 
@@ -79,7 +71,7 @@ class BestCheckpoint(HookBase):
         if improved:
             state.best_map, state.best_epoch = value, state.epoch + 1
         say(f"epoch {state.epoch + 1}: {self.metric_label} {value:.4f}"
-            + (" (best so far, saved best.params)" if improved else f" (best {state.best_map:.4f})"))
+            + (" (best so far: best.params at this epoch's commit)" if improved else f" (best {state.best_map:.4f})"))
 
 
 class EarlyStopping(HookBase):
@@ -164,7 +156,7 @@ class MetricsWriter(HookBase):
     def after_step(self):
         if not self.log_every:
             return
-        from .logging import IterationLog
+        from .metrics_log import IterationLog
 
         state = self.trainer.state
         if self.iterations is None:
@@ -172,14 +164,14 @@ class MetricsWriter(HookBase):
         self.iterations(state.epoch, state.iteration - 1, state.lr, state.losses)
 
     def before_train(self):
-        from .logging import TensorBoard, write_metrics
+        from .metrics_log import TensorBoard, write_metrics
 
         self.board = TensorBoard(self.run.path / TENSORBOARD_DIR)
         if self.trainer.state.history:  # a resumed run: the views follow the committed history
             write_metrics(self.run.path / METRICS_FILE, self.trainer.state.history)
 
     def after_epoch(self):
-        from .logging import draw_curves, write_metrics
+        from .metrics_log import draw_curves, write_metrics
 
         history = self.trainer.state.history
         write_metrics(self.run.path / METRICS_FILE, history)

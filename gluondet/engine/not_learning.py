@@ -20,7 +20,7 @@ from ..families import family_of
 from ..models import build_model
 from ..models.anchors import anchor_corners, best_iou
 from ..run_folder import DIAGNOSIS_FILE, RunFolderError, read_json, write_json
-from .hooks import say
+from ..progress import say
 from .trainer import HookBase
 
 # The decision (``not_learning``); the figures behind each threshold are in its docstring.

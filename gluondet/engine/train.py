@@ -11,12 +11,11 @@ from typing import Any, Optional
 
 from ..config import TrainConfig, resolve_dataset, resolve_model_config, resolve_train_config
 from ..errors import GluondetError
+from ..progress import say
 from ..run_folder import RunFolder
 from . import hooks as H
 from .schedule import lr_curve, schedule_of
 from .trainer import LossDiverged, LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
-
-say = H.say
 
 
 def resume_config(run_dir, flags):
@@ -284,7 +283,7 @@ def make_hooks(s, net, step, val_data, extra=(), lr_schedule=None):
             return validate(net, s.family, guard(val_data), s.ctx_list, config.metric, s.classes,
                             progress=not config.quiet, metric=report.new_metric())
 
-        hooks += [H.Validation(run_validation, config.val_interval), H.BestCheckpoint(label),
+        hooks += [H.Validation(run_validation, config.val_interval), H.BestScore(label),
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
                   H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
                   NotLearning(s.run, s.model_cfg, s.train_ds, config.lr, config.batch_size * s.num_workers, label),
@@ -314,6 +313,7 @@ def training_parts(s, with_validation=True):
     workers = default_num_workers() if config.num_workers is None else config.num_workers
     data_shape = int(s.model_cfg["data_shape"])
     indices, sync_steps = _train_indices(s, config.batch_size)
+    s.family.run_epochs = config.epochs  # augmentation that changes over the run reads its length
     train_data = s.family.train_loader(net, s.train_ds, data_shape, config.batch_size, workers,
                                        indices, augment=config.augment, seed=config.seed)
     val_data = s.family.val_loader(net, s.val_ds, data_shape, config.batch_size, workers) \

@@ -23,7 +23,7 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
                  batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True,
                  coco_results=None, dtype="float32", iou=0.5, analysis=None, own_dataset=True):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
-    gluondet.eval.report plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
+    gluondet.eval.results plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
 
     ``analysis`` (a dict of ``write_eval_folder`` options, {} for the defaults) also writes
     ``RUN/eval-<split>/`` from the same matched detections and adds ``analysis`` and

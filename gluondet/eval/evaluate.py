@@ -17,7 +17,7 @@ import mxnet as mx
 from mxnet import autograd
 
 from ..runtime import spread
-from .report import metric_result
+from .results import metric_result
 
 
 def evaluate(net, loader, ctx_list, metric, progress=True):

@@ -10,11 +10,11 @@ rasterized by pycocotools from the dataset's mask specs (in the loader's workers
 """
 import numpy as np
 
+from ..constants import MASK_METRICS
 from .coco_metric import COCOMetric
-from .report import metric_result
+from .results import metric_result
 from .voc_metric import flatten_batches
 
-INSTANCE_METRICS = ("coco_segm", "coco_bbox")  # --metric values of the mask family
 
 
 class COCOSegmMetric(COCOMetric):
@@ -84,7 +84,7 @@ class InstanceMetric:
                                gt_flags, gt_rles)
 
     def results(self):
-        """{"coco_bbox": result dict, "coco_segm": result dict} (see eval/report.py)."""
+        """{"coco_bbox": result dict, "coco_segm": result dict} (see eval/results.py)."""
         bbox, segm = metric_result(self.bbox), metric_result(self.segm)
         bbox["metric"] = "coco_bbox"
         bbox["coco_bbox"] = bbox.pop("coco", None)
@@ -118,15 +118,15 @@ def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_
     that analyses its matched boxes and masks afterwards (eval/folder.py).
     """
     from mxnet import autograd
-    from tqdm import tqdm
 
     from ..data.masks import encode_masks
+    from ..progress import Progress
 
     metric = metric if metric is not None else InstanceMetric(class_names)
     metric.reset()
     ctx_list = list(ctx_list) if isinstance(ctx_list, (list, tuple)) else [ctx_list]
     seen = 0
-    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
+    for batch in Progress(loader, desc="eval", unit="batch", enabled=progress):
         for k, (data, label, scale, gt_masks) in enumerate(zip(*batch)):
             gt_masks = gt_masks.asnumpy()[0]
             height, width = gt_masks.shape[1:]
@@ -160,9 +160,9 @@ def validate_instances(net, loader, ctx_list, metric_name, class_names, progress
     and ``box`` and ``mask``, each metric's full result. ``metric``: see ``evaluate_instances``."""
     from ..errors import GluondetError
 
-    if metric_name not in INSTANCE_METRICS:
+    if metric_name not in MASK_METRICS:
         raise GluondetError(f"--metric {metric_name}: a mask model is validated with "
-                            f"{' or '.join(INSTANCE_METRICS)}")
+                            f"{' or '.join(MASK_METRICS)}")
     results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress, metric=metric)
     result = dict(results[metric_name])
     row = {}
@@ -184,7 +184,7 @@ def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, data
 
     from ..fileio import atomic_write_text
 
-    metric_name = metric_name if metric_name in INSTANCE_METRICS else "coco_segm"
+    metric_name = metric_name if metric_name in MASK_METRICS else "coco_segm"
     entries = [] if coco_results else None
     image_ids = [dataset.image_id(i) for i in range(len(dataset))]
     results = evaluate_instances(net, loader, ctx_list, class_names, progress=progress, image_ids=image_ids,

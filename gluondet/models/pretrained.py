@@ -128,8 +128,8 @@ def init_from(spec, model_cfg, classes, source_classes=None):
             net = use_zeroed_roi_pooling(get_model(str(spec), pretrained=True))
         net, shared = reset_classes(net, classes)
     initialize_missing(net)
-    from tqdm import tqdm
+    from ..progress import say
 
-    tqdm.write(f"--init-from {spec}: reusing the weights of {len(shared)} shared class(es)"
+    say(f"--init-from {spec}: reusing the weights of {len(shared)} shared class(es)"
                + (f": {', '.join(shared)}" if shared else ""))
     return net

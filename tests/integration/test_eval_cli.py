@@ -31,7 +31,7 @@ def test_eval_reproduces_the_validation_map_of_best_params(trained_tiny_run, tmp
 
 
 def test_eval_of_a_params_file_and_another_metric(trained_tiny_run, tmp_path):
-    from gluondet.engine.logging import read_metrics
+    from gluondet.engine.metrics_log import read_metrics
 
     best = json.loads((trained_tiny_run / "best.json").read_text())
     result = _eval([trained_tiny_run / "last.params", "--split", "val", "--metric", best["metric"], "--json",

@@ -73,7 +73,7 @@ def _cli(*args):
 
 
 def test_mask_model_learns_the_masked_shapes(trained_mask_run):
-    from gluondet.engine.logging import read_metrics
+    from gluondet.engine.metrics_log import read_metrics
 
     rows = read_metrics(trained_mask_run / "metrics.csv")
     first, last = rows[0], rows[-1]
@@ -220,7 +220,7 @@ def test_export_gives_the_runs_outputs_masks_included(trained_mask_run, tmp_path
 
 # ----------------------------------------------------------------------------- devices, --init-from
 def test_two_devices_train_a_mask_model(masked_shapes, tmp_path):
-    from gluondet.engine.logging import read_metrics
+    from gluondet.engine.metrics_log import read_metrics
     from gluondet.run_folder import RunFolder
 
     result = _cli("train", "--dataset", masked_shapes / "coco.yaml", "--model", "mask_rcnn_tiny", "--out",

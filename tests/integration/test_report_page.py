@@ -206,7 +206,7 @@ def mask_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_mask_runs_page_has_the_box_analysis_mask_ap_and_masks(mask_run, browser, tmp_path):
-    from gluondet.engine.logging import read_metrics
+    from gluondet.engine.metrics_log import read_metrics
 
     doc = json.loads((mask_run / "eval-val" / "analysis.json").read_text(encoding="utf-8"))
     [row] = read_metrics(mask_run / "metrics.csv")

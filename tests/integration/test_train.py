@@ -28,7 +28,7 @@ def _cli(args, env=None):
 
 
 def _csv_rows(run_dir):
-    from gluondet.engine.logging import read_metrics
+    from gluondet.engine.metrics_log import read_metrics
 
     return read_metrics(run_dir / "metrics.csv")
 

@@ -44,7 +44,7 @@ def _tensorboard_scalars(folder):
 def test_coco_root_trains_with_coco_numbers_and_evaluates(tmp_path):
     from gluondet.data.convert import convert_dataset
     from gluondet.data.synth import write_shapes_voc
-    from gluondet.engine.logging import read_metrics
+    from gluondet.engine.metrics_log import read_metrics
 
     voc = write_shapes_voc(tmp_path / "voc", n_train=8, n_val=4, seed=3, size=96)
     convert_dataset("voc", voc, tmp_path / "coco", "coco")  # instances_{train,val,test,trainval}.json

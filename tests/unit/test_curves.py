@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gluondet.engine.logging import _draw_lr, draw_curves  # noqa: E402
+from gluondet.engine.metrics_log import _draw_lr, draw_curves  # noqa: E402
 from gluondet.engine.schedule import learning_rate, lr_curve  # noqa: E402
 
 
@@ -51,9 +51,9 @@ def test_lr_panel_draws_the_annealing_curve_gluoncv_gives(tmp_path, mode):
 
 
 def test_validation_columns_hold_the_12_coco_numbers_of_pycocotools(tmp_path):
-    from gluondet.engine.logging import read_metrics, validation_columns, write_metrics
+    from gluondet.engine.metrics_log import read_metrics, validation_columns, write_metrics
     from gluondet.eval.coco_metric import COCO_STAT_NAMES, COCOMetric
-    from gluondet.eval.report import metric_result
+    from gluondet.eval.results import metric_result
 
     metric = COCOMetric(["a", "b"])
     rng = np.random.RandomState(0)
@@ -82,7 +82,7 @@ class FakeBoard:
 
 
 def test_iteration_log_writes_window_means_and_lr_every_n_global_iterations():
-    from gluondet.engine.logging import IterationLog
+    from gluondet.engine.metrics_log import IterationLog
 
     board = FakeBoard()
     log = IterationLog(board, every=3, iters_per_epoch=4)

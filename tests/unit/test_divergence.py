@@ -34,7 +34,7 @@ def guarded_trainer(run, epochs=4, step=None, lr_at=None, guard=None, ctx_list=N
     optimizer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "momentum": 0.9},
                               update_on_kvstore=False)
     hooks = [H.EpochSeed(1), RollbackToCommit(run, ctx_list), guard, H.Validation(validate, 1),
-             H.BestCheckpoint(), H.Checkpointer(run, 0.1, "voc"), H.MetricsWriter(run, ("loss",))]
+             H.BestScore(), H.Checkpointer(run, 0.1, "voc"), H.MetricsWriter(run, ("loss",))]
     return Trainer(net, ToyLoader(), step or ToyStep(), optimizer, ctx_list, hooks,
                    lr_at or (lambda e, i: 0.1), epochs, ITERS, state=state)
 

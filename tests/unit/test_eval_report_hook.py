@@ -11,7 +11,7 @@ from test_trainer import ITERS, ToyLoader, ToyStep, toy_net
 from gluondet.data.base import DetectionDataset
 from gluondet.engine import hooks as H
 from gluondet.engine.trainer import Trainer, TrainingStopped
-from gluondet.eval.report import metric_result
+from gluondet.eval.results import metric_result
 from gluondet.families import get_family
 from gluondet.run_folder import RunFolder
 
@@ -50,7 +50,7 @@ def _trainer(run, dataset, found, stop_at=None):
     net = toy_net()
     optimizer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
     step = ToyStep(on_step=stop_at)
-    hooks = [H.Validation(validate, 1), H.BestCheckpoint(), H.Checkpointer(run, 0.1, "voc"), report]
+    hooks = [H.Validation(validate, 1), H.BestScore(), H.Checkpointer(run, 0.1, "voc"), report]
     return Trainer(net, ToyLoader(), step, optimizer, [mx.cpu()], hooks, lambda e, i: 0.1,
                    len(found), ITERS)
 

@@ -308,7 +308,7 @@ def _trainer(run, maps, losses, tiny_ssd, dataset, epochs=None, lr=0.15):
     hook = NL.NotLearning(run, cfg, dataset, lr, 8, metric_label="VOC mAP")
     step = ToyStep(loss_at={k + 1: v for k, v in enumerate(losses)})
     net = toy_net()
-    hooks = [H.Validation(validate, 1), H.BestCheckpoint(), H.Checkpointer(run, lr, "voc"), hook]
+    hooks = [H.Validation(validate, 1), H.BestScore(), H.Checkpointer(run, lr, "voc"), hook]
     return Trainer(net, ToyLoader(), step, gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}),
                    [mx.cpu()], hooks, lambda e, i: 0.1, epochs, ITERS), hook
 

@@ -6,7 +6,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluondet.engine.logging import read_metrics, write_metrics
+from gluondet.engine.metrics_log import read_metrics, write_metrics
 from gluondet.errors import GluondetError
 from gluondet.run_folder import RunFolder, read_json, write_json
 

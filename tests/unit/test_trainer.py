@@ -81,7 +81,7 @@ def make_trainer(run, epochs=4, maps=None, step=None, patience=0, extra=(), stat
             pass
         return {"map": next(scripted), "per_class": {}}
 
-    hooks = [H.EpochSeed(1), DivergenceGuard(), H.Validation(validate, 1), H.BestCheckpoint(),
+    hooks = [H.EpochSeed(1), DivergenceGuard(), H.Validation(validate, 1), H.BestScore(),
              H.EarlyStopping(patience), *extra, H.PeriodicCheckpoint(run, 0), H.Checkpointer(run, 0.1, "voc")]
     if views:  # metrics.csv, curves.png, TensorBoard (matplotlib: the slow part of these tests)
         hooks.append(H.MetricsWriter(run, step.loss_names))

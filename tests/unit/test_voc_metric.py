@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gluoncv.utils.metrics import voc_detection as gcv_voc
 
-from gluondet.eval import METRICS, format_ap_table, make_metric, metric_result
+from gluondet.eval import METRIC_CLASSES, format_ap_table, make_metric, metric_result
 from gluondet.eval.voc_metric import VOC07MApMetric, VOCMApMetric
 from gluondet.errors import GluondetError
 
@@ -186,7 +186,7 @@ def test_empty_metric_and_reset():
 
 
 def test_make_metric():
-    assert set(METRICS) == {"voc", "voc07", "coco"}
+    assert set(METRIC_CLASSES) == {"voc", "voc07", "coco"}
     metric = make_metric("voc07", ("a", "b"), iou_thresh=0.7)
     assert isinstance(metric, VOC07MApMetric) and metric.iou_thresh == 0.7
     assert metric.get()[0] == ["a", "b", "mAP"]

@@ -4,17 +4,11 @@ A dataset config with a ``synth:`` section (``shapes_voc``) describes data gluon
 itself; when its root does not exist yet, ``ensure_dataset`` writes it there and says so on
 stderr, so ``--dataset shapes_voc`` works for every command the first time.
 """
-import click
-
 from ..errors import GluondetError
+from ..progress import say
 
 SYNTH_ARGS = {"train": "n_train", "val": "n_val", "n_train": "n_train", "n_val": "n_val",
               "seed": "seed", "size": "size"}
-
-
-def notice(message):
-    """One line for the user on stderr (gluondet's data layer speaks only through this)."""
-    click.echo(f"gluondet: {message}", err=True)
 
 
 def ensure_dataset(cfg):
@@ -31,7 +25,7 @@ def ensure_dataset(cfg):
         kwargs[SYNTH_ARGS[key]] = int(value)
     from .synth import write_shapes_voc
 
-    notice(f"dataset {cfg.name} not found at {cfg.root}: generating it now (once)")
+    say(f"gluondet: dataset {cfg.name} not found at {cfg.root}: generating it now (once)")
     try:
         write_shapes_voc(cfg.root, progress=True, **kwargs)
     except GluondetError:
