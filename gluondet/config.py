@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .constants import AUGMENTATIONS, KVSTORES, LR_MODES, MAX_ROLLBACKS, METRICS, ON_DIVERGE
+from .constants import AUGMENTATIONS, KVSTORES, LR_MODES, MAX_ROLLBACKS, METRICS, ON_DIVERGE, OPTIMIZERS
 from .errors import GluondetError
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -330,6 +330,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     wd: float = 0.0005
     momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (with momentum) or adam
     clip_gradient: Optional[float] = None
     clip_grad_norm: Optional[float] = None  # clip the batch's gradient to this global L2 norm
     on_diverge: str = "rollback"  # sustained divergence: roll back with the lr halved, stop, or warn
@@ -526,6 +527,7 @@ def validate_train_config(config):
         (not (config.lr_step_every and config.lr_steps), "--lr-steps and --lr-step-every contradict each "
                                                           "other; give one"),
         (config.lr_mode in LR_MODES, f"--lr-mode must be one of {', '.join(LR_MODES)}"),
+        (config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (config.lr_mode == "step" or not (config.lr_steps or config.lr_step_every),
          f"--lr-mode {config.lr_mode} anneals the lr by itself: --lr-steps and --lr-step-every are for "
          f"--lr-mode step; give one or the other"),

@@ -36,3 +36,7 @@ MAX_ROLLBACKS = 5  # --max-rollbacks' default: 5 halvings bring an lr 40x too hi
 # The lr schedule after the warm-up (--lr-mode; gluondet.engine.schedule): decay by --lr-decay at
 # epochs, or anneal to 0 per iteration along a half cosine or a polynomial (GluonCV's LRScheduler).
 LR_MODES = ("step", "cosine", "poly")
+
+# The optimizer (--optimizer; engine/train.py make_optimizer): SGD with momentum, or Adam, what
+# GluonCV's train_center_net.py trains CenterNet with (--momentum is SGD's alone).
+OPTIMIZERS = ("sgd", "adam")

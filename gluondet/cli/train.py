@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from ..constants import AUGMENTATIONS, KVSTORES, LR_MODES, METRICS, ON_DIVERGE
+from ..constants import AUGMENTATIONS, KVSTORES, LR_MODES, METRICS, ON_DIVERGE, OPTIMIZERS
 from .options import NUM_WORKERS_HELP, config_dir_option, dataset_option, skip_bad_option
 
 
@@ -32,6 +32,8 @@ def _optional(name, type_, help_):
 @_optional("--warmup-epochs", float, "Linear lr warm-up over this many epochs, per iteration.")
 @_optional("--wd", float, "Weight decay.")
 @_optional("--momentum", float, "SGD momentum.")
+@click.option("--optimizer", default=None, type=click.Choice(OPTIMIZERS),
+              help="SGD with --momentum, or Adam (GluonCV's CenterNet recipe) [model YAML, else sgd].")
 @_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
 @_optional("--clip-grad-norm", float, "Scale each step's gradient down to a global L2 norm of at most C "
                                       "(detectron2's R-CNN clipping).")

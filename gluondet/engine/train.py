@@ -207,7 +207,9 @@ def make_optimizer(net, family, config, kvstore, precision=None):
 
     from .amp import Precision
 
-    options = {"learning_rate": config.lr, "wd": config.wd, "momentum": config.momentum}
+    options = {"learning_rate": config.lr, "wd": config.wd}
+    if config.optimizer == "sgd":
+        options["momentum"] = config.momentum
     if config.clip_gradient:
         options["clip_gradient"] = config.clip_gradient
     precision = precision or Precision()
@@ -216,7 +218,8 @@ def make_optimizer(net, family, config, kvstore, precision=None):
     # A dist kvstore keeps them on its servers (its workers neither roll back nor clip by norm).
     trainer_options = {"update_on_kvstore": False, **precision.trainer_options()} \
         if not str(config.kvstore).startswith("dist") else precision.trainer_options()
-    optimizer = gluon.Trainer(family.trainable_params(net), "sgd", options, kvstore=kvstore, **trainer_options)
+    optimizer = gluon.Trainer(family.trainable_params(net), config.optimizer, options, kvstore=kvstore,
+                              **trainer_options)
     precision.attach(optimizer)  # float16: the dynamic loss scaler
     return optimizer
 
