@@ -54,6 +54,9 @@ class MappedDataset:
     A key may also be ``(seed, i)`` (what EpochBatchSampler yields): Python's and NumPy's generators
     are then seeded with ``seed`` before the transform, so an image's augmentation depends on the
     epoch and the image alone, not on which worker process draws it or on what ran before a resume.
+    A key ``(seed, i, epoch, batch)`` (a sampler with ``positions``) goes to a transform that changes
+    with the epoch and batch (YOLOv3's input size and mixup): ``fn.item(dataset, index, epoch, batch)``
+    reads the item itself, as mixup reads a second one.
     """
 
     def __init__(self, dataset, fn, indices=None):
@@ -66,9 +69,11 @@ class MappedDataset:
 
     def __getitem__(self, key):
         if isinstance(key, tuple):
-            seed, key = key
+            seed, key, *position = key
             random.seed(seed)
             np.random.seed(seed)
+            if position:
+                return self.fn.item(self.dataset, self.indices[key], *position)
         return self.fn(*self.dataset[self.indices[key]])
 
 
@@ -77,11 +82,13 @@ class EpochBatchSampler:
 
     ``set_epoch(epoch, start)`` chooses the epoch and skips its first ``start`` batches (a run
     resumed mid-epoch). The last incomplete batch is dropped unless it is the only one, so every
-    training step sees a full batch (SSD's static graph keeps one shape).
+    training step sees a full batch (SSD's static graph keeps one shape). With ``positions`` each key
+    also says where it is used, ``(sample seed, index, epoch, batch)``; the draws stay the same.
     """
 
-    def __init__(self, num_samples, batch_size, seed, shuffle=True):
+    def __init__(self, num_samples, batch_size, seed, shuffle=True, positions=False):
         self.num_samples, self.batch_size, self.seed, self.shuffle = num_samples, batch_size, seed, shuffle
+        self.positions = positions
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch, start=0):
@@ -96,7 +103,8 @@ class EpochBatchSampler:
         seeds = rng.integers(0, 2 ** 31 - 1, size=self.num_samples)
         for b in range(self.start, len(self)):
             chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(int(seeds[i]), int(i)) for i in chunk]
+            where = (self.epoch, b) if self.positions else ()
+            yield [(int(seeds[i]), int(i), *where) for i in chunk]
 
 
 class EpochLoader:
@@ -302,15 +310,16 @@ def images_with_objects(dataset):
 
 
 # ----------------------------------------------------------------------------- loaders
-def epoch_loader(dataset, transform, batchify, batch_size, num_workers, indices=None, seed=0):
+def epoch_loader(dataset, transform, batchify, batch_size, num_workers, indices=None, seed=0, positions=False):
     """A training loader whose order and augmentation follow (seed, epoch), so a resumed run sees
     the same batches: ``transform`` over ``dataset`` (restricted to ``indices``: a distributed
     worker's shard, or images with objects), batched by ``batchify``. A family's ``train_loader``
-    chooses the transform and batchify."""
+    chooses the transform and batchify. ``positions``: the transform changes with the epoch and
+    batch, and reads its items itself (``MappedDataset``)."""
     from mxnet.gluon.data import DataLoader
 
     mapped = MappedDataset(dataset, transform, indices)
-    sampler = EpochBatchSampler(len(mapped), batch_size, seed)
+    sampler = EpochBatchSampler(len(mapped), batch_size, seed, positions=positions)
     loader = DataLoader(mapped, batch_sampler=sampler, batchify_fn=batchify, num_workers=num_workers)
     return EpochLoader(loader, sampler)
 
