@@ -7,11 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from output_lines import OutputLines
 
 pytestmark = pytest.mark.slow
 
@@ -50,46 +51,70 @@ def _epochs_in_metrics(run):
     return [int(line.split(",")[0]) for line in lines]
 
 
-def _wait_for_lock(run, proc, timeout=120):
-    """Wait until ``proc`` holds the run folder (set-up done); False if it ended first."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if f"pid {proc.pid} " in (run / ".lock").read_text():
-                return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
+# gluondet train's lines on stderr (not on a terminal), the events these tests wait on.
+SET_UP = r"^training .*; run folder "  # the run folder is locked, its config written; steps start
+STEPS_DONE = r"^epoch \d+/\d+: "        # an epoch's steps are done; validation starts (not with -q)
+VALIDATED = r"^eval: "                  # validation is done; the score and best are next (not with -q)
+SCORED = r"^epoch \d+: "                # the epoch's score; its commit is next
+
+# Where a kill lands: a random moment of one phase of the first epoch a process runs, that is after
+# the line starting it (or the start of the process) and no later than the line ending it, so a
+# process commits at most one epoch before its kill and KILLS kills never reach the last epoch.
+KILL_PHASES = [  # (what runs, the line it starts after, the line ending it, its usual length in s)
+    ("set-up: imports, lock and repair, data, network", None, SET_UP, 6.0),
+    ("the epoch's steps", SET_UP, STEPS_DONE, 0.3),
+    ("validation", STEPS_DONE, VALIDATED, 0.3),
+    ("the score and the best", VALIDATED, SCORED, 0.1),
+    ("the commit and the next epoch's steps", SCORED, STEPS_DONE, 0.3),
+]
+KILLS, KILL_EPOCHS = 20, 30
+
+
+def _start(cmd, **popen):
+    """``cmd`` started with its stderr read as lines to wait on."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    return proc, OutputLines(proc.stderr, "gluondet " + " ".join(cmd[1:3]))
+
+
+def _kill_at_a_random_moment(proc, lines, rng):
+    """kill -9 ``proc`` at a random moment of a random phase of KILL_PHASES; the phase's name."""
+    what, after, until, length = rng.choice(KILL_PHASES)
+    if after:
+        lines.wait_for(after, f"the line that starts {what}")
+    try:
+        if lines.next_match(until, timeout=rng.uniform(0.0, length)) is None:
+            pytest.fail(f"training ended by itself before a kill during {what}:\n{lines.text()}")
+    except TimeoutError:
+        pass  # the random moment came before the phase's end
+    proc.kill()
+    proc.wait(timeout=60)  # a hang guard: SIGKILL cannot be refused
+    return what
 
 
 def test_kill_9_at_random_moments_loses_no_finished_epoch(setup, tmp_path):
-    """20 kills at random moments of training (set-up, steps, validation, commits); each restart
+    """KILLS kills at random moments of training (set-up, steps, validation, commits); each restart
     resumes; the run ends with epochs 1..N exactly once and evaluates."""
-    run, epochs, rng = tmp_path / "run", 30, random.Random(11)
-    kills = 0
-    while kills < 20:
+    run, rng = tmp_path / "run", random.Random(11)
+    killed = []
+    for _ in range(KILLS):
         resuming = (run / "last.json").is_file()
         if not resuming and run.exists():  # killed before the first commit: start again
             shutil.rmtree(run)
-        cmd = [GLUONDET, "train", "--resume", str(run), "-q"] if resuming else _args(setup, run, epochs)
-        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if _wait_for_lock(run, proc):
-            time.sleep(rng.uniform(0.0, 2.5))  # an epoch takes a fraction of a second
-        if proc.poll() is not None:  # it finished (or refused): nothing left to kill
-            err = proc.stderr.read().decode()
-            assert proc.returncode == 0 or "nothing to do" in err, err
-            break
-        proc.kill()
-        proc.wait()
-        kills += 1
+        args = _args(setup, run, KILL_EPOCHS)
+        cmd = [GLUONDET, "train", "--resume", str(run)] if resuming else args[:args.index("-q")]
+        proc, lines = _start(cmd)  # not -q: the lines of every phase are the kill points
+        what = _kill_at_a_random_moment(proc, lines, rng)
+        if proc.returncode == -signal.SIGKILL:
+            killed.append(what)
         if (run / "last.json").is_file():  # whatever is committed is consistent right now
             state = json.loads((run / "last.json").read_text())
             assert [row["epoch"] for row in state["history"]] == list(range(1, state["epoch"] + 1))
+    assert len(killed) == KILLS, killed  # every kill landed on a process still training
     done = subprocess.run([GLUONDET, "train", "--resume", str(run), "-q"], env=_env(),
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 or "nothing to do" in done.stderr, done.stderr
-    assert _epochs_in_metrics(run) == list(range(1, epochs + 1))
+    assert done.returncode == 0, done.stderr
+    assert _epochs_in_metrics(run) == list(range(1, KILL_EPOCHS + 1))
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name or p.name.startswith("pending-")]
     evaluated = subprocess.run([GLUONDET, "eval", str(run), "--split", "val", "--which", "last"],
                                env=_env(), capture_output=True, text=True, timeout=300)
@@ -101,13 +126,11 @@ def test_sigterm_and_ctrl_c_save_and_print_the_resume_command(setup, tmp_path, s
     run = tmp_path / "run"
     # Ctrl-C as a terminal delivers it: a suite run in the background (nohup, a script's `&`) hands
     # its children an ignored SIGINT, which gluondet train rightly keeps ignoring
-    proc = subprocess.Popen(_args(setup, run, 200), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not (run / "last.json").is_file() and time.time() < deadline:
-        time.sleep(0.2)
+    proc, lines = _start(_args(setup, run, 200), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines.wait_for(r"^epoch 2: ", "score of epoch 2 (epoch 1 is committed before epoch 2 starts)")
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    err = lines.rest()
+    proc.wait(timeout=60)  # a hang guard: its output has ended
     assert proc.returncode == code, err
     assert f"gluondet train --resume {run}" in err and "Traceback" not in err
     state = json.loads((run / "last.json").read_text())
@@ -121,16 +144,14 @@ def test_sigterm_and_ctrl_c_save_and_print_the_resume_command(setup, tmp_path, s
 
 def test_two_trains_on_one_out_one_is_refused(setup, tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen(_args(setup, run, 200), env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run / "config.yaml").is_file() and time.time() < deadline:
-        time.sleep(0.2)
+    first, lines = _start(_args(setup, run, 200))
+    lines.wait_for(SET_UP, "training line (the run folder locked and its config written)")
     second = subprocess.run(_args(setup, run, 2), env=_env(), capture_output=True, text=True, timeout=120)
     resumed = subprocess.run([GLUONDET, "train", "--resume", str(run)], env=_env(), capture_output=True,
                              text=True, timeout=120)
     first.send_signal(signal.SIGTERM)
-    first.communicate(timeout=120)
+    lines.rest()
+    first.wait(timeout=60)  # a hang guard: its output has ended
     assert second.returncode != 0 and f"pid {first.pid}" in second.stderr, second.stderr
     assert resumed.returncode != 0 and f"pid {first.pid}" in resumed.stderr, resumed.stderr
     config = (run / "config.yaml").read_text()
