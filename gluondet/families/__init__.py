@@ -16,6 +16,7 @@ from ..errors import GluondetError
 _FAMILIES = {
     "faster_rcnn": ("rcnn", "FasterRCNN"),
     "mask_rcnn": ("rcnn", "MaskRCNN"),
+    "yolo3": ("yolo3", "YOLOv3"),
     "center_net": ("center_net", "CenterNet"),
     "ssd": ("ssd", "SSD"),
 }

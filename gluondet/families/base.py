@@ -90,6 +90,7 @@ class Family:
     per_image_forward = False  # the network predicts one image per forward (batches round-robin)
     int8_refusal = None  # why INT8 export cannot be done, or None
     option_defaults = {}  # the family's own training switches (model YAML ``options:``)
+    run_epochs = None  # the run's epochs, set before its loaders are made (YOLOv3's mixup stops before the end)
     step_class = Step
 
     def __init__(self, options=None):

@@ -30,6 +30,13 @@ def _center_net(base, classes, pretrained_base=True, **kwargs):
     return center_net(base, list(classes), pretrained_base=pretrained_base, **kwargs)
 
 
+def _tiny_yolo3(classes, pretrained_base=False, **kwargs):
+    from .tiny_yolo3 import tiny_yolo3
+
+    # no pretrained weights for the tiny backbone, as for the tiny SSD
+    return tiny_yolo3(list(classes), pretrained_base=False, **kwargs)
+
+
 def _tiny_ssd(classes, pretrained_base=False, **kwargs):
     from .tiny_ssd import tiny_ssd
 
@@ -48,13 +55,18 @@ MODELS = {
     "faster_rcnn_fpn_resnet50_v1b": functools.partial(_rcnn_fpn, "faster", "resnet50_v1b"),
     "mask_rcnn_fpn_resnet50_v1b": functools.partial(_rcnn_fpn, "mask", "resnet50_v1b"),
     "mask_rcnn_fpn_resnet18_v1b": functools.partial(_rcnn_fpn, "mask", "resnet18_v1b"),
+    "yolo3_darknet53": functools.partial(_zoo, "yolo3_darknet53_custom"),
+    "yolo3_mobilenet1.0": functools.partial(_zoo, "yolo3_mobilenet1.0_custom"),
+    "yolo3_mobilenet0.25": functools.partial(_zoo, "yolo3_mobilenet0.25_custom"),
+    "yolo3_tiny": _tiny_yolo3,
     "center_net_resnet18_v1b": functools.partial(_center_net, "resnet18_v1b"),
     "center_net_resnet50_v1b": functools.partial(_center_net, "resnet50_v1b"),
     "center_net_dla34": functools.partial(_center_net, "dla34"),
     "center_net_mobilenetv3_large_duc": functools.partial(_center_net, "mobilenetv3_large_duc"),
     "center_net_tiny": functools.partial(_center_net, "tiny"),
 }
-NO_PRETRAINED_BASE = ("tiny_ssd", "center_net_tiny")  # builders whose backbone has no ImageNet weights to load
+# builders whose backbone has no ImageNet weights to load
+NO_PRETRAINED_BASE = ("tiny_ssd", "center_net_tiny", "yolo3_tiny")
 DEFAULT_MODEL = "ssd_512_vgg16_atrous"
 
 
