@@ -35,12 +35,14 @@ setup(
     # finds its dataset and model configs without a checkout (one copy, no build-time duplication).
     packages=find_packages(include=["gluondet", "gluondet.*"]) + ["gluondet.configs"],
     package_dir={"gluondet.configs": "configs"},
-    package_data={"gluondet.configs": ["datasets/*.yaml", "models/*.yaml"]},
+    package_data={"gluondet.configs": ["datasets/*.yaml", "models/*.yaml"], "gluondet.serve": ["page/*"]},
     python_requires=">=3.8,<3.12",
     install_requires=pins["runtime"],
-    # the test extra brings onnx too, so the ONNX export is tested wherever the suite runs
+    # the test extra brings onnx and serve too, so the ONNX export and the server are tested
+    # wherever the suite runs
     extras_require={"cpu": pins["cpu"], "cu112": pins["cu112"], "onnx": pins["onnx"],
-                    "tensorboard": pins["tensorboard"], "test": pins["test"] + pins["onnx"]},
+                    "tensorboard": pins["tensorboard"], "serve": pins["serve"],
+                    "test": pins["test"] + pins["onnx"] + pins["serve"]},
     entry_points={"console_scripts": ["gluondet=gluondet.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

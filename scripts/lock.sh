@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh the locks: locks/<install>.txt holds the whole transitive set of one supported install,
-# every package at one version: cpu or cu112 with any of the extras onnx, tensorboard and test
+# every package at one version: cpu or cu112 with any of the extras onnx, serve, tensorboard and test
 # (locks/cpu+test.txt is what scripts/setup_env.sh cpu,test and CI install; locks/cpu.txt the CPU
 # image; locks/cu112.txt the CUDA image). uv resolves them from setup.py, which reads its direct
 # pins from constraints.txt: versions are chosen there, and only there.
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 min_python=3.9  # the CUDA image's Python, and the oldest the pins admit (scipy 1.11.4 needs 3.9)
 accelerators=(cpu cu112)
-extras=(onnx tensorboard test)
+extras=(onnx serve tensorboard test)  # sorted: the order setup_env.sh names a lock in
 
 tools="${LOCK_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gluondet/lock-tools}"
 uv_pin="$(grep -E '^uv==' constraints.txt)"

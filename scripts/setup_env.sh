@@ -3,7 +3,7 @@
 # its lock holds: locks/<extras>.txt, the whole transitive set (scripts/lock.sh writes the locks
 # from constraints.txt, the one place versions are chosen).
 # Usage: scripts/setup_env.sh [EXTRAS]   (default: cpu; the tests use cpu,test)
-#   EXTRAS: cpu or cu112, plus any of onnx, tensorboard, test, comma-separated
+#   EXTRAS: cpu or cu112, plus any of onnx, serve, tensorboard, test, comma-separated
 #   (cpu,test installs locks/cpu+test.txt; cu112,tensorboard locks/cu112+tensorboard.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +24,8 @@ for extra in "${wanted[@]}"; do
         cpu|cu112)
             [ -z "$accel" ] || [ "$accel" = "$extra" ] || die "choose one of cpu and cu112, not both"
             accel="$extra" ;;
-        onnx|tensorboard|test) others+=("$extra") ;;
-        *) die "unknown extra '$extra': use cpu or cu112, plus any of onnx, tensorboard, test" ;;
+        onnx|serve|tensorboard|test) others+=("$extra") ;;
+        *) die "unknown extra '$extra': use cpu or cu112, plus any of onnx, serve, tensorboard, test" ;;
     esac
 done
 [ -n "$accel" ] || die "'$extras' names no MXNet: add cpu (or cu112 on a CUDA 11.2 machine)"

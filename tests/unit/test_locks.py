@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCKCHECK = ROOT / "scripts" / "lockcheck.py"
 LOCKS = ROOT / "locks"
 ACCELERATORS = ("cpu", "cu112")
-EXTRAS = ("onnx", "tensorboard", "test")
+EXTRAS = ("onnx", "serve", "tensorboard", "test")
 PYTHONS = ("3.9.5", "3.10.12", "3.11.2")  # the universal locks' range, as scripts/lock.sh checks it
 
 sys.path.insert(0, str(LOCKCHECK.parent))
