@@ -8,7 +8,10 @@ stages and every BatchNorm stay frozen, as in GluonCV's scripts.
 """
 from mxnet import autograd
 
+from ..data.loader import epoch_loader, images_with_objects, ordered_loader
 from .base import Family, Step, check_enough_images, round_robin
+from .rcnn_data import (FasterRCNNTrainTransform, FasterRCNNValTransform, MaskRCNNTrainTransform, MaskRCNNValTransform,
+                        check_elongated_images, check_smallest_input, covering_anchor_grid)
 
 class FasterRCNNStep(Step):
     """Faster R-CNN: RPN objectness + box losses and R-CNN class + box losses, each normalized by its
@@ -157,7 +160,6 @@ class FasterRCNN(Family):
         """GluonCV's anchor grid (the zoo's, kept wherever it suffices: its weights hold the anchors
         as a constant) stops short of the largest input: built again with one that reaches it.
         Then a data shape with fewer anchors than the RPN keeps is refused."""
-        from ..models import check_smallest_input, covering_anchor_grid
 
         grid = covering_anchor_grid(net)
         if grid:
@@ -177,15 +179,11 @@ class FasterRCNN(Family):
         return train
 
     def train_indices(self, dataset):
-        from ..data.loader import images_with_objects
-
         return images_with_objects(dataset)
 
     def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
         """Lists of one image per item (GluonCV's train transform, RPN targets in the workers)."""
         from gluoncv.data.batchify import Append, Tuple
-
-        from ..data.loader import FasterRCNNTrainTransform, check_elongated_images, epoch_loader
 
         check_elongated_images(net, dataset, indices)
         return epoch_loader(dataset, FasterRCNNTrainTransform(net), Tuple(*[Append() for _ in range(5)]),
@@ -194,8 +192,6 @@ class FasterRCNN(Family):
     def val_loader(self, net, dataset, data_shape, batch_size, num_workers):
         """(data, label, im_scale) lists of one image each, in dataset order."""
         from gluoncv.data.batchify import Append, Tuple
-
-        from ..data.loader import FasterRCNNValTransform, check_elongated_images, ordered_loader
 
         check_elongated_images(net, dataset, training=False)
         return ordered_loader(dataset, FasterRCNNValTransform(net), Tuple(Append(), Append(), Append()),
@@ -251,10 +247,8 @@ class MaskRCNN(FasterRCNN):
     masks = True
 
     def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
-        """Six lists of one (1, ...) array per image (``data.loader.MaskRCNNTrainTransform``)."""
+        """Six lists of one (1, ...) array per image (``rcnn_data.MaskRCNNTrainTransform``)."""
         from gluoncv.data.batchify import Append, Tuple
-
-        from ..data.loader import MaskRCNNTrainTransform, check_elongated_images, epoch_loader
 
         check_elongated_images(net, dataset, indices)
         return epoch_loader(dataset, MaskRCNNTrainTransform(net), Tuple(*[Append() for _ in range(6)]),
@@ -263,8 +257,6 @@ class MaskRCNN(FasterRCNN):
     def val_loader(self, net, dataset, data_shape, batch_size, num_workers):
         """(images, labels, scales, masks), lists of one image each, in dataset order."""
         from gluoncv.data.batchify import Append, Tuple
-
-        from ..data.loader import MaskRCNNValTransform, check_elongated_images, ordered_loader
 
         check_elongated_images(net, dataset, training=False)
         return ordered_loader(dataset, MaskRCNNValTransform(net), Tuple(*[Append() for _ in range(4)]),

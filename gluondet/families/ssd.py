@@ -7,6 +7,7 @@ only runs the network. The stacked batch is sliced over the devices.
 import numpy as np
 from mxnet import autograd
 
+from ..data.loader import SSDTrainTransform, SSDValTransform, epoch_loader, ordered_loader, ssd_anchors
 from ..runtime import spread
 from .base import Family, Step, check_enough_images
 
@@ -54,8 +55,6 @@ class SSD(Family):
         """``augment``: ``ssd`` (GluonCV's SSD augmentation) or ``flip`` (see SSDTrainTransform)."""
         from gluoncv.data.batchify import Stack, Tuple
 
-        from ..data.loader import SSDTrainTransform, epoch_loader, ssd_anchors
-
         transform = SSDTrainTransform(data_shape, data_shape, ssd_anchors(net, data_shape), augment)
         return epoch_loader(dataset, transform, Tuple(Stack(), Stack(), Stack()), batch_size, num_workers,
                             indices, seed)
@@ -63,8 +62,6 @@ class SSD(Family):
     def val_loader(self, net, dataset, data_shape, batch_size, num_workers):
         """(data, label) batches: stacked images, labels padded with -1 rows."""
         from gluoncv.data.batchify import Pad, Stack, Tuple
-
-        from ..data.loader import SSDValTransform, ordered_loader
 
         return ordered_loader(dataset, SSDValTransform(data_shape, data_shape), Tuple(Stack(), Pad(pad_val=-1)),
                               batch_size, num_workers)

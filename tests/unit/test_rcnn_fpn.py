@@ -162,7 +162,7 @@ def test_init_from_the_coco_mask_detector_offline_is_one_clear_error(tmp_path, m
 
 def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
     from gluondet.config import resolve_model_config
-    from gluondet.data.loader import FasterRCNNTrainTransform
+    from gluondet.families.rcnn_data import FasterRCNNTrainTransform
     from gluondet.families import get_family
     from gluondet.families.rcnn import FasterRCNNStep
     from gluondet.models import build_model
@@ -276,7 +276,7 @@ def test_train_transforms_target_every_anchor_the_network_has(name, data_shape):
     """A target per anchor, for images of every size: GluonCV's transforms made targets for a
     128 x 128 grid of anchors (512 px at an FPN's stride 4), and the first step at --data-shape 608
     or more failed in MXNet's reshape ("65787 vs. 159882")."""
-    from gluondet.data.loader import FasterRCNNTrainTransform, MaskRCNNTrainTransform
+    from gluondet.families.rcnn_data import FasterRCNNTrainTransform, MaskRCNNTrainTransform
 
     net = _rcnn(name, data_shape)
     masks = name.startswith("mask")
