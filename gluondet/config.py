@@ -19,6 +19,7 @@ import yaml
 
 from .constants import AUGMENTATIONS, KVSTORES, LR_MODES, MAX_ROLLBACKS, METRICS, ON_DIVERGE, OPTIMIZERS
 from .errors import GluondetError
+from .layouts import coco_file_spec, coco_roles, find_coco_splits
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_DIR_ENV = "GLUONDET_CONFIG_DIR"
@@ -233,8 +234,6 @@ def resolve_dataset(name_or_path, config_dir=None):
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return dataset_config_from_dict(load_yaml(path), source=path)
     if path.is_dir():
-        from .data.coco import coco_roles, find_coco_splits
-
         coco_splits = {} if (path / "Annotations").is_dir() else find_coco_splits(path)
         if coco_splits:  # a COCO root: annotations/instances_*.json and image folders
             return DatasetConfig(name=path.resolve().name, format="coco", root=path.resolve(),
@@ -242,8 +241,6 @@ def resolve_dataset(name_or_path, config_dir=None):
         return DatasetConfig(name=path.resolve().name, format="voc", root=path.resolve(),
                              splits=dict(VOC_DEFAULT_SPLITS))
     if path.suffix == ".json" and path.is_file():
-        from .data.coco import coco_file_spec
-
         root, spec = coco_file_spec(path)
         return DatasetConfig(name=path.resolve().stem, format="coco", root=root,
                              splits={"train": spec, "val": spec, "test": spec})

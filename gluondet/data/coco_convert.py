@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
+from ..layouts import coco_file_spec, find_coco_splits
 from .base import DatasetIndex
+from .coco import coco_paths, load_coco_api, read_coco
 from .convert import Collection, Sample, Shape, count_note, place_image, refuse, shape_area
-from .coco import coco_file_spec, coco_paths, find_coco_splits, load_coco_api, read_coco
 
 
 def _source_specs(src):

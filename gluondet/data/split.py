@@ -110,7 +110,8 @@ def coco_split_paths(ann_path):
 
 def write_coco_splits(ann_path, val=0.2, test=0.1, seed=0, force=False):
     """Split one COCO instances file into instances_{train,val,test}.json beside it (see the module doc)."""
-    from .coco import coco_file_spec, load_coco_api
+    from ..layouts import coco_file_spec
+    from .coco import load_coco_api
 
     ann_path = Path(ann_path).resolve()
     targets = coco_split_paths(ann_path)
