@@ -89,6 +89,13 @@ class Detections:
         return out
 
 
+def image_record(name, image, detections, classes):
+    """One image's entry in ``gluondet detect --json`` (and in ``gluondet serve``'s answers): its
+    name, size in pixels (EXIF orientation applied) and boxes (``Detections.records``)."""
+    h, w = image.shape[:2]
+    return {"file": str(name), "width": w, "height": h, "boxes": detections.records(classes)}
+
+
 @dataclass
 class ImageResult:
     """What ``Detector.detect_files`` yields for one file: detections or the error that stopped it."""

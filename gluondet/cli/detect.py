@@ -103,7 +103,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     model_dir = source.parent if source.is_file() else source
     thresh = _resolve_thresh(thresh, source, model_dir, which)
 
-    from ..predict import Detector
+    from ..predict import Detector, image_record
     from ..runtime import configure_engine, make_contexts
 
     configure_engine(ctx)
@@ -126,10 +126,8 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
             say(f"gluondet: error: {result.error}")  # above the progress bar
             failed.append({"file": str(result.path), "error": result.error})
             continue
-        h, w = result.image.shape[:2]
         dets = result.detections
-        records.append({"file": str(result.path), "width": w, "height": h,
-                        "boxes": dets.records(detector.classes)})
+        records.append(image_record(result.path, result.image, dets, detector.classes))
         rows.append((result.path.name, dets.counts(detector.classes), result.seconds))
         if not no_draw:
             _write_image(outputs[result.path], viz.draw_detections(result.image, dets, detector.classes))

@@ -217,3 +217,27 @@ def test_read_from_bytes_names_the_given_path():
     assert read_image("embedded.json", data=buf.getvalue()).shape == (STORED_H, STORED_W, 3)
     with pytest.raises(ImageReadError, match="embedded.json"):
         read_image("embedded.json", data=b"nope")
+
+
+def test_uploaded_bytes_are_read_by_the_same_policy(tmp_path):
+    from gluondet.image import read_image_bytes
+
+    photo = _save_jpeg(tmp_path / "photo.jpg", _stored_pixels(), orientation=6)
+    np.testing.assert_array_equal(read_image_bytes(photo.read_bytes(), "photo"), read_image(photo))
+    cut = photo.read_bytes()[:200]
+    with pytest.raises(ImageReadError, match="upload: "):
+        read_image_bytes(cut)
+
+
+def test_an_upload_over_pillows_pixel_limit_is_refused_from_its_header(monkeypatch):
+    from gluondet.image import ImageTooLargeError, read_image_bytes
+
+    buf = io.BytesIO()
+    Image.new("L", (300, 200)).save(buf, format="PNG")  # 60,000 pixels in a few hundred bytes
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # Pillow itself only warns up to 100,000
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.png: refused: 300x200 pixels is over .* 50000"):
+        read_image_bytes(buf.getvalue(), "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 25_000)  # past twice the limit, Pillow refuses too
+    with pytest.raises(ImageTooLargeError, match="refused"):
+        read_image("bomb.png", data=buf.getvalue())
+    assert issubclass(ImageTooLargeError, ImageReadError)
