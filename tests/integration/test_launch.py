@@ -7,13 +7,16 @@ SGD steps on the union of the workers' batches.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from output_lines import OutputLines
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +24,7 @@ GLUONDET = str(Path(sys.executable).parent / "gluondet")
 NUM_SAMPLES, BATCH, STEPS, LR, FEATURES = 37, 4, 4, 0.1, 3
 
 WORKER_SCRIPT = r'''
-import json, os, sys, time
+import json, os, socket, sys
 from pathlib import Path
 import numpy as np
 import mxnet as mx
@@ -30,6 +33,20 @@ from gluondet.engine.distributed import exit_on_failure, shard_indices, worker_i
 
 out = Path(sys.argv[1])
 num_samples, batch, steps, lr, features = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+
+
+def wait_for_release(message):
+    """Print ``message`` and block until the test closes the Unix socket (or 600 s, a hang guard)."""
+    with socket.socket(socket.AF_UNIX) as release:
+        release.settimeout(600)
+        release.connect(str(out / "release.sock"))
+        print(message, flush=True)
+        try:
+            release.recv(1)
+        except ConnectionResetError:  # closed before it accepted us: released too
+            pass
+
+
 rng = np.random.RandomState(0)  # the same data on every worker
 x = rng.uniform(-1, 1, (num_samples, features)).astype("float32")
 y = (x @ np.array([[1.5], [-2.0], [0.5]], "float32") + 0.3).astype("float32")
@@ -37,6 +54,7 @@ y = (x @ np.array([[1.5], [-2.0], [0.5]], "float32") + 0.3).astype("float32")
 kv = mx.kv.create("dist_sync")
 rank, num_workers = worker_info(kv)
 if os.environ.get("FAIL_RANK") == str(rank):
+    wait_for_release(f"rank {rank} joined, failing when released")  # the test sees every process first
     with exit_on_failure():  # a plain raise would hang at exit, in the kvstore's barrier
         raise RuntimeError("this worker fails on purpose")
 shard = shard_indices(num_samples, rank, num_workers)
@@ -52,12 +70,9 @@ for step in range(steps):
     trainer.step(batch * num_workers)  # the same value every step: see gluondet.engine.distributed
 params = {k.split("_", 1)[1]: v.data().asnumpy().tolist() for k, v in net.collect_params().items()}
 (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "num_workers": num_workers, "shard": shard, "params": params}))
-print(f"rank {rank} of {num_workers} done", flush=True)
 # Stay up (servers and scheduler too, as this worker has not finalised) until the test has
 # looked at every process's sockets.
-deadline = time.time() + 30
-while not (out / "release").exists() and time.time() < deadline:
-    time.sleep(0.05)
+wait_for_release(f"rank {rank} of {num_workers} done")
 '''
 
 
@@ -118,40 +133,56 @@ def _address(hex_addr):
     return f"[v6 {ip}]:{int(port, 16)}"
 
 
-def _start(tmp_path, extra_env=None):
+@contextmanager
+def _launched(tmp_path, extra_env=None):
+    """``gluondet launch`` of 2 workers and 1 server running WORKER_SCRIPT: yields the launcher, its
+    output lines and ``release`` (lets the workers that wait in ``wait_for_release`` go on). On the
+    way out a launcher still running (a failed test) is stopped with its children."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    cmd = [GLUONDET, "launch", "-n", "2", "-s", "1", "--timeout", "60", "--",
+    cmd = [GLUONDET, "launch", "-n", "2", "-s", "1", "--timeout", "600", "--",
            sys.executable, str(script), str(tmp_path), str(NUM_SAMPLES), str(BATCH), str(STEPS),
            str(LR), str(FEATURES)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tmp_path / "release.sock"))
+        listener.listen(8)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            yield proc, OutputLines(proc.stdout, "gluondet launch"), lambda: _release(listener)
+        finally:
+            _release(listener)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)  # the launcher stops its children on Ctrl-C
+                proc.wait(timeout=60)
 
 
-def _finish(proc, timeout=60):
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)  # the launcher stops its children on Ctrl-C
-        output, _ = proc.communicate(timeout=20)
-        pytest.fail("gluondet launch did not finish in time:\n" + output)
-    return proc.returncode, output
+def _release(listener):
+    """Close every connection waiting on ``listener``: their ``recv`` returns, the workers go on."""
+    listener.setblocking(False)
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except BlockingIOError:
+            return
+        connection.close()
+
+
+def _finish(proc, lines):
+    """The launcher's exit status and output, once its output has ended (hang guards, not limits)."""
+    output = lines.rest()
+    return proc.wait(timeout=60), output
 
 
 def test_two_workers_one_server_train_in_sync_on_loopback(tmp_path):
-    proc = _start(tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        while not all((tmp_path / f"rank{r}.json").exists() for r in (0, 1)):
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "workers did not finish training in 60 s"
-            time.sleep(0.1)
+    with _launched(tmp_path) as (proc, lines, release):
+        for _ in range(2):  # each waits, with every other process of the job, until released
+            lines.wait_for(r"^\[worker \d\] rank \d of 2 done$", "worker's line saying it is done")
         pids = _descendants(proc.pid)
         sockets = _tcp_sockets(pids)
-    finally:
-        (tmp_path / "release").write_text("")
-    status, output = _finish(proc)
+        release()
+        status, output = _finish(proc, lines)
     assert status == 0, output
 
     # 1 scheduler + 1 server + 2 workers besides the launcher, all on 127.0.0.1 and nowhere else.
@@ -180,15 +211,13 @@ def test_two_workers_one_server_train_in_sync_on_loopback(tmp_path):
 
 def test_a_failing_worker_stops_the_job_with_its_status(tmp_path):
     # Rank 1 fails after joining; rank 0 would wait for it forever in dist_sync.
-    proc = _start(tmp_path, {"FAIL_RANK": "1"})
-    pids = []
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        pids = _descendants(proc.pid)[1:] or pids
-        time.sleep(0.1)
-    status, output = _finish(proc)
+    with _launched(tmp_path, {"FAIL_RANK": "1"}) as (proc, lines, release):
+        lines.wait_for(r"^\[worker \d\] rank 1 joined, failing when released$", "line of the failing rank")
+        pids = _descendants(proc.pid)[1:]  # the whole job is up: it cannot end before the release
+        release()
+        status, output = _finish(proc, lines)
     assert status == 1, output
     assert "exited with status 1" in output
     assert "RuntimeError: this worker fails on purpose" in output
-    assert pids, "saw no child processes"
+    assert len(pids) >= 4, pids  # scheduler, server, 2 workers
     assert not [p for p in pids if Path(f"/proc/{p}").exists()], "children left running"
