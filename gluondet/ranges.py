@@ -40,6 +40,10 @@ RANGES = {
     "iou": (lambda v: 0.05 <= v <= 0.95, "in [0.05, 0.95]"),
     "score": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "thresh": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "max_batch": _AT_LEAST_1,
+    "max_queue": _AT_LEAST_1,
+    "max_wait_ms": _NOT_NEGATIVE,
+    "max_upload_mb": _POSITIVE,
 }
 
 

@@ -49,9 +49,10 @@ def _register():
     from .export import export
     from .launch import launch
     from .report import report
+    from .serve import serve
     from .train import train
 
-    for command in (data, train, eval_cmd, detect, export, launch, report):
+    for command in (data, train, eval_cmd, detect, export, launch, report, serve):
         main.add_command(command)
 
 
