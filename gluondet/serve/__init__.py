@@ -19,6 +19,12 @@ def run_server(sock, load_detector, settings, source="", grace_s=30):
     what it raises is raised here once the server has stopped."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            # said here, on the event loop, not in the signal handler, where it could cut into a print
+            say("gluondet serve: stopping: no new connections; answering the requests in flight")
+            await super().shutdown(sockets=sockets)
+
     failure = []
     server = None
 
@@ -34,7 +40,7 @@ def run_server(sock, load_detector, settings, source="", grace_s=30):
     app = create_app(load_detector, settings, on_ready=on_ready, on_load_error=on_load_error)
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
                             timeout_graceful_shutdown=grace_s, server_header=False)
-    server = uvicorn.Server(config)
+    server = Server(config)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     say(f"gluondet serve: listening on {url} (loading {source})")

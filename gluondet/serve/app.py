@@ -77,8 +77,11 @@ def run_batch(detector, payloads, settings):
     from ..predict import image_record
 
     images = [image for _, image in payloads]
+    # One forward of exactly these images, not padded to max_batch as detect_files pads: a lone
+    # request would pay for max_batch images. The SSD graph re-plans its memory when the batch size
+    # changes, which cost far less than the padding on the tiny SSD (README, "gluondet serve").
     found = detector.detect(images, thresh=settings.thresh, max_boxes=settings.max_boxes,
-                            batch_size=settings.max_batch)
+                            batch_size=len(images))
     return [image_record(name, image, dets, detector.classes) for (name, image), dets in zip(payloads, found)]
 
 
@@ -112,7 +115,7 @@ def create_app(load_detector: Callable, settings: ServeSettings, on_ready: Calla
         _authorize(request, settings)
         _ready(batcher)
         kind = _content_kind(request)
-        body = await _read_body(request, settings.max_upload_bytes)
+        body = await _read_body(request, settings.max_upload_bytes, settings.max_upload_mb)
         uploads = await _uploads(request, body, kind, settings.max_images)
         loop = asyncio.get_running_loop()
         images = await asyncio.gather(*(loop.run_in_executor(decoder, _decode, name, data) for name, data in uploads))
@@ -206,11 +209,10 @@ def _content_kind(request):
                        "..., or application/octet-stream) or several as multipart/form-data")
 
 
-async def _read_body(request, limit):
-    """The body, refused (413) as soon as it is known to be over ``limit`` bytes: from its
-    Content-Length before reading, else while it streams in (chunked uploads)."""
+async def _read_body(request, limit, mb):
+    """The body, refused (413) as soon as it is known to be over ``limit`` bytes (``mb`` MiB, as
+    given): from its Content-Length before reading, else while it streams in (chunked uploads)."""
     declared = request.headers.get("content-length")
-    mb = limit / (1024 * 1024)
     if declared is not None:
         if not declared.isdigit():
             raise Refused(400, f"Content-Length {declared!r} is not a number of bytes")
