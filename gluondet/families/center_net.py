@@ -128,10 +128,10 @@ def check_data_shape(net, data_shape):
     if fits(int(data_shape)):
         return
     better = next((s for s in range(int(data_shape) + 1, int(data_shape) + 257) if fits(s)), None)
-    raise GluondetError(
-        f"--data-shape {data_shape}: this CenterNet maps a {data_shape} px input to a heatmap of "
-        f"{heatmap_side(net, data_shape)} cells, not {int(data_shape) / net.scale:g} (its base halves the input "
-        f"five times); use a multiple of 32" + (f", such as {better}" if better else ""))
+    side = heatmap_side(net, data_shape)
+    made = f"makes a heatmap of {side} cells of it, not {int(data_shape) / net.scale:g}" if side else "cannot take it"
+    raise GluondetError(f"--data-shape {data_shape}: this CenterNet {made} (its base halves the input five times); "
+                        f"use a multiple of 32" + (f", such as {better}" if better else ""))
 
 
 def heatmap_side(net, side):
