@@ -316,3 +316,37 @@ def test_shipped_configs_name_a_builder_and_options_the_family_takes(name):
     assert family_name(cfg) == "yolo3" and name in MODELS
     family_of(cfg)  # its options: all known, all valid
     assert resolve_train_config(cfg, {}).lr_mode == "cosine"
+
+
+def test_prefetched_targets_equal_gluoncv_s_generator_on_random_objects():
+    """prefetch_targets (numpy) against GluonCV's YOLOV3PrefetchTargetGenerator (NDArrays) on 120
+    random images: objects from under a pixel to the whole input, several in one cell, mixup shares,
+    padding rows, three input sizes of the tiny YOLOv3's three layers."""
+    from gluoncv.model_zoo.yolo.yolo_target import YOLOV3PrefetchTargetGenerator
+
+    from gluondet.data.yolo3_transforms import prefetch_targets, target_geometry
+
+    net = toy_yolo(["a", "b", "c", "d"])
+    geometry = target_geometry(net, [64, 96, 128])
+    reference = YOLOV3PrefetchTargetGenerator(num_class=4)
+    rng = np.random.default_rng(0)
+    for case in range(120):
+        size = int(rng.choice([64, 96, 128]))
+        count = int(rng.integers(1, 9))
+        corners = np.sort(rng.uniform(0, size, (count, 2, 2)), axis=1)  # x, y pairs: min then max
+        if case % 5 == 0:  # several objects around one spot, some under a pixel wide
+            corners = np.sort(size / 2 + rng.uniform(-3, 3, (count, 2, 2)), axis=1)
+        boxes = np.concatenate([corners[:, 0], corners[:, 1]], axis=1)
+        bbox = np.concatenate([boxes, rng.integers(0, 4, (count, 1)), rng.uniform(0.05, 1, (count, 1))], axis=1)
+        bbox = bbox.astype(np.float32)
+        if case % 7 == 0:  # padding rows after the objects
+            bbox = np.concatenate([bbox, np.full((2, 6), -1, np.float32)])
+        mixratio = bbox[:, -1] if case % 2 else None
+        ours = prefetch_targets(bbox, geometry[size], size, 4, mixratio)
+        layers = geometry[size]
+        theirs = reference(mx.nd.zeros((1, 3, size, size)), [mx.nd.zeros(shape) for _, _, shape in layers],
+                           [mx.nd.array(a) for a, _, _ in layers], [mx.nd.array(o) for _, o, _ in layers],
+                           mx.nd.array(bbox[None, :, :4]), mx.nd.array(bbox[None, :, 4:5]),
+                           mx.nd.array(bbox[None, :, 5:6]) if mixratio is not None else None)
+        for name, mine, ref in zip(("objectness", "centers", "scales", "weights", "classes"), ours, theirs):
+            np.testing.assert_array_equal(mine, ref[0].asnumpy(), err_msg=f"case {case}: {name}")
