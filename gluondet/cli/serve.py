@@ -64,13 +64,14 @@ def serve(source, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, 
         raise GluondetError(f"--max-queue {max_queue} is less than --max-batch {max_batch}: no batch could fill")
     source = Path(source)
     thresh = _resolve_thresh(thresh, source, source.parent if source.is_file() else source, which)
-
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise GluondetError(f"gluondet serve needs the serve extra ({e.name} is missing): "
                             "pip install -c constraints.txt 'gluondet[serve]'") from None
+    sock = _listen(host, port)  # before MXNet loads: a port in use is said at once, and clients queue
+
     from ..runtime import configure_engine, make_contexts
 
     configure_engine(ctx)
@@ -91,7 +92,6 @@ def serve(source, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, 
         detector.set_dtype(dtype)
         return detector
 
-    sock = _listen(host, port)
     run_server(sock, load, settings, source=source, grace_s=GRACE_S)
 
 

@@ -22,7 +22,8 @@ def run_server(sock, load_detector, settings, source="", grace_s=30):
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None):
             # said here, on the event loop, not in the signal handler, where it could cut into a print
-            say("gluondet serve: stopping: no new connections; answering the requests in flight")
+            if not failure:  # a model that did not load is said by the CLI's error line
+                say("gluondet serve: stopping: no new connections; answering the requests in flight")
             await super().shutdown(sockets=sockets)
 
     failure = []

@@ -390,3 +390,44 @@ def test_while_loading_and_after_a_failed_load_the_server_says_so(serve_app):
         answer = client.post("/detect", content=_picture((1, 1, 5, 5)), headers={"content-type": "image/png"})
         assert answer.status_code == 503 and answer.json() == {"error": "the model did not load"}
     assert isinstance(failures[0], FileNotFoundError)
+
+
+# ----------------------------------------------------------------------------- the command
+def _serve_cli(args, env=None):
+    from click.testing import CliRunner
+
+    from gluondet.cli import main
+
+    return CliRunner(mix_stderr=False).invoke(main, ["serve", *map(str, args)], env=env)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+    (["--max-wait-ms", "-1"], "--max-wait-ms must be 0 or more"),
+    (["--max-batch", "16", "--max-queue", "8"], "--max-queue 8 is less than --max-batch 16"),
+    (["--thresh", "2"], "--thresh must be in [0, 1]"),
+])
+def test_flags_that_cannot_serve_are_one_line(tmp_path, flags, words):
+    result = _serve_cli([tmp_path, *flags])
+    assert result.exit_code == 2 and words in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _serve_cli([tmp_path, "--port", port])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"gluondet: error: --host 127.0.0.1 --port {port}: cannot listen there (Address already in use)"
+
+
+def test_a_folder_that_does_not_load_stops_the_server_with_one_line(tmp_path):
+    result = _serve_cli([tmp_path, "--port", "0"])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    lines = result.stderr.splitlines()
+    assert "listening on http://127.0.0.1:" in lines[0]
+    assert lines[-1].startswith(f"gluondet: error: {tmp_path}") and "Traceback" not in result.stderr
