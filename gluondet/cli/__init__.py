@@ -27,7 +27,7 @@ class GluondetGroup(click.Group):
 @click.group(cls=GluondetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gluondet")
 def main():
-    """Train object detectors (SSD, Faster R-CNN) on your own labelled images.
+    """Train object detectors (SSD, Faster R-CNN, Mask R-CNN, YOLOv3, CenterNet) on your own labelled images.
 
     \b
     Typical use:

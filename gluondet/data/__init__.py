@@ -5,19 +5,12 @@ annotations (through the parsed-index cache), checks them, and returns a Detecti
 refuses with the check's report. ``READERS`` maps a config's ``format`` to its reader.
 """
 from ..errors import GluondetError
+from ..progress import say
 from .base import DetectionDataset, Problem
 from .check import CheckResult, check_dataset, format_report
-from .coco import read_coco_dataset
-from .masks import InstanceDataset
-from ..progress import say
 from .demo import ensure_dataset
-from .voc import read_voc_dataset
-
-# format -> reader(cfg, split) returning a DatasetIndex; split None means the whole dataset.
-READERS = {
-    "voc": read_voc_dataset,
-    "coco": read_coco_dataset,
-}
+from .masks import InstanceDataset
+from .readers import READERS
 
 REPORT_LINES = 30  # lines of the check report shown when load_dataset refuses
 
@@ -43,7 +36,7 @@ def load_dataset(cfg, split, classes=None, skip_bad=False, masks=False):
     skipped = len(result.entries) - len(entries)
     if errors:
         say(f"gluondet: {what}: left out {skipped} of {len(result.entries)} images with "
-               f"errors ({len(errors)} problems; see: gluondet data check)")
+            f"errors ({len(errors)} problems; see: gluondet data check)")
     if not entries:
         raise GluondetError(f"{what}: no usable images")
     dataset_class = InstanceDataset if masks else DetectionDataset

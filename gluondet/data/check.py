@@ -17,7 +17,10 @@ from typing import Dict, List, Optional
 
 from ..config import refuse_unknown_keys
 from .base import Entry, Problem, error, warning
+from .cache import paused_gc
+from .demo import ensure_dataset
 from .masks import mask_problems
+from .readers import READERS
 
 BOX_TOLERANCE = 1.0
 
@@ -57,10 +60,6 @@ def check_dataset(cfg, split=None, classes=None, full_decode=False, progress=Fal
     image files are checked whole (integrity.py: cut or corrupt files; ``full_decode``: every
     pixel of every image), in parallel and cached too.
     """
-    from . import READERS
-    from .cache import paused_gc
-    from .demo import ensure_dataset
-
     ensure_dataset(cfg)
     with paused_gc():  # linear time in the number of files (see paused_gc)
         index = READERS[cfg.format](cfg, split)

@@ -16,8 +16,9 @@ from ..errors import GluondetError
 from ..fileio import atomic_write_text
 from ..layouts import coco_file_spec, find_coco_splits
 from .base import DatasetIndex
+from .check import check_index
 from .coco import coco_paths, load_coco_api, read_coco
-from .convert import Collection, Sample, Shape, count_note, place_image, refuse, shape_area
+from .collection import Collection, Sample, Shape, count_note, place_image, refuse, shape_area
 
 
 def _source_specs(src):
@@ -32,8 +33,6 @@ def _source_specs(src):
 
 
 def read_coco_collection(src):
-    from .check import check_index
-
     classes, samples, splits, problems = None, {}, {}, []
     for split, root, spec in _source_specs(Path(src)):
         ann_path, _ = coco_paths(root, spec)

@@ -22,6 +22,7 @@ from typing import List, Optional
 
 from ..errors import GluondetError
 from ..image import IMAGE_SUFFIXES, ImageReadError, read_header, read_image
+from .collection import Collection, Sample, Shape
 
 # labelme's shape types (labelme/shape.py); a mask shape carries its two box corners as points
 SHAPE_TYPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "points", "mask")
@@ -179,11 +180,14 @@ def read_labelme_dir(src_dir):
     return images
 
 
-def convert_labelme(src_dir, dst, to="voc", copy=False):
-    """Convert a folder of labelme JSON files into a VOC folder, COCO or YOLO dataset at ``dst``.
-
-    The same as ``convert_dataset("labelme", ...)`` (convert.py); returns its summary.
-    """
-    from .convert import convert_dataset
-
-    return convert_dataset("labelme", src_dir, dst, to, copy=copy)
+def read_labelme_collection(src):
+    """A folder of labelme JSON files as a Collection (convert.py's source format); classes sorted."""
+    samples, warnings = [], []
+    for image in read_labelme_dir(src):
+        shapes = [Shape(s.label, tuple(s.box), difficult=s.difficult, polygons=[s.polygon] if s.polygon else [])
+                  for s in image.shapes]
+        samples.append(Sample(f"{image.stem}{image.ext}", image.width, image.height, source=image.source,
+                              data=image.data, shapes=shapes))
+        warnings.extend(image.warnings)
+    classes = sorted({s.label for sample in samples for s in sample.shapes})
+    return Collection(classes, samples, {}, warnings)

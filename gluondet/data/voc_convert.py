@@ -13,7 +13,8 @@ from pathlib import Path
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
 from .base import FLAG_DIFFICULT, DatasetIndex
-from .convert import PIXEL_DECIMALS, Collection, Sample, Shape, count_note, place_image, refuse
+from .check import check_index
+from .collection import PIXEL_DECIMALS, Collection, Sample, Shape, count_note, place_image, refuse
 from .voc import SPLIT_DIR, index_voc_root, is_voc_root, read_split_file
 
 CLASSES_FILE = "classes.txt"
@@ -29,8 +30,6 @@ def read_class_list(path):
 
 
 def read_voc_collection(src):
-    from .check import check_index
-
     if not is_voc_root(src):
         raise GluondetError(f"{src}: not a VOC folder (no Annotations/); convert one VOC folder at a time")
     entries = index_voc_root(src)

@@ -24,7 +24,7 @@ import yaml
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
 from ..image import IMAGE_SUFFIXES, ImageReadError, read_header, read_image
-from .convert import (PIXEL_DECIMALS, YOLO_DIGITS, Collection, Sample, Shape, clip_box, count_note, place_image,
+from .collection import (PIXEL_DECIMALS, YOLO_DIGITS, Collection, Sample, Shape, clip_box, count_note, place_image,
                       refuse)
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")

@@ -18,9 +18,7 @@ creates the Trainer, ``attach(trainer)`` right after, and ``backward(losses)`` i
 """
 import re
 
-from ..precision import (  # noqa: F401  (the names training code and tests use)
-    BF16_CPU_FLAGS, BFLOAT16, CPUINFO, DTYPES, FLOAT16, FLOAT32, choose_dtype, cpu_flags, cpu_has_bf16,
-    low_precision_block)
+from ..precision import BFLOAT16, DTYPES, FLOAT16, FLOAT32, choose_dtype
 from ..progress import say as progress_say
 
 # Operators without inputs (arange, zeros, random draws) that MXNet 1.9.1's bf16 list would cast to

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import GluondetError
 from ..families import family_of
+from .store import check_weight_file, model_store
 
 def _zoo(zoo_name, classes, pretrained_base=True, **kwargs):
     from gluoncv.model_zoo import get_model
@@ -96,8 +97,6 @@ def build_model(model_cfg, classes, pretrained_base=True):
     place), False (random initialization) or a path to the backbone's ``.params`` file.
     Parameters the backbone does not cover are initialized here (on the CPU).
     """
-    from .pretrained import check_weight_file, model_store
-
     if not classes:
         raise GluondetError("no classes: the dataset declares none and none were found in its labels")
     key, builder = _builder(model_cfg)

@@ -156,7 +156,7 @@ def main():
     args = parser.parse_args()
 
     from gluondet.data.synth import write_shapes_voc
-    from gluondet.engine.amp import cpu_has_bf16
+    from gluondet.precision import cpu_has_bf16
     from gluondet.runtime import usable_cpus
 
     flops, layers, side = forward_flops(args.model)

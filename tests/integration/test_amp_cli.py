@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gluondet.engine.amp import cpu_has_bf16
+from gluondet.precision import cpu_has_bf16
 
 from cli_helpers import invoke_cli
 

@@ -19,7 +19,7 @@ import pytest
 
 from cli_helpers import invoke_cli
 
-from gluondet.engine.amp import cpu_has_bf16
+from gluondet.precision import cpu_has_bf16
 
 # the module's one training run (6 epochs at 256 px) is part of its first test's time
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from gluondet.engine.amp import BFLOAT16, FLOAT16, FLOAT32, Precision, choose_dtype, cpu_flags, cpu_has_bf16
+from gluondet.engine.amp import Precision
+from gluondet.precision import BFLOAT16, FLOAT16, FLOAT32, choose_dtype, cpu_flags, cpu_has_bf16
 from gluondet.errors import GluondetError
 
 CPUINFO = """processor\t: 0

@@ -8,7 +8,7 @@ import pytest
 from data_helpers import FIXTURES, voc_config, write_image
 from gluondet.config import resolve_dataset
 from gluondet.data import load_dataset
-from gluondet.data.labelme import convert_labelme
+from gluondet.data.convert import convert_dataset
 from gluondet.errors import GluondetError
 
 
@@ -22,7 +22,7 @@ def src(tmp_path):
 
 
 def test_convert_to_voc(src, tmp_path):
-    summary = convert_labelme(src, tmp_path / "voc", to="voc")
+    summary = convert_dataset("labelme", src, tmp_path / "voc", "voc")
     assert summary["images"] == 2 and summary["boxes"] == 4 and summary["classes"] == ["hat", "person", "安全帽"]
     [point_warning] = summary["warnings"]
     assert "shape 4" in point_warning and "point" in point_warning
@@ -39,7 +39,7 @@ def test_convert_to_voc(src, tmp_path):
 
 
 def test_convert_to_coco_keeps_polygons(src, tmp_path):
-    summary = convert_labelme(src, tmp_path / "coco", to="coco")
+    summary = convert_dataset("labelme", src, tmp_path / "coco", "coco")
     doc = json.loads((tmp_path / "coco" / "annotations" / "instances_default.json").read_text(encoding="utf-8"))
     polygon = next(a for a in doc["annotations"] if a["bbox"] == [40.0, 10.0, 20.0, 34.0])
     assert polygon["segmentation"] == [[40.0, 10.0, 60.0, 12.0, 58.0, 40.0, 42.0, 44.0]]
@@ -55,14 +55,14 @@ def test_image_path_outside_src_is_refused(src, tmp_path):
     write_image(tmp_path / "secret.jpg", 64, 48)
     (src / "hats.json").write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(GluondetError, match=r"hats\.json: imagePath .* points outside"):
-        convert_labelme(src, tmp_path / "out")
+        convert_dataset("labelme", src, tmp_path / "out", "voc")
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_missing_image_without_image_data(src, tmp_path):
     (src / "hats.jpg").unlink()
     with pytest.raises(GluondetError, match=r"hats\.json: image hats\.jpg not found and no imageData"):
-        convert_labelme(src, tmp_path / "out")
+        convert_dataset("labelme", src, tmp_path / "out", "voc")
 
 
 def test_exif_rotated_photo_is_kept_and_read_turned_as_labelme_showed_it(tmp_path):
@@ -76,7 +76,7 @@ def test_exif_rotated_photo_is_kept_and_read_turned_as_labelme_showed_it(tmp_pat
     shape = {"label": "a", "points": [[2, 3], [12, 30]], "shape_type": "rectangle"}
     (src / "r.json").write_text(json.dumps({"shapes": [shape], "imagePath": "r.jpg", "imageData": None,
                                             "imageWidth": 20, "imageHeight": 40}))
-    summary = convert_labelme(src, tmp_path / "voc")
+    summary = convert_dataset("labelme", src, tmp_path / "voc", "voc")
     assert summary["warnings"] == []
     assert (tmp_path / "voc" / "JPEGImages" / "r.jpg").read_bytes() == (src / "r.jpg").read_bytes()
     ds = load_dataset(voc_config(tmp_path / "voc"), None)
@@ -87,7 +87,7 @@ def test_non_empty_destination_is_refused(src, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
     with pytest.raises(GluondetError, match="not an empty folder"):
-        convert_labelme(src, tmp_path / "out")
+        convert_dataset("labelme", src, tmp_path / "out", "voc")
 
 
 def test_unknown_shape_type_is_reported_and_left_out(src, tmp_path):
@@ -95,6 +95,6 @@ def test_unknown_shape_type_is_reported_and_left_out(src, tmp_path):
     n = len(doc["shapes"])
     doc["shapes"].append({"label": "hat", "points": [[1, 1], [30, 30]], "shape_type": "banana"})
     (src / "hats.json").write_text(json.dumps(doc), encoding="utf-8")
-    summary = convert_labelme(src, tmp_path / "voc")
+    summary = convert_dataset("labelme", src, tmp_path / "voc", "voc")
     assert any(f"shape {n + 1}: unknown shape_type 'banana'" in w and "left out" in w for w in summary["warnings"])
     assert summary["boxes"] == 4  # as without it

@@ -18,7 +18,7 @@ from data_helpers import FIXTURES, write_image
 from gluondet.config import resolve_dataset
 from gluondet.data import load_dataset
 from gluondet.data.check import check_dataset
-from gluondet.data.labelme import convert_labelme
+from gluondet.data.convert import convert_dataset
 from gluondet.data.synth import render_masked_shapes_image, write_shapes_voc
 from gluondet.errors import GluondetError
 
@@ -240,7 +240,7 @@ def test_labelme_circles_and_rectangles_become_polygons(tmp_path):
     src = tmp_path / "labelme"
     shutil.copytree(FIXTURES / "labelme", src)
     write_image(src / "hats.jpg", 64, 48)
-    summary = convert_labelme(src, tmp_path / "coco", to="coco")
+    summary = convert_dataset("labelme", src, tmp_path / "coco", "coco")
     ann_path = summary["output"]
     api = coco_api(ann_path)
     by_box = {tuple(a["bbox"]): a for a in api.dataset["annotations"]}
