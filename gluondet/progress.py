@@ -11,6 +11,7 @@ bar. ``summary=False`` keeps the plain line out of logs for work too small to re
 """
 import sys
 import time
+import unicodedata
 
 _settings = {"quiet": False}
 
@@ -28,6 +29,29 @@ def on_terminal(stream=None):
     stream = stream if stream is not None else sys.stderr
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+def text_width(text):
+    """The columns ``text`` takes on a terminal: East Asian wide and fullwidth characters (CJK class
+    names) take two, combining marks none, the rest one."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in str(text))
+
+
+def ljust(text, width):
+    """``text`` padded with spaces to ``width`` terminal columns (``str.ljust`` counts characters)."""
+    text = str(text)
+    return text + " " * max(0, width - text_width(text))
+
+
+def clip(text, width):
+    """``text`` as is if it fits ``width`` terminal columns, else cut to fit with a ``~`` at the end."""
+    text = str(text)
+    if text_width(text) <= width:
+        return text
+    while text and text_width(text) > width - 1:
+        text = text[:-1]
+    return text + "~"
 
 
 def say(message, stream=None):

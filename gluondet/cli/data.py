@@ -108,7 +108,9 @@ def split(root, val, test, seed, force):
 @json_option("the problems (a list of {file, severity, problem, detail})")
 @click.option("--full-decode", is_flag=True,
               help="Decode every pixel of every image (default: only images whose file does not end whole).")
-def check(root, dataset, config_dir, split_name, json_file, full_decode):
+@click.option("--verbose", "-v", is_flag=True,
+              help="List every warning (default: a warning that repeats shows its first lines and a count).")
+def check(root, dataset, config_dir, split_name, json_file, full_decode, verbose):
     """Report every problem in a dataset, one line each: FILE: SEVERITY: PROBLEM: DETAIL.
 
     Reads annotations and image headers, and checks that each image file is whole (a JPEG or PNG
@@ -126,7 +128,7 @@ def check(root, dataset, config_dir, split_name, json_file, full_decode):
     if json_file != "-":
         source = "from the config" if (cfg.classes or cfg.format == "coco") else "discovered, sorted"
         click.echo(f"{cfg.name}: {len(result.entries)} images, classes ({source}): {', '.join(result.classes)}")
-        click.echo(format_report(result.problems))
+        click.echo(format_report(result.problems, verbose=verbose))
     sys.exit(0 if result.ok else 1)
 
 

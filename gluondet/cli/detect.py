@@ -305,12 +305,13 @@ def _write_coco_results(coco_file, dataset, classes, records, config_dir=None):
 def _print_summary(rows, n_failed, out_dir, detector):
     if not rows:
         return
-    width = min(40, max(len("image"), *(len(name) for name, _, _ in rows)))
+    from ..progress import clip, ljust, text_width
+
+    width = min(40, max(len("image"), *(text_width(name) for name, _, _ in rows)))
     click.echo(f"{'image':<{width}}  {'boxes':>5}  {'time':>8}  per class")
     for name, counts, seconds in rows[:SUMMARY_ROWS]:
         per_class = ", ".join(f"{c} {n}" for c, n in counts.items()) or "-"
-        shown = name if len(name) <= width else name[:width - 1] + "~"
-        click.echo(f"{shown:<{width}}  {sum(counts.values()):>5}  {seconds * 1000:>6.0f}ms  {per_class}")
+        click.echo(f"{ljust(clip(name, width), width)}  {sum(counts.values()):>5}  {seconds * 1000:>6.0f}ms  {per_class}")
     if len(rows) > SUMMARY_ROWS:
         click.echo(f"... and {len(rows) - SUMMARY_ROWS} more images (all of them are in --json)")
     total = sum(s for _, _, s in rows)

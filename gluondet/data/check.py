@@ -190,11 +190,36 @@ def _list(names, limit=8):
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def format_report(problems, limit: Optional[int] = None):
-    """Problems one per line (``limit`` lines at most, then a count), and a summary line."""
-    lines = [str(p) for p in (problems[:limit] if limit else problems)]
-    if limit and len(problems) > limit:
-        lines.append(f"... and {len(problems) - limit} more (see: gluondet data check)")
+WARNINGS_SHOWN = 3  # lines of one repeated warning before the rest are counted (data check --verbose: all)
+
+
+def _grouped(problems):
+    """``problems`` with each warning code's lines past the first WARNINGS_SHOWN replaced by one
+    count line (a str), in the place of the first line left out."""
+    counts = Counter(p.problem for p in problems if p.severity == "warning")
+    seen, out = Counter(), []
+    for p in problems:
+        if p.severity != "warning" or counts[p.problem] <= WARNINGS_SHOWN + 1:
+            out.append(p)
+            continue
+        seen[p.problem] += 1
+        if seen[p.problem] <= WARNINGS_SHOWN:
+            out.append(p)
+        elif seen[p.problem] == WARNINGS_SHOWN + 1:
+            out.append(f"... and {counts[p.problem] - WARNINGS_SHOWN} more '{p.problem}' warnings "
+                       "(--verbose lists them all)")
+    return out
+
+
+def format_report(problems, limit: Optional[int] = None, verbose=True):
+    """Problems one per line (``limit`` lines at most, then a count), and a summary line.
+
+    Without ``verbose``, a warning that repeats (the demo's 110 images without objects) shows its
+    first ``WARNINGS_SHOWN`` lines and then one line counting the rest; every error is listed."""
+    shown = problems if verbose else _grouped(problems)
+    lines = [str(p) for p in (shown[:limit] if limit else shown)]
+    if limit and len(shown) > limit:
+        lines.append(f"... and {len(shown) - limit} more (see: gluondet data check)")
     errors = sum(p.severity == "error" for p in problems)
     files = len({p.file for p in problems if p.severity == "error"})
     lines.append(f"{errors} error(s) in {files} file(s), {len(problems) - errors} warning(s)")

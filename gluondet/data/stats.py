@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..progress import ljust, text_width
 from .base import FLAG_CROWD, FLAG_DIFFICULT
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
@@ -86,9 +87,9 @@ def format_stats(stats):
     """Human-readable lines for ``dataset_stats`` output."""
     lines = [f"images: {stats['images']} ({stats['negatives']} with no objects)",
              f"boxes: {stats['boxes']} ({stats['difficult']} difficult, {stats['crowd']} crowd)"]
-    width = max((len(n) for n in stats["per_class"]), default=0)
+    width = max((text_width(n) for n in stats["per_class"]), default=0)
     for name, count in stats["per_class"].items():
-        lines.append(f"  {name:<{width}}  {count}")
+        lines.append(f"  {ljust(name, width)}  {count}")
     b = stats["boxes_per_image"]
     if "mean" in b:
         lines.append(f"boxes per image: mean {b['mean']:.2f}, median {b['median']:g}, max {b['max']:g}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
+from ..progress import ljust, text_width
 from .analysis import analyze, matched, to_jsonable
 
 ANALYSIS_FILE = "analysis.json"
@@ -192,13 +193,13 @@ def _read_analysis(path):
 def format_threshold_table(analysis):
     """Per-class precision, recall, TP, FP, FN and GT at the analysis threshold, as one string."""
     rows = analysis["per_class"]
-    width = max([len(r["class"]) for r in rows] + [len("class")])
+    width = max([text_width(r["class"]) for r in rows] + [len("class")])
     head = f"at score >= {analysis['threshold']:.3f} ({analysis['threshold_source']}), IoU {analysis['iou']:g}:"
-    lines = [head, "%-*s  %9s  %6s  %6s  %6s  %6s  %6s" % (width, "class", "precision", "recall",
-                                                           "TP", "FP", "FN", "GT")]
+    lines = [head, "%s  %9s  %6s  %6s  %6s  %6s  %6s" % (ljust("class", width), "precision", "recall",
+                                                         "TP", "FP", "FN", "GT")]
     for r in rows:
-        lines.append("%-*s  %9s  %6s  %6d  %6d  %6d  %6d" % (
-            width, r["class"], _cell(r["precision"]), _cell(r["recall"]), r["tp"], r["fp"], r["fn"], r["gt"]))
+        lines.append("%s  %9s  %6s  %6d  %6d  %6d  %6d" % (
+            ljust(r["class"], width), _cell(r["precision"]), _cell(r["recall"]), r["tp"], r["fp"], r["fn"], r["gt"]))
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ no ground truth in the evaluated images) is ``None`` there, so the dict is valid
 """
 import math
 
+from ..progress import ljust, text_width
+
 
 def metric_result(metric):
     """The result dict of a metric with ``class_names`` (gluondet's or GluonCV's VOC metrics, or
@@ -30,18 +32,17 @@ def metric_result(metric):
 def format_ap_table(result):
     """A per-class AP table with the mean last (and the COCO numbers, if any), as one string."""
     per_class = result["per_class"]
-    width = max([len(name) for name in per_class] + [len("mAP"), len("class")])
-    lines = ["%-*s  %7s" % (width, "class", "AP"), "-" * (width + 9)]
+    width = max([text_width(name) for name in per_class] + [len("mAP"), len("class")])
+    lines = ["%s  %7s" % (ljust("class", width), "AP"), "-" * (width + 9)]
     for name, ap in per_class.items():
-        lines.append("%-*s  %7s" % (width, name, _cell(ap))
-                     + ("" if ap is not None else "  (no ground truth)"))
+        lines.append("%s  %7s" % (ljust(name, width), _cell(ap)) + ("" if ap is not None else "  (no ground truth)"))
     lines.append("-" * (width + 9))
-    lines.append("%-*s  %7s  (%s)" % (width, "mAP", _cell(result["map"]), result["metric"]))
+    lines.append("%s  %7s  (%s)" % (ljust("mAP", width), _cell(result["map"]), result["metric"]))
     extra = {k: v for k, v in result.items() if k not in ("metric", "map", "per_class")}
     for section, numbers in extra.items():
         if isinstance(numbers, dict):
             lines.extend(["", "%s summary:" % section])
-            lines.extend("%-*s  %7s" % (width, name, _cell(v)) for name, v in numbers.items())
+            lines.extend("%s  %7s" % (ljust(name, width), _cell(v)) for name, v in numbers.items())
     return "\n".join(lines)
 
 

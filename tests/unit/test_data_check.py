@@ -171,3 +171,19 @@ def test_report_is_limited_and_summarised(tmp_path):
     report = format_report(check_dataset(voc_config(tmp_path)).problems, limit=2)
     lines = report.splitlines()
     assert len(lines) == 4 and "and 3 more" in lines[2] and lines[3].startswith("5 error(s) in 5 file(s)")
+
+
+def test_a_repeated_warning_is_counted_unless_verbose_and_errors_are_all_listed():
+    from gluondet.data.base import error, warning
+    from gluondet.data.check import WARNINGS_SHOWN, format_report
+
+    problems = ([warning(f"a{i}.xml", "no-objects", "negative") for i in range(10)]
+                + [warning("b.xml", "tiny-box", "2 px"), error("c.xml", "box-outside-image", "x")]
+                + [error(f"d{i}.xml", "unreadable", "cut") for i in range(6)])
+    grouped = format_report(problems, verbose=False).splitlines()
+    assert sum("no-objects" in line and ": warning:" in line for line in grouped) == WARNINGS_SHOWN
+    assert f"... and {10 - WARNINGS_SHOWN} more 'no-objects' warnings (--verbose lists them all)" in grouped
+    assert sum("unreadable" in line for line in grouped) == 6 and any("tiny-box" in line for line in grouped)
+    assert grouped[-1] == "7 error(s) in 7 file(s), 11 warning(s)"  # the summary counts everything
+    full = format_report(problems, verbose=True).splitlines()
+    assert len(full) == len(problems) + 1 and full[:-1] == [str(p) for p in problems]

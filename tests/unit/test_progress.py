@@ -75,3 +75,14 @@ def test_quiet_does_not_outlive_its_command(tmp_path):
     result = runner.invoke(main, ["data", "synth", str(tmp_path / "s"), "--train", "2", "--val", "1",
                                   "--size", "32"])
     assert result.exit_code == 0 and "shapes_voc: 3 img in" in result.stderr
+
+
+def test_tables_are_aligned_by_terminal_columns_with_cjk_names():
+    from gluondet.eval.results import format_ap_table
+    from gluondet.progress import clip, ljust, text_width
+
+    assert text_width("安全帽") == 6 and text_width("helmet") == 6 and text_width("e\u0301") == 1
+    assert ljust("安全帽", 8) == "安全帽  " and clip("安全帽安全帽", 7) == "安全帽~" and clip("ab", 7) == "ab"
+    table = format_ap_table({"metric": "voc", "map": 0.5, "per_class": {"安全帽": 0.25, "head": 0.75}})
+    rows = [line for line in table.splitlines() if "0.2500" in line or "0.7500" in line or "0.5000" in line]
+    assert len({text_width(line[:line.index("0.")]) for line in rows}) == 1  # the numbers start in one column
