@@ -7,8 +7,29 @@ from ..constants import AUGMENTATIONS, KVSTORES, LR_MODES, METRICS, ON_DIVERGE, 
 from .options import NUM_WORKERS_HELP, config_dir_option, dataset_option, skip_bad_option
 
 
+def _run_default(field):
+    """`` [D, or the model YAML's]``: what a run uses when the flag is left out (TrainConfig's default
+    unless the model YAML's ``train:`` sets the field); nothing for a field without a default."""
+    import dataclasses
+
+    from ..config import TrainConfig
+
+    default = TrainConfig.__dataclass_fields__[field].default
+    if default in (None, "", dataclasses.MISSING) or isinstance(default, (list, dict)):
+        return ""
+    shown = {True: "on", False: "off"}.get(default, default) if isinstance(default, bool) else default
+    return f" [{shown:g}, or the model YAML's]" if isinstance(shown, float) else f" [{shown}, or the model YAML's]"
+
+
 def _optional(name, type_, help_):
-    return click.option(name, type=type_, default=None, help=help_)
+    """A training flag: ``None`` when not given (the model YAML or TrainConfig decides), its help
+    ending with the value the run then uses."""
+    return click.option(name, type=type_, default=None, help=help_ + _run_default(name.lstrip("-").replace("-", "_")))
+
+
+def _choice(name, choices, help_):
+    return click.option(name, default=None, type=click.Choice(choices),
+                        help=help_ + _run_default(name.lstrip("-").replace("-", "_")))
 
 
 @click.command(name="train")
@@ -18,57 +39,55 @@ def _optional(name, type_, help_):
 @click.option("--ctx", default=None, metavar="DEVICES",
               help="Devices: cpu, cpuN, gpuN or a comma list such as gpu0,gpu1; the batch is split "
                    "across them [default: cpu].")
-@_optional("--batch-size", int, "Images per iteration over all devices [model YAML].")
-@_optional("--epochs", int, "Epochs to train (with --resume: the new total) [model YAML].")
-@_optional("--lr", float, "Base learning rate (SGD) [model YAML].")
-@click.option("--lr-mode", default=None, type=click.Choice(LR_MODES),
-              help="Schedule after the warm-up: step (times --lr-decay at --lr-steps or every "
-                   "--lr-step-every epochs), or cosine or poly (annealed per iteration to 0 at the "
-                   "run's last iteration, as GluonCV's LRScheduler) [step].")
-@_optional("--lr-power", float, "Exponent of --lr-mode poly [2, GluonCV's].")
+@_optional("--batch-size", int, "Images per iteration over all devices.")
+@_optional("--epochs", int, "Epochs to train (with --resume: the new total).")
+@_optional("--lr", float, "Base learning rate.")
+@_choice("--lr-mode", LR_MODES,
+         "Schedule after the warm-up: step (times --lr-decay at --lr-steps or every "
+         "--lr-step-every epochs), or cosine or poly (annealed per iteration to 0 at the "
+         "run's last iteration, as GluonCV's LRScheduler).")
+@_optional("--lr-power", float, "Exponent of --lr-mode poly (GluonCV's default 2).")
 @_optional("--lr-steps", str, "Epochs (0-based, comma list such as 60,80) where lr is multiplied by --lr-decay.")
 @_optional("--lr-step-every", int, "Multiply lr by --lr-decay every N epochs (instead of --lr-steps).")
-@_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch [0.1].")
+@_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch.")
 @_optional("--warmup-epochs", float, "Linear lr warm-up over this many epochs, per iteration.")
 @_optional("--wd", float, "Weight decay.")
 @_optional("--momentum", float, "SGD momentum.")
-@click.option("--optimizer", default=None, type=click.Choice(OPTIMIZERS),
-              help="SGD with --momentum, or Adam (GluonCV's CenterNet recipe) [model YAML, else sgd].")
+@_choice("--optimizer", OPTIMIZERS, "SGD with --momentum, or Adam (GluonCV's CenterNet recipe).")
 @_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
 @_optional("--clip-grad-norm", float, "Scale each step's gradient down to a global L2 norm of at most C "
                                       "(detectron2's R-CNN clipping).")
-@click.option("--on-diverge", default=None, type=click.Choice(ON_DIVERGE),
-              help="When the loss keeps exploding (steps far above their recent level are never "
-                   "applied): roll back to the last committed epoch with the lr halved, stop, or "
-                   "warn and go on [rollback].")
-@_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops [5].")
-@click.option("--augment", default=None, type=click.Choice(AUGMENTATIONS),
-              help="SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
+@_choice("--on-diverge", ON_DIVERGE,
+         "When the loss keeps exploding (steps far above their recent level are never applied): roll "
+         "back to the last committed epoch with the lr halved, stop, or warn and go on.")
+@_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops.")
+@_choice("--augment", AUGMENTATIONS,
+         "SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="A switch of the model's family over its YAML's options: (repeatable), e.g. "
                    "YOLOv3's mixup=false or no_mixup_epochs=10; values are read as YAML.")
 @_optional("--num-workers", int, NUM_WORKERS_HELP)
 @_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
-@_optional("--val-interval", int, "Validate every N epochs (and after the last) [1].")
+@_optional("--val-interval", int, "Validate every N epochs (and after the last).")
 @_optional("--log-every", int, "Also write the losses (mean over N iterations) and lr to TensorBoard every N "
-                              "iterations [0: per epoch only].")
-@_optional("--save-interval", int, "Also keep epoch_XXXX.params every N epochs, 0 for never [10].")
+                              "iterations (0: per epoch only).")
+@_optional("--save-interval", int, "Also keep epoch_XXXX.params every N epochs, 0 for never.")
 @click.option("--out", default=None, metavar="DIR",
               help="Folder to write into: the new run folder [runs/<dataset>-<model>, numbered when "
                    "taken; never overwritten].")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue a run at its next epoch with its lr, optimizer state and best mAP.")
-@_optional("--seed", int, "Random seed [233]; the same seed gives the same run, resumed or not.")
-@_optional("--patience", int, "Stop when N validations in a row did not improve the best mAP [0: never].")
+@_optional("--seed", int, "Random seed; the same seed gives the same run, resumed or not.")
+@_optional("--patience", int, "Stop when N validations in a row did not improve the best mAP (0: never).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines (warnings and errors only).")
-@_optional("--train-split", str, "Split (role or spec) to train on [train].")
-@_optional("--val-split", str, "Split to validate on [val].")
+@_optional("--train-split", str, "Split (role or spec) to train on.")
+@_optional("--val-split", str, "Split to validate on.")
 @_optional("--max-iters", int, "At most N iterations per epoch (short smoke runs).")
 @click.option("--kvstore", default=None, type=click.Choice(KVSTORES),
               help="Gradient aggregation [device]; dist_* for multi-machine jobs (gluondet launch).")
-@click.option("--metric", default=None, type=click.Choice(METRICS),
-              help="Validation metric that picks best.params: VOC area mAP, VOC2007 11-point, or COCO [voc]; "
-                   "mask models: COCO mask AP (coco_segm) or box AP (coco_bbox), both in metrics.csv.")
+@_choice("--metric", METRICS,
+         "Validation metric that picks best.params: VOC area mAP, VOC2007 11-point, or COCO; mask models: "
+         "COCO mask AP (coco_segm) or box AP (coco_bbox), both in metrics.csv.")
 @click.option("--pretrained-base", default=None, metavar="PATH",
               help="The backbone's ImageNet weights as a local .params file (instead of downloading).")
 @click.option("--no-pretrained-base", is_flag=True, help="Train the backbone from random weights.")

@@ -56,3 +56,22 @@ def test_lr_steps_with_cosine_is_one_line(tmp_path):
         "give one or the other"]
     bad = CliRunner(mix_stderr=False).invoke(main, ["train", "--dataset", "shapes_voc", "--lr-mode", "linear"])
     assert bad.exit_code == 2 and "'linear' is not one of 'step', 'cosine', 'poly'" in bad.stderr
+
+
+def test_train_help_states_the_value_a_run_uses_when_a_flag_is_left_out():
+    from click.testing import CliRunner
+
+    from gluondet.cli import main
+    from gluondet.config import TrainConfig
+
+    text = " ".join(CliRunner().invoke(main, ["train", "--help"], terminal_width=1000).output.split())
+    options = [p.opts[0] for p in main.commands["train"].params if p.opts[0].startswith("--")]
+    fields = TrainConfig.__dataclass_fields__
+    for flag, field in (("--val-interval", "val_interval"), ("--seed", "seed"), ("--lr-mode", "lr_mode"),
+                        ("--lr-decay", "lr_decay"), ("--epochs", "epochs")):
+        start = text.index(flag + " ")
+        end = text.index(options[options.index(flag) + 1] + " ", start)  # where the next option's help begins
+        default = fields[field].default
+        note = f"[{default:g}" if isinstance(default, float) else f"[{default}"
+        assert note + ", or the model YAML's]" in text[start:end], flag
+    assert "MISSING" not in text
