@@ -20,7 +20,8 @@ from cli_helpers import invoke_cli
 pytestmark = pytest.mark.slow
 
 ZOO_MODELS = ["ssd_512_vgg16_atrous", "ssd_300_vgg16_atrous", "ssd_512_mobilenet1.0", "ssd_512_resnet50_v1",
-              "faster_rcnn_resnet50_v1b", "faster_rcnn_resnet101_v1d"]
+              "faster_rcnn_resnet50_v1b", "faster_rcnn_resnet101_v1d", "yolo3_darknet53", "yolo3_mobilenet1.0",
+              "yolo3_mobilenet0.25"]
 # The ImageNet network each model's backbone comes from, and what of it the detector leaves out.
 BACKBONES = {
     "ssd_512_vgg16_atrous": ("vgg16_atrous", "extras."),  # the file has no extras: nothing left out
@@ -29,6 +30,9 @@ BACKBONES = {
     "ssd_512_resnet50_v1": ("resnet50_v1", "output."),
     "faster_rcnn_resnet50_v1b": ("resnet50_v1b", "fc."),
     "faster_rcnn_resnet101_v1d": ("resnet101_v1d", "fc."),
+    "yolo3_darknet53": ("darknet53", "output."),
+    "yolo3_mobilenet1.0": ("mobilenet1.0", "output."),
+    "yolo3_mobilenet0.25": ("mobilenet0.25", "output."),
 }
 
 
@@ -114,6 +118,7 @@ def test_tiny_ssd_refuses_a_pretrained_base_file(tmp_path):
     ("ssd_512_mobilenet1.0", 256),  # both SSD512 backbones keep every feature map at 256 px
     ("ssd_512_resnet50_v1", 256),
     ("faster_rcnn_resnet101_v1d", 256),
+    ("yolo3_mobilenet0.25", 96),  # its recipe's options: mixup, random sides 320-608 in training
 ])
 def test_trains_from_scratch_evaluates_and_inits_another_run(model_name, data_shape, micro_voc, tmp_path):
     model = _few_rois(model_name, tmp_path) if model_name.startswith("faster_rcnn") else model_name
