@@ -115,8 +115,9 @@ def create_app(load_detector: Callable, settings: ServeSettings, on_ready: Calla
         _authorize(request, settings)
         _ready(batcher)
         kind = _content_kind(request)
+        batcher.check_room(1)  # a full queue is said before the upload is read
         body = await _read_body(request, settings.max_upload_bytes, settings.max_upload_mb)
-        uploads = await _uploads(request, body, kind, settings.max_images)
+        uploads = await _uploads(request, body, kind, min(settings.max_images, settings.max_queue))
         loop = asyncio.get_running_loop()
         images = await asyncio.gather(*(loop.run_in_executor(decoder, _decode, name, data) for name, data in uploads))
         records = await batcher.submit(list(zip([name for name, _ in uploads], images)))

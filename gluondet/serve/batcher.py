@@ -89,10 +89,7 @@ class Batcher:
     # ------------------------------------------------------------------ submitting
     async def submit(self, payloads):
         """Results for ``payloads`` (a list), in order, once the batches holding them have run."""
-        if self._closing or self.load_error is not None:
-            raise Draining("the server is shutting down" if self._closing else "the model did not load")
-        if self.depth + len(payloads) > self.max_queue:
-            raise Busy(f"{self.depth} image(s) are waiting already (--max-queue {self.max_queue})")
+        self.check_room(len(payloads))
         loop = asyncio.get_running_loop()
         items = [_Item(p, loop.create_future()) for p in payloads]
         self._pending.extend(items)
@@ -100,6 +97,13 @@ class Batcher:
         # gather: a failure is raised once, the others' marked seen; cancelling it (the request is
         # gone) cancels the items, which the loop then leaves out
         return await asyncio.gather(*(item.future for item in items))
+
+    def check_room(self, n):
+        """Raise Draining or Busy unless ``n`` more images may wait now."""
+        if self._closing or self.load_error is not None:
+            raise Draining("the server is shutting down" if self._closing else "the model did not load")
+        if self.depth + n > self.max_queue:
+            raise Busy(f"{self.depth} image(s) are waiting already (--max-queue {self.max_queue})")
 
     # ------------------------------------------------------------------ the batching loop
     async def _run(self):

@@ -431,3 +431,29 @@ def test_a_folder_that_does_not_load_stops_the_server_with_one_line(tmp_path):
     lines = result.stderr.splitlines()
     assert "listening on http://127.0.0.1:" in lines[0]
     assert lines[-1].startswith(f"gluondet: error: {tmp_path}") and "Traceback" not in result.stderr
+
+
+def test_a_full_queue_is_503_before_the_upload_is_read(serve_app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    started, gate = threading.Event(), threading.Event()
+    detector = DarkBoxDetector()
+    plain_detect = detector.detect
+
+    def held_detect(images, **kwargs):
+        started.set()
+        assert gate.wait(HANG_GUARD_S)
+        return plain_detect(images, **kwargs)
+
+    detector.detect = held_detect
+    client = serve_app(ServeSettings(max_batch=1, max_queue=1), load=lambda: detector)
+    png = {"content": _picture((1, 1, 5, 5)), "headers": {"content-type": "image/png"}}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.post, "/detect", **png)
+        assert started.wait(HANG_GUARD_S)  # the model holds the one image the queue may hold
+        busy = client.post("/detect", **png)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.json() == {"error": "1 image(s) are waiting already (--max-queue 1)"}
+        assert client.get("/health").json()["queue_depth"] == 1
+        gate.set()
+        assert first.result().status_code == 200
