@@ -162,7 +162,7 @@ def build_network(s):
     """The network: resumed from last.params, initialized from --init-from, or built fresh."""
     from ..models import build_model
     from ..models.pretrained import init_from
-    from ..run_folder import load_weights
+    from ..models.weights import load_weights
 
     config = s.config
     if config.resume:

@@ -20,7 +20,7 @@ import yaml
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
-from ..run_folder import CONFIG_FILE, CURVES_FILE, DIAGNOSIS_FILE, METRICS_FILE
+from ..run_layout import CONFIG_FILE, CURVES_FILE, DIAGNOSIS_FILE, METRICS_FILE
 from .folder import ANALYSIS_FILE, PICTURES
 
 REPORT_FILE = "report.html"

@@ -12,14 +12,14 @@ PACKAGE = Path(gluondet.__file__).parent
 LAYERS = [
     ["gluondet", "gluondet.errors", "gluondet.layouts"],
     ["gluondet.constants", "gluondet.fileio", "gluondet.ranges", "gluondet.runtime", "gluondet.precision",
-     "gluondet.image", "gluondet.progress", "gluondet.viz"],
+     "gluondet.image", "gluondet.progress", "gluondet.viz", "gluondet.run_layout"],
     ["gluondet.config"],
     ["gluondet.data"],
     ["gluondet.eval.html_report"],  # placeholder: html_report reads run folders (layer of run_folder)
     ["gluondet.eval"],
     ["gluondet.families"],
     ["gluondet.models"],
-    ["gluondet.run_folder"],
+    ["gluondet.run_folder", "gluondet.run_lock", "gluondet.run_commit"],
     ["gluondet.engine"],
     ["gluondet.predict", "gluondet.serve"],
     ["gluondet.export"],

@@ -254,7 +254,7 @@ def test_ssd_anchors_blames_the_input_size_only_for_the_shape_check():
 def test_load_weights_onto_two_devices(tmp_path):
     """eval --ctx cpu0,cpu1 failed: MXNet refuses to load onto devices other than those the network
     was initialized on, and the message blamed the weights file."""
-    from gluondet.run_folder import load_weights
+    from gluondet.models.weights import load_weights
 
     mx.random.seed(0)
     source = _fresh("ssd", ["a", "b"])

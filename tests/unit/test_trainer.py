@@ -248,7 +248,7 @@ def test_stop_during_validation_keeps_the_trained_epoch(run, tmp_path):
 
 
 def test_a_kill_before_the_commit_loses_only_that_epoch(run, monkeypatch):
-    import gluondet.run_folder as rf
+    import gluondet.run_commit as rf
 
     trainer = make_trainer(run, 3, maps=[0.1, 0.3, 0.2])
     real = rf.write_json
@@ -277,7 +277,9 @@ def test_a_kill_before_the_commit_loses_only_that_epoch(run, monkeypatch):
 def test_a_kill_between_commit_and_roll_forward_is_finished_by_repair(run, monkeypatch):
     snap = Snapshot()
     trainer = make_trainer(run, 3, maps=[0.1, 0.3, 0.2], extra=[snap])
-    real = RunFolder.roll_forward
+    from gluondet.run_commit import EpochCommitter
+
+    real = EpochCommitter.roll_forward
     calls = []
 
     def die_on_second(self, state):
@@ -286,10 +288,10 @@ def test_a_kill_between_commit_and_roll_forward_is_finished_by_repair(run, monke
             raise SystemExit("killed")
         return real(self, state)
 
-    monkeypatch.setattr(RunFolder, "roll_forward", die_on_second)
+    monkeypatch.setattr(EpochCommitter, "roll_forward", die_on_second)
     with pytest.raises(SystemExit):
         trainer.train()
-    monkeypatch.setattr(RunFolder, "roll_forward", real)
+    monkeypatch.setattr(EpochCommitter, "roll_forward", real)
     assert run.best()["epoch"] == 1 and (run / "pending-0002.params").exists()
     run.repair()
     assert run.best()["epoch"] == 2 and not (run / "pending-0002.params").exists()
@@ -300,7 +302,7 @@ def test_a_kill_between_commit_and_roll_forward_is_finished_by_repair(run, monke
 def test_a_full_disk_is_one_line_and_keeps_the_committed_epoch(run, monkeypatch):
     import errno
 
-    import gluondet.run_folder as rf
+    import gluondet.run_commit as rf
 
     trainer = make_trainer(run, 3, maps=[0.1, 0.3, 0.2])
     real = rf.atomic_path
