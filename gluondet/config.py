@@ -397,6 +397,17 @@ def parse_model_options(value, where):
     return options
 
 
+def _field_type(name):
+    """The type TrainConfig's annotation states for field ``name`` (``Optional[int]``: int), or None
+    for a field of mixed or container type."""
+    import typing
+
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    hint = args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+    return hint if hint in (bool, int, float, str) else None
+
+
 def _coerce(name, value, where):
     """Convert a YAML/flag value to the type of TrainConfig field ``name``."""
     if value is None:
@@ -409,13 +420,8 @@ def _coerce(name, value, where):
         if isinstance(value, bool) or value in ("true", "false"):
             return value if isinstance(value, bool) else value == "true"
         return str(value)
-    default = TrainConfig.__dataclass_fields__[name].default
-    kind = type(default) if default is not None and not isinstance(default, bool) else None
-    if name in ("clip_gradient", "clip_grad_norm"):
-        kind = float
-    elif name in ("num_workers", "data_shape", "max_iters", "patience", "max_rollbacks"):
-        kind = int
-    elif isinstance(default, bool):
+    kind = _field_type(name)
+    if kind is bool:
         if not isinstance(value, bool):
             raise GluondetError(f"{where}: '{name}' must be true or false, got {value!r}")
         return value
