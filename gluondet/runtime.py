@@ -1,8 +1,8 @@
 """Process-level set-up that must happen before MXNet is imported, and device (context) parsing.
 
 MXNet sizes its OpenMP pool to half the cores on x86 unless told otherwise; sizing it to the CPUs
-this process may really use (affinity mask, cgroup CPU quota) made SSD training 1.9x and Faster
-R-CNN 1.7x faster on a 2-core machine. ``configure_threads`` does that, once, and leaves any value
+this process may really use (affinity mask, cgroup CPU quota) is most of the speed README's table
+measures against a default environment (bench_train_throughput.py). ``configure_threads`` does that, once, and leaves any value
 the user set alone. ``configure_engine`` then picks MXNet's engine for the devices (see there).
 ``make_contexts`` refuses a GPU the installed MXNet has no machine code for (``check_gpu_code``).
 """
@@ -80,12 +80,11 @@ def configure_engine(ctx_spec, kvstore="local", num_workers=None):
 
     Why: MXNet's default engine runs operators on a worker thread of its own while Python goes on
     dispatching; with the OpenMP pool sized to every CPU, that worker's OpenMP team then shares the
-    cores with the Python thread, and each parallel region waits for a preempted team member. On 2
-    cores that made mask_rcnn_tiny train at 0.68x GluonCV's one-thread loop and detect at 0.55x;
-    on the synchronous engine (Python runs each operator itself: no third thread), with the data
-    read in the main process, both are faster than that loop, mask_rcnn_tiny and tiny_ssd train
-    ~1.8x faster than before, and SSD512, bound by its convolutions, is unchanged
-    (scripts/bench/bench_engine.py, bench_mask_rcnn.py). Kept asynchronous: GPUs (the engine
+    cores with the Python thread, and each parallel region waits for a preempted team member. On the
+    synchronous engine (Python runs each operator itself: no third thread), with the data read in
+    the main process, the small networks train and detect much faster and SSD512, bound by its
+    convolutions, is unchanged: README's speed table has the figures (scripts/bench/bench_engine.py,
+    bench_mask_rcnn.py). Kept asynchronous: GPUs (the engine
     overlaps Python with the device), dist kvstores (their pushes complete on other threads, which
     the synchronous engine refuses), and loader worker processes the user asked for
     (``num_workers`` > 0): a worker forked from the thread that ran OpenMP regions can wait
