@@ -14,7 +14,7 @@ from .options import (
 
 
 @click.command(name="eval")
-@click.argument("run", metavar="RUN_DIR|PARAMS")
+@click.argument("run", metavar="RUN_DIR|EXPORT_DIR|PARAMS")
 @click.option("--dataset", "-d", default=None, metavar="NAME|PATH",
               help="Dataset to evaluate on [the one the run trained on].")
 @click.option("--split", default="test", show_default=True, help="Split (role or spec) to evaluate.")
@@ -22,7 +22,7 @@ from .options import (
               help="VOC area mAP, VOC2007 11-point, or COCO [the run's validation metric]; a mask model "
                    "prints COCO box and mask AP (coco_segm or coco_bbox: which one is 'map' in --json).")
 @click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
-              help="Which weights of the run folder (ignored for a .params path).")
+              help="Which weights of the run folder (ignored for a .params path or an export folder).")
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES", help="Devices, e.g. cpu or gpu0,gpu1.")
 @click.option("--batch-size", type=int, default=None, help="Images per batch [8; Faster R-CNN: one per device].")
 @click.option("--num-workers", type=int, default=None, help=NUM_WORKERS_HELP)
@@ -45,6 +45,9 @@ from .options import (
 def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, json_file, coco_results,
              iou, score_thresh, grid, mosaics, no_analysis, skip_bad, config_dir, quiet, dtype):
     """Evaluate a run folder (or a .params file inside one) and print AP per class and the mean.
+
+    An export folder (gluondet export) is evaluated the same way, with the model its export.json
+    names (MXNet symbol, INT8, or ONNX through onnxruntime), into EXPORT_DIR/eval-<split>/.
 
     Also writes RUN/eval-<split>/ (for other weights than best: RUN/eval-<split>-last/, ...):
     per-class precision, recall, TP, FP, FN at the F1-best score threshold, PR and F1 curves, the
@@ -69,13 +72,15 @@ def eval_cmd(run, dataset, split, metric, which, ctx, batch_size, num_workers, j
     from ..engine.validation import evaluate_run
     from ..eval.folder import format_threshold_table
     from ..eval.results import format_ap_table
+    from ..export import evaluate_export, is_export
     from ..viz import parse_grid
 
     analysis = None if no_analysis else {"score_thresh": score_thresh, "grid": parse_grid(grid), "pages": mosaics}
-    result = evaluate_run(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
-                          batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
-                          skip_bad=skip_bad, coco_results=coco_results, progress=not quiet, dtype=dtype,
-                          iou=iou, analysis=analysis, own_dataset=_runs_own_dataset(run, dataset, config_dir))
+    evaluate = evaluate_export if is_export(run) else evaluate_run
+    result = evaluate(run, dataset=dataset, split=split, metric=metric, ctx=ctx, which=which,
+                      batch_size=batch_size, num_workers=num_workers, config_dir=config_dir,
+                      skip_bad=skip_bad, coco_results=coco_results, progress=not quiet, dtype=dtype,
+                      iou=iou, analysis=analysis, own_dataset=_runs_own_dataset(run, dataset, config_dir))
     if json_file == "-":
         emit_json(json_file, result)
         return

@@ -21,9 +21,15 @@ def validate(net, family, loader, ctx_list, metric_name, classes, progress=True,
 
 def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which="best",
                  batch_size=None, num_workers=None, config_dir=None, skip_bad=False, progress=True,
-                 coco_results=None, dtype="float32", iou=0.5, analysis=None, own_dataset=True):
+                 coco_results=None, dtype="float32", iou=0.5, analysis=None, own_dataset=True, network=None):
     """Evaluate a run folder (or a .params inside one) on a dataset split; the result dict of
     gluondet.eval.results plus ``run``, ``params``, ``dataset``, ``split``, ``images``.
+
+    ``network(info, ctx_list)``, if given, evaluates another network than the run's weights (an
+    export folder's, see gluondet.export.evaluate_export): it returns ``(net, model file, shaped,
+    dtype)``, ``shaped`` being what the family's validation loader may ask input sizes of; ``run``
+    is then a folder holding the run's config.yaml and classes.txt, and its analysis folder is
+    ``<run>/eval-<split>``.
 
     ``analysis`` (a dict of ``write_eval_folder`` options, {} for the defaults) also writes
     ``RUN/eval-<split>/`` from the same matched detections and adds ``analysis`` and
@@ -42,19 +48,24 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     from ..runtime import make_contexts
 
     ctx_list = make_contexts(ctx)
-    info = RunFolder.open(run)
+    info = RunFolder.open(run)  # an export folder carries its run's config.yaml and classes.txt too
     family = get_family(info.family)
-    net, params = info.load_network(run if str(run).endswith(".params") else which, ctx=ctx_list)
+    if network is None:
+        net, params = info.load_network(run if str(run).endswith(".params") else which, ctx=ctx_list)
+        shaped = net
+    else:
+        net, params, shaped, dtype = network(info, ctx_list)
     metric = metric or info.train_config.get("metric") or "voc"
     dataset_cfg = info.dataset_config(dataset, config_dir)
     ds = load_dataset(dataset_cfg, split, classes=info.classes, skip_bad=skip_bad, masks=family.masks)
     workers = default_num_workers() if num_workers is None else num_workers
     batch_size = batch_size or family.eval_batch_size(ctx_list)
-    loader = family.val_loader(net, ds, info.data_shape, batch_size, workers)
+    loader = family.val_loader(shaped, ds, info.data_shape, batch_size, workers)
     family.hybridize_for_prediction(net)
-    dtype, _ = choose_dtype(dtype, [ctx.device_type for ctx in ctx_list])
-    net = inference_block(net, dtype, ctx_list, family.example_shape(info.data_shape or 600),
-                          static_shape=family.fixed_input)  # an R-CNN's graph is shape-free: any size
+    if network is None:
+        dtype, _ = choose_dtype(dtype, [ctx.device_type for ctx in ctx_list])
+        net = inference_block(net, dtype, ctx_list, family.example_shape(info.data_shape or 600),
+                              static_shape=family.fixed_input)  # an R-CNN's graph is shape-free: any size
     scorer = family.new_metric(metric, info.classes, iou=iou)
     result = family.evaluate(net, loader, ctx_list, scorer, metric, info.classes, ds, dataset_cfg, split,
                              coco_results, progress=progress)
@@ -64,7 +75,7 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     if analysis is not None:
         from ..eval.folder import eval_dir, write_eval_folder
 
-        out_dir = eval_dir(info.path, split, weights=Path(params).stem, dtype=dtype,
+        out_dir = eval_dir(info.path, split, weights="best" if network else Path(params).stem, dtype=dtype,
                            dataset=None if own_dataset else dataset_cfg.name)
         doc = write_eval_folder(out_dir, scorer, ds, result, family, info.data_shape, iou=iou, **analysis)
         result.update({"analysis_dir": str(out_dir), "analysis": doc["analysis"]})
