@@ -20,8 +20,10 @@ GRACE_S = 30
               help="Address to listen on; 0.0.0.0 opens it to the network (use --token there).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on; 0 takes a free one (the 'listening on' line names it).")
-@click.option("--max-batch", default=8, show_default=True, type=int,
-              help="At most this many images per forward pass, gathered across requests.")
+@click.option("--max-batch", type=int, metavar="N",
+              help="At most this many images per forward pass, gathered across requests "
+                   "[default: 8 on GPUs; 1 on CPUs, where a forward of 8 images costs 8 of one "
+                   "and batching only stalled the pipeline (README, 'gluondet serve')].")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=float,
               help="How long the first image of a batch waits for others to join it.")
 @click.option("--max-queue", default=64, show_default=True, type=int,
@@ -57,6 +59,10 @@ def serve(source, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, 
     are batched across clients (--max-batch, --max-wait-ms); SIGTERM or Ctrl-C stops taking new
     connections, answers what is in flight and exits 0.
     """
+    from ..runtime import parse_ctx_spec
+
+    if max_batch is None:
+        max_batch = 8 if any(kind == "gpu" for kind, _ in parse_ctx_spec(ctx)) else 1
     check_ranges({"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
                   "max_upload_mb": max_upload_mb, "max_boxes": max_boxes,
                   "thresh": None if thresh == "best" else thresh})

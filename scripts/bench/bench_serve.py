@@ -15,7 +15,9 @@ leg reports its own images/s (the command's summary line, which counts detection
 image read, not the process's start) and the wall time of the whole command. Legs are alternated
 (A B C A B C, --rounds times) and every server is started fresh and stopped with SIGTERM; the
 load average before each leg is printed, since the clients, the server and other people's work
-share the cores. Each leg's box counts per image are compared with the detect leg's.
+share the cores. Each leg's box counts per image are compared with the detect leg's. Last, the
+model alone: Detector.detect's images/s at batch sizes 1, 4 and 8, which says what batching can
+gain on this device at all.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/bench/bench_serve.py --run RUN [--requests 96]
         [--clients 8] [--rounds 2] [--max-batch 8] [--max-wait-ms 5] [--size 192]
@@ -146,6 +148,34 @@ def detect_leg(args, folder, n):
     return {"images_s": rate, "wall_s": wall, "boxes": boxes}
 
 
+def model_alone(args, paths):
+    """Detector.detect alone, as the server runs it (synchronous engine, one batch at its own
+    size): images/s at each --model-batches size, sizes alternated, best of the rounds."""
+    from gluondet.runtime import configure_engine
+
+    configure_engine("cpu")
+    import mxnet as mx
+
+    from gluondet.image import read_image
+    from gluondet.predict import Detector
+
+    detector = Detector.load(args.run)
+    images = [read_image(p) for p in paths]
+    sizes = [int(s) for s in args.model_batches.split(",")]
+    rates = {n: [] for n in sizes}
+    for _ in range(args.rounds):
+        for n in sizes:
+            detector.detect(images[:n], batch_size=n)  # its graph for this size
+            batches = max(1, len(images) // n)
+            t0 = time.perf_counter()
+            for k in range(batches):
+                detector.detect(images[k * n:(k + 1) * n], batch_size=n)
+            mx.nd.waitall()
+            rates[n].append(batches * n / (time.perf_counter() - t0))
+    print("Detector.detect alone, images/s by batch size (best of the rounds; the rounds): " + "; ".join(
+        f"{n}: {max(r):.1f} ({', '.join(f'{x:.1f}' for x in r)})" for n, r in rates.items()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a run or export folder to serve")
@@ -157,6 +187,8 @@ def main():
     parser.add_argument("--detect-batch", type=int, default=8)
     parser.add_argument("--thresh", type=float, default=0.5)
     parser.add_argument("--size", type=int, default=192, help="side of the generated images")
+    parser.add_argument("--model-batches", default="1,4,8",
+                        help="batch sizes to time Detector.detect alone at, after the legs ('' for none)")
     args = parser.parse_args()
     os.environ.setdefault("MXNET_GLUON_REPO", "http://127.0.0.1:9/")
 
@@ -180,6 +212,8 @@ def main():
                 print(f"round {round_ + 1} {name}: {result['images_s']:.1f} images/s{extra}; load {load:.1f}",
                       flush=True)
         report(args, results)
+        if args.model_batches:
+            model_alone(args, paths)
 
 
 def report(args, results):
