@@ -18,6 +18,7 @@ from gluondet.serve import ServeSettings, create_app  # noqa: E402
 from gluondet.serve.batcher import Batcher, Busy, Draining, ModelError  # noqa: E402
 
 HANG_GUARD_S = 120  # waits on events end long before this; it only stops a hung test
+PNG = {"content-type": "image/png"}
 
 
 # ----------------------------------------------------------------------------- the batcher
@@ -209,16 +210,18 @@ def _record(box, name, size=(80, 60)):
 
 def test_one_image_and_several_are_answered_in_detect_json_records(serve_app):
     client = serve_app()
-    one = client.post("/detect?name=a.png", content=_picture((10, 5, 30, 25)), headers={"content-type": "image/png"})
+    one = client.post("/detect?name=a.png", content=_picture((10, 5, 30, 25)), headers=PNG)
     assert one.status_code == 200
     assert one.json() == {"thresh": 0.5, "images": [_record((10, 5, 30, 25), "a.png")]}
-    raw = client.post("/detect", content=_picture((1, 2, 3, 4)), headers={"content-type": "application/octet-stream"})
+    raw = client.post("/detect", content=_picture((1, 2, 3, 4)),
+                      headers={"content-type": "application/octet-stream"})
     assert raw.json()["images"] == [_record((1, 2, 3, 4), "upload")]
     files = [("x", ("b.png", _picture((40, 30, 70, 50)), "image/png")),
              ("y", ("c.jpg", _picture((0, 0, 20, 20), size=(50, 40), fmt="JPEG"), "image/jpeg"))]
     several = client.post("/detect", files=files)
     assert several.status_code == 200
-    assert several.json()["images"] == [_record((40, 30, 70, 50), "b.png"), _record((0, 0, 20, 20), "c.jpg", (50, 40))]
+    assert several.json()["images"] == [_record((40, 30, 70, 50), "b.png"),
+                                        _record((0, 0, 20, 20), "c.jpg", (50, 40))]
 
 
 def test_a_photo_is_answered_in_the_pixels_a_viewer_shows(serve_app):
@@ -283,13 +286,15 @@ def test_bad_uploads_are_one_line_each(serve_app, content, content_type, status,
     client = serve_app()
     answer = client.post("/detect", content=content, headers={"content-type": content_type})
     assert answer.status_code == status
-    assert set(answer.json()) == {"error"} and words in answer.json()["error"] and "\n" not in answer.json()["error"]
+    error = answer.json()
+    assert set(error) == {"error"} and words in error["error"] and "\n" not in error["error"]
     assert client.get("/health").json()["status"] == "ready"
 
 
 def test_bad_forms_are_one_line_each(serve_app):
     client = serve_app(ServeSettings(max_images=2))
-    answer = client.post("/detect", data={"note": "hi"}, files=[("a", ("a.png", _picture((1, 1, 4, 4)), "image/png"))])
+    one = [("a", ("a.png", _picture((1, 1, 4, 4)), "image/png"))]
+    answer = client.post("/detect", data={"note": "hi"}, files=one)
     assert answer.status_code == 400 and "form field 'note' is not a file" in answer.json()["error"]
     too_many = [(k, (f"{k}.png", _picture((1, 1, 4, 4)), "image/png")) for k in "abc"]
     answer = client.post("/detect", files=too_many)
@@ -297,7 +302,8 @@ def test_bad_forms_are_one_line_each(serve_app):
     bad_part = [("a", ("a.png", _picture((1, 1, 4, 4)), "image/png")), ("b", ("b.png", b"junk", "image/png"))]
     answer = client.post("/detect", files=bad_part)
     assert answer.status_code == 400 and answer.json()["error"].startswith("b.png: not a readable image")
-    answer = client.post("/detect", content=b"--x--\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
+    empty_form = {"content-type": "multipart/form-data; boundary=x"}
+    answer = client.post("/detect", content=b"--x--\r\n", headers=empty_form)
     assert answer.status_code == 400 and "no file" in answer.json()["error"]
     answer = client.post("/detect", content=b"", headers={"content-type": "multipart/form-data"})
     assert answer.status_code == 400
@@ -308,27 +314,28 @@ def test_bad_forms_are_one_line_each(serve_app):
 def test_oversized_uploads_are_refused_as_they_arrive(serve_app, monkeypatch):
     client = serve_app(ServeSettings(max_upload_mb=0.01))  # 10,485 bytes
     big = b"\0" * 20_000
-    answer = client.post("/detect", content=big, headers={"content-type": "image/png"})
-    assert answer.status_code == 413 and "the upload is 20000 bytes, over --max-upload-mb 0.01" in answer.json()["error"]
+    answer = client.post("/detect", content=big, headers=PNG)
+    assert answer.status_code == 413
+    assert "the upload is 20000 bytes, over --max-upload-mb 0.01" in answer.json()["error"]
 
     def chunks():  # no Content-Length: chunked, refused once past the limit while it streams
         for _ in range(100):
             yield b"\0" * 1000
 
-    answer = client.post("/detect", content=chunks(), headers={"content-type": "image/png"})
+    answer = client.post("/detect", content=chunks(), headers=PNG)
     assert answer.status_code == 413 and "over --max-upload-mb 0.01 (10485 bytes)" in answer.json()["error"]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # a bomb: a small file of many pixels
-    answer = client.post("/detect", content=_picture((1, 1, 2, 2), size=(100, 50)), headers={"content-type": "image/png"})
+    answer = client.post("/detect", content=_picture((1, 1, 2, 2), size=(100, 50)), headers=PNG)
     assert answer.status_code == 413 and "upload: refused: 100x50 pixels is over" in answer.json()["error"]
 
 
 def test_a_model_error_is_500_and_the_server_goes_on(serve_app, capsys):
     client = serve_app()
-    answer = client.post("/detect", content=_picture((1, 1, 5, 5), size=(13, 20)), headers={"content-type": "image/png"})
+    answer = client.post("/detect", content=_picture((1, 1, 5, 5), size=(13, 20)), headers=PNG)
     assert answer.status_code == 500
     assert answer.json() == {"error": "the model failed: RuntimeError: planted model failure"}
     assert "planted model failure" in capsys.readouterr().err  # the traceback, for whoever runs it
-    again = client.post("/detect", content=_picture((2, 2, 6, 6)), headers={"content-type": "image/png"})
+    again = client.post("/detect", content=_picture((2, 2, 6, 6)), headers=PNG)
     assert again.status_code == 200 and client.get("/health").json()["status"] == "ready"
 
 
@@ -356,7 +363,7 @@ def test_a_client_that_disconnects_mid_upload_is_let_go(serve_app, capsys):
     client.portal.call(upload_then_vanish)
     assert sent[0]["status"] == 400
     assert "the client disconnected mid-upload" in capsys.readouterr().err
-    assert client.post("/detect", content=_picture((1, 1, 5, 5)), headers={"content-type": "image/png"}).status_code == 200
+    assert client.post("/detect", content=_picture((1, 1, 5, 5)), headers=PNG).status_code == 200
 
 
 def test_while_loading_and_after_a_failed_load_the_server_says_so(serve_app):
@@ -370,7 +377,7 @@ def test_while_loading_and_after_a_failed_load_the_server_says_so(serve_app):
     app = create_app(slow_load, ServeSettings())
     with TestClient(app) as client:
         assert client.get("/health").status_code == 503 and client.get("/health").json()["status"] == "loading"
-        answer = client.post("/detect", content=_picture((1, 1, 5, 5)), headers={"content-type": "image/png"})
+        answer = client.post("/detect", content=_picture((1, 1, 5, 5)), headers=PNG)
         assert answer.status_code == 503 and answer.json() == {"error": "the model is still loading"}
         assert answer.headers["retry-after"] == "1"
         release.set()
@@ -387,7 +394,7 @@ def test_while_loading_and_after_a_failed_load_the_server_says_so(serve_app):
     with TestClient(app) as client:
         assert done.wait(HANG_GUARD_S)
         assert client.get("/health").json()["status"] == "failed"
-        answer = client.post("/detect", content=_picture((1, 1, 5, 5)), headers={"content-type": "image/png"})
+        answer = client.post("/detect", content=_picture((1, 1, 5, 5)), headers=PNG)
         assert answer.status_code == 503 and answer.json() == {"error": "the model did not load"}
     assert isinstance(failures[0], FileNotFoundError)
 
@@ -422,7 +429,8 @@ def test_a_port_in_use_is_one_line_before_anything_loads(tmp_path):
         port = taken.getsockname()[1]
         result = _serve_cli([tmp_path, "--port", port])
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"gluondet: error: --host 127.0.0.1 --port {port}: cannot listen there (Address already in use)"
+    assert result.stderr.strip() == (f"gluondet: error: --host 127.0.0.1 --port {port}: cannot listen there "
+                                     "(Address already in use)")
 
 
 def test_a_folder_that_does_not_load_stops_the_server_with_one_line(tmp_path):
