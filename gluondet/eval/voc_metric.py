@@ -96,10 +96,10 @@ def _flatten(sizes, labels, values, boxes):
     per_image = np.repeat(slots, sizes)
     image = np.repeat(np.arange(len(per_image)), per_image)
     label = np.concatenate([l.ravel() for l in labels])
-    valid = label >= 0
+    real = np.flatnonzero(label >= 0)  # take() by index: ~7x faster than a boolean mask on the boxes
     value = np.concatenate([v.ravel() for v in values])
     box = np.concatenate([b.reshape(-1, 4) for b in boxes])
-    return image[valid], label[valid].astype(int), value[valid], box[valid]
+    return image.take(real), label.take(real).astype(int), value.take(real), box.take(real, axis=0)
 
 
 class VOCMApMetric:
@@ -178,6 +178,9 @@ class VOCMApMetric:
         (its best ground truth is difficult/crowd); ``gt`` the index of that best ground truth with
         IoU >= ``iou_thresh`` (also for a duplicate that lost it to a higher score), else -1;
         ``ranked[c]`` the detections of class ``c`` in the order the AP integrates them.
+
+        Computed afresh from the stored batches at each call and never kept: ``get`` pays for one
+        matching, and only a caller that asks (the eval folder's analysis) pays for another.
         """
         dets, gts = flatten_batches(self._batches)
         num_images = sum(len(b.pred_labels) for b in self._batches)
@@ -203,8 +206,9 @@ class VOCMApMetric:
         # that very list matters, so those classes get it and argsort it as GluonCV does.
         ranked_all = by_score[_stable_argsort(dets.label[by_score])]
         bounds = np.concatenate(([0], np.cumsum(np.bincount(dets.label, minlength=num_classes))))
-        tied_classes = set(dets.label[ranked_all][1:][_ties(dets.score[ranked_all],
-                                                            dets.label[ranked_all])])
+        ranked_labels = dets.label.take(ranked_all)
+        tied_classes = set(np.unique(ranked_labels[1:][_ties(dets.score.take(ranked_all),
+                                                              ranked_labels)]).tolist())
         ranked = []
         for c in range(num_classes):
             if c in tied_classes:
@@ -243,7 +247,23 @@ class VOC07MApMetric(VOCMApMetric):
 def _descending(scores):
     """Indices by descending score, ties (and NaNs, first) in descending index order: the order
     ``argsort()[::-1]`` gives wherever numpy's argsort is stable."""
+    if scores.dtype.kind == "f" and scores.dtype.itemsize <= 8:
+        return _stable_argsort(_float_keys(scores))[::-1]
     return np.argsort(scores, kind="stable")[::-1]
+
+
+def _float_keys(values):
+    """Unsigned integers that sort as numpy sorts the floats ``values``: the IEEE bits with the
+    sign bit set on positives and every bit flipped on negatives, so integer order is float order;
+    -0.0 gets 0.0's key and every NaN the largest key, as numpy's sort treats them (equal; last)."""
+    wide = np.float32 if values.dtype.itemsize <= 4 else np.float64  # float16 widens exactly
+    values = values.astype(wide) + wide(0)  # -0.0 + 0.0 is 0.0
+    uint = np.uint32 if wide is np.float32 else np.uint64
+    bits = values.view(uint)
+    sign = uint(1) << uint(8 * bits.itemsize - 1)
+    keys = np.where(bits & sign, ~bits, bits | sign)
+    keys[np.isnan(values)] = np.iinfo(uint).max
+    return keys
 
 
 def _ties(sorted_scores, sorted_keys):
@@ -277,10 +297,17 @@ def _image_order(scores, group, by_score):
 
 
 def _stable_argsort(keys):
-    """Stable argsort of non-negative integer keys; small keys go through numpy's radix sort."""
-    if len(keys) and keys.max() < 2 ** 16:
-        keys = keys.astype(np.uint16)  # numpy sorts 16-bit integers by radix sort: ~10x faster
-    return np.argsort(keys, kind="stable")
+    """Stable argsort of non-negative integer keys, as a radix sort by 16-bit digits, lowest first.
+
+    numpy's stable argsort radix-sorts 16-bit integers and timsorts anything wider: on 100,000
+    keys one 16-bit pass takes ~0.7 ms, timsort on 32-bit keys ~6.5 ms, two passes ~1.6 ms.
+    """
+    bits = int(keys.max()).bit_length() if len(keys) else 0
+    order = np.argsort(keys.astype(np.uint16), kind="stable")  # astype keeps the lowest 16 bits
+    for shift in range(16, bits, 16):
+        digit = (keys.take(order) >> keys.dtype.type(shift)).astype(np.uint16)
+        order = order.take(np.argsort(digit, kind="stable"))
+    return order
 
 
 def _match(det_box, det_group, order, gt_box, gt_group, ignore, num_groups, iou_thresh):
@@ -332,10 +359,17 @@ def _match(det_box, det_group, order, gt_box, gt_group, ignore, num_groups, iou_
     candidates = matched & ~ignore[assigned]
     # the first detection (in matching order) to claim a ground truth gets it; later ones are FP
     claim_rows = rows[candidates]
-    _, first_claim = np.unique(assigned[candidates], return_index=True)
-    match[claim_rows[first_claim]] = 1
+    match[claim_rows[_first_of_each(assigned[candidates])]] = 1
     best_gt[rows[matched]] = assigned[matched]
     return match, best_gt
+
+
+def _first_of_each(values):
+    """Index of the first occurrence of each distinct non-negative integer in ``values``
+    (``np.unique``'s return_index, by the radix sort)."""
+    by_value = _stable_argsort(values)
+    ordered = values.take(by_value)
+    return by_value[np.concatenate(([True], ordered[1:] != ordered[:-1]))[:len(values)]]
 
 
 def _pair_iou(pred, gt):

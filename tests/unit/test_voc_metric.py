@@ -8,7 +8,8 @@ import pytest
 from gluoncv.utils.metrics import voc_detection as gcv_voc
 
 from gluondet.eval import METRIC_CLASSES, format_ap_table, make_metric, metric_result
-from gluondet.eval.voc_metric import VOC07MApMetric, VOCMApMetric
+from gluondet.eval.voc_metric import (VOC07MApMetric, VOCMApMetric, _descending, _first_of_each,
+                                      _stable_argsort)
 from gluondet.errors import GluondetError
 
 PAIRS = [(gcv_voc.VOCMApMetric, VOCMApMetric), (gcv_voc.VOC07MApMetric, VOC07MApMetric)]
@@ -92,6 +93,65 @@ def test_equals_gluoncv_with_ties_in_large_groups():
         for reference_class, our_class in PAIRS:
             assert_same(run(reference_class, batches, ["a", "b"]),
                         run(our_class, batches, ["a", "b"]))
+
+
+def test_equals_gluoncv_with_float64_and_special_scores():
+    # Scores as a user's numpy code may pass them: float64 that differ below float32's precision
+    # (ties in float32, not in float64), NaN, infinities, -0.0 next to 0.0, float16.
+    rng = np.random.default_rng(5)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 0.5], np.float64)
+    compared = 0
+    for case in range(60):
+        batches = random_batches(rng, rng.integers(1, 10), rng.integers(1, 30), rng.integers(1, 8),
+                                 rng.integers(1, 5), tied_scores=case % 2 == 1)
+        dtype = (np.float64, np.float32, np.float16)[case % 3]
+        for k, (pb, pl, ps, gb, gl, gd) in enumerate(batches):
+            scores = ps.astype(np.float64)
+            scores += rng.integers(0, 3, scores.shape) * 1e-12  # distinct in float64 only
+            special = rng.random(scores.shape) < 0.1
+            scores[special] = rng.choice(specials, int(special.sum()))
+            batches[k] = (pb, pl, scores.astype(dtype), gb, gl, gd)
+        for reference_class, our_class in PAIRS:
+            try:
+                reference = run(reference_class, batches, None)
+            except ValueError:  # GluonCV cannot score a run with no labels at all
+                continue
+            assert_same(reference, run(our_class, batches, None))
+            compared += 1
+    assert compared > 100
+
+
+def test_equals_gluoncv_with_more_groups_than_one_radix_pass():
+    # 1,100 images x 60 class ids: the (class, image) keys pass 2**16, so they sort in two passes.
+    rng = np.random.default_rng(9)
+    batches = random_batches(rng, 1100, 6, 4, 60, batch=50)
+    batches[-1][1][0, :1, 0] = 59  # the highest class id occurs, whatever the draw
+    for reference_class, our_class in PAIRS:
+        assert_same(run(reference_class, batches, None), run(our_class, batches, None))
+
+
+def test_radix_sorts_equal_numpys_stable_sort():
+    # the sorts the matching rests on, against numpy's own stable (timsort/radix) argsort
+    rng = np.random.default_rng(2)
+    for bits in (1, 8, 16, 17, 31, 32, 47, 63):
+        for dtype in (np.int64, np.uint64, np.uint32):
+            if bits >= 8 * np.dtype(dtype).itemsize - (dtype is np.int64):
+                continue
+            for n in (0, 1, 2, 17, 5000):
+                keys = rng.integers(0, 2 ** bits, n, dtype=np.uint64).astype(dtype)
+                keys[rng.random(n) < 0.3] = keys[0] if n else 0  # many equal keys
+                np.testing.assert_array_equal(_stable_argsort(keys), np.argsort(keys, kind="stable"))
+                np.testing.assert_array_equal(keys[_first_of_each(keys)],
+                                              np.unique(keys, return_index=True)[0])
+                np.testing.assert_array_equal(_first_of_each(keys),
+                                              np.unique(keys, return_index=True)[1])
+    specials = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 1e-300, 3.0, -3.0]
+    for dtype in (np.float16, np.float32, np.float64):
+        for n in (0, 1, 3, 30, 3000):
+            scores = np.concatenate([rng.choice(specials, n // 3),
+                                     rng.integers(-4, 5, n // 3) / 4, rng.normal(0, 1e3, n - 2 * (n // 3))])
+            scores = rng.permutation(scores).astype(dtype)
+            np.testing.assert_array_equal(_descending(scores), np.argsort(scores, kind="stable")[::-1])
 
 
 def test_accepts_ndarrays_and_per_device_lists():
