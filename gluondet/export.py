@@ -448,7 +448,8 @@ def quantize_detector(detector, images, batch_size=8):
         # every detection (all scores under the NMS threshold) in our tests.
         qnet = quantize_net(net, quantized_dtype="auto", calib_mode="naive", calib_data=loader,
                             num_calib_examples=n, ctx=mx.cpu(),
-                            exclude_operators=["Concat", "Flatten", *detector.family.int8_float_operators])
+                            exclude_operators=["Concat", "Flatten", *detector.family.int8_float_operators],
+                            exclude_layers_match=list(detector.family.int8_float_layers) or None)
     return qnet
 
 

@@ -90,6 +90,7 @@ class Family:
     per_image_forward = False  # the network predicts one image per forward (batches round-robin)
     int8_refusal = None  # why INT8 export cannot be done, or None
     int8_float_operators = ()  # operators INT8 export keeps in float32 (besides Concat and Flatten)
+    int8_float_layers = ()  # layers INT8 export keeps in float32: parts of their graph node names
     option_defaults = {}  # the family's own training switches (model YAML ``options:``)
     run_epochs = None  # the run's epochs, set before its loaders are made (YOLOv3's mixup stops before the end)
     step_class = Step
