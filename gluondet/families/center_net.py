@@ -10,6 +10,13 @@ steps with the number of devices; here every device divides by the whole batch's
 devices' losses add up to the loss of the whole batch on one device and one step on N devices
 is one step on one (the trainer steps with 1, as for SSD). An image without objects has no
 positives: its heatmap loss is the negatives' alone (counts are clipped to 1, as GluonCV does).
+``augment: flip`` (the tiny demo's) keeps the flip alone, the targets from the same generator.
+
+Prediction: the ``topk`` (100) highest peaks of the heatmap (a peak equals its 3x3 max-pool), as
+(ids, scores, boxes) with boxes in input pixels: the decoder multiplies the stride-4 positions,
+offsets and sizes by the network's ``scale`` (tested: GluonCV's targets of a box decode to that
+box). GluonCV's CenterNet applies no NMS, so ``set_nms`` changes nothing and detect's
+``--max-boxes`` cannot exceed ``topk`` (a builder keyword in the model YAML's ``kwargs``).
 
 Every image is first stretched to the ``data_shape`` square, in training, validation, eval and
 detect alike. GluonCV's validation transform letterboxes instead (aspect kept, centred on a black
@@ -34,8 +41,6 @@ from mxnet import autograd
 from ..errors import GluondetError
 from ..runtime import spread
 from .base import Family, Step, check_enough_images
-
-TARGETS = ("heatmap", "wh_target", "wh_mask", "center_reg", "center_reg_mask")
 
 
 # ----------------------------------------------------------------------------- transforms
