@@ -15,6 +15,14 @@ trainer waits for the whole step before it logs img/s in metrics.csv). The three
 take turns for --rounds rounds (A B C A B C), so a change in machine load hits all of them.
 Printed: the best images/s of each and the ratios gluondet / tutorial.
 
+Beside each images/s: the FLOP bound (``flop_bound.py``). The network's FLOP per training image
+is counted once from its graph (2 FLOP per multiply-add of every convolution and dense layer:
+forward, plus the input and weight gradients where they are needed: ~3x the forward pass), and a
+convolution peak is measured before every leg (large 3x3 convolutions timed between
+``mx.nd.waitall()`` calls; the best of the run counts). A leg faster than peak / FLOP per image is
+refused: an error row, and the script exits 1. Every leg names the 1-minute load average at its end;
+absolute images/s are only comparable on an idle machine, ratios of alternated legs also under load.
+
     .venv/bin/python scripts/bench/bench_train_throughput.py [--batch-size 4] [--iters 4] [--data-shape 512] [--rounds 2]
 """
 import argparse
@@ -127,6 +135,34 @@ def keep_images_with_objects(root, split):
     split_file.write_text("".join(f"{i}\n" for i in ids))
 
 
+def flop_bound(*args):
+    """flop_bound.py's JSON answer, run in its own process (its thread setting, MXNet loaded there)."""
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "flop_bound.py"), *args],
+                         env=clean_env(), capture_output=True, text=True, check=False)
+    if out.returncode:
+        sys.exit(f"flop_bound.py {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bound_rows(legs, loads, peak, train_flop):
+    """(lines to print, whether every leg is within the bound): each configuration's best img/s,
+    its legs with their load averages, the GFLOP/s it implies and the bound; an ERROR row for a
+    configuration with a leg above the bound."""
+    bound = peak * 1e9 / train_flop
+    lines, within = [], True
+    for name, values in legs.items():
+        best = max(values)
+        every = ", ".join(f"{v:.3f} (load {load:.1f})" for v, load in zip(values, loads[name]))
+        lines.append(f"{name + ':':<42}{best:.3f} img/s = {best * train_flop / 1e9:.0f} GFLOP/s, "
+                     f"{best / bound:.0%} of the bound {bound:.3f} img/s  (legs {every})")
+        if max(values) > bound:
+            within = False
+            lines.append(f"ERROR {name}: {best:.3f} img/s is above the FLOP bound {bound:.3f} img/s "
+                         f"({train_flop / 1e9:.0f} GFLOP per image at {peak:.0f} GFLOP/s): the "
+                         f"clock or the image count is wrong, not a figure")
+    return lines, within
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=4)
@@ -139,6 +175,8 @@ def main():
     from gluondet.data.synth import SHAPES_CLASSES, write_shapes_voc
     from gluondet.runtime import usable_cpus
 
+    # Both loops build GluonCV's ssd_512_vgg16_atrous_custom and train every parameter: one count.
+    flop = flop_bound("count", "--model", "ssd_512_vgg16_atrous", "--data-shape", str(args.data_shape))
     with tempfile.TemporaryDirectory() as work:
         root = write_shapes_voc(Path(work) / "shapes", n_train=args.images, n_val=2, seed=0, size=256)
         keep_images_with_objects(root, "train")
@@ -150,18 +188,34 @@ def main():
         cpus = usable_cpus()
         print(f"ssd_512_vgg16_atrous, data shape {args.data_shape}, batch {args.batch_size}, "
               f"{args.iters} timed iterations, {cpus} usable CPUs")
-        legs = {"default": [], "tuned": [], "gluondet": []}
+        print(f"FLOP per training image, from the graph ({flop['layers']} conv/dense layers, 2 FLOP per "
+              f"multiply-add): {flop['forward'] / 1e9:.1f} G forward + {flop['backward_input'] / 1e9:.1f} G "
+              f"input gradients + {flop['backward_weight'] / 1e9:.1f} G weight gradients = "
+              f"{flop['total'] / 1e9:.1f} GFLOP")
+        names = {"default": "tutorial loop, default environment",
+                 "tuned": f"tutorial loop, OMP_NUM_THREADS={cpus}", "gluondet": "gluondet train"}
+        legs = {names[k]: [] for k in names}
+        loads = {names[k]: [] for k in names}
+        peaks = []
         for _ in range(args.rounds):
-            legs["default"].append(run_tutorial(voc_root, classes, args, clean_env()))
-            legs["tuned"].append(run_tutorial(voc_root, classes, args, clean_env(OMP_NUM_THREADS=str(cpus))))
-            legs["gluondet"].append(run_gluondet(root, args, work))
-        default, tuned, ours = (max(legs[k]) for k in ("default", "tuned", "gluondet"))
-        every = {k: ", ".join(f"{v:.3f}" for v in values) for k, values in legs.items()}
-        print(f"tutorial loop, default environment:       {default:.3f} img/s  (legs {every['default']})")
-        print(f"tutorial loop, OMP_NUM_THREADS={cpus}:           {tuned:.3f} img/s  (legs {every['tuned']})")
-        print(f"gluondet train:                           {ours:.3f} img/s  (legs {every['gluondet']})")
+            for key, run_leg in (
+                    ("default", lambda: run_tutorial(voc_root, classes, args, clean_env())),
+                    ("tuned", lambda: run_tutorial(voc_root, classes, args, clean_env(OMP_NUM_THREADS=str(cpus)))),
+                    ("gluondet", lambda: run_gluondet(root, args, work))):
+                peaks.append(flop_bound("peak"))  # before every leg: the load changes
+                legs[names[key]].append(run_leg())
+                loads[names[key]].append(os.getloadavg()[0])
+        peak = max(peaks, key=lambda p: p["gflops"])
+        every_peak = ", ".join(f"{p['gflops']:.0f}" for p in peaks)
+        print(f"convolution peak, float32, {peak['threads']} threads: {peak['gflops']:.0f} GFLOP/s "
+              f"({peak['best_of']}; best of {len(peaks)} measurements, one before each leg: {every_peak})")
+        lines, within = bound_rows(legs, loads, peak["gflops"], flop["total"])
+        print("\n".join(lines))
+        default, tuned, ours = (max(legs[names[k]]) for k in ("default", "tuned", "gluondet"))
         print(f"ratio gluondet / tutorial (default env):  {ours / default:.2f}x")
         print(f"ratio gluondet / tutorial (OMP threads):  {ours / tuned:.2f}x")
+        if not within:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,167 @@
+"""The FLOP bound on training images/s: a network's work per image, counted once from its graph,
+against a convolution rate measured on this machine in the same run.
+
+Convention: 1 FLOP per multiply and per add, so a multiply-add (MAC) is 2 FLOP. Counted are the
+Convolution, Deconvolution and FullyConnected nodes of the training graph (the network called on a
+symbol under ``autograd.train_mode``, as hybridize traces it; shapes inferred for one image):
+  - forward: 2 x MACs;
+  - backward, gradient of the input: 2 x MACs, when anything before the layer trains (not for a
+    layer that reads the image, nor behind frozen layers);
+  - backward, gradient of the weights: 2 x MACs, when its weight trains (grad_req not 'null').
+A layer in the middle of a fully trained network thus costs 3x its forward pass. Bias adds,
+normalization, activations, pooling, the loss and the update are left out, so the count is a lower
+bound on the work, and  bound = measured peak / count  an upper bound on training images/s: a
+figure above it was not measured right (a clock stopped before MXNet finished, images miscounted).
+
+The peak is the best rate of large 3x3 convolutions (VGG16's widths at its resolutions), forward
+and forward + backward, each timed between ``mx.nd.waitall()`` calls, with the OpenMP pool gluondet
+uses (all usable CPUs), in float32.
+
+    .venv/bin/python scripts/bench/flop_bound.py count [--model ssd_512_vgg16_atrous] [--data-shape 512]
+    .venv/bin/python scripts/bench/flop_bound.py peak
+Each prints one JSON line (the training benchmarks run it in a subprocess).
+"""
+import argparse
+import json
+import sys
+import time
+
+LAYER_OPS = ("Convolution", "Deconvolution", "FullyConnected")
+# operators whose output carries no gradient back to their inputs
+GRADIENT_STOPS = ("BlockGrad", "stop_gradient", "zeros_like", "ones_like", "_zeros", "_ones")
+# (batch, channels, side) of the timed 3x3 convolutions: VGG16's conv1, conv3 and conv4 widths
+PEAK_SHAPES = ((1, 64, 256), (2, 256, 64), (2, 512, 32))
+
+
+def training_flop(net, data_shape, params=None):
+    """FLOP per image of one training step of ``net`` at a ``data_shape`` x ``data_shape`` input,
+    as {"forward", "backward_input", "backward_weight", "total", "layers"} (see the module
+    docstring). ``params``: the parameters that train (default: every one whose grad_req is not
+    'null')."""
+    import mxnet as mx
+
+    params = net.collect_params() if params is None else params
+    trains = {name for name, p in params.items() if p.grad_req != "null"}
+    with mx.autograd.train_mode():
+        outputs = net(mx.sym.var("data"))
+    sym = mx.sym.Group(list(outputs) if isinstance(outputs, (list, tuple)) else [outputs])
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, data_shape, data_shape))
+    shapes = dict(zip(sym.list_arguments(), arg_shapes))
+    shapes.update(zip(sym.list_auxiliary_states(), aux_shapes))
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals.infer_shape(data=(1, 3, data_shape, data_shape))
+    shapes.update(zip(internals.list_outputs(), out_shapes))
+
+    nodes = json.loads(sym.tojson())["nodes"]
+    needs_grad = []  # per node: does a trained parameter lie at or before it?
+    counts = {"forward": 0, "backward_input": 0, "backward_weight": 0, "layers": 0}
+    for node in nodes:
+        inputs = [entry[0] for entry in node["inputs"]]
+        if node["op"] == "null":
+            needs_grad.append(node["name"] in trains)
+            continue
+        needs_grad.append(node["op"] not in GRADIENT_STOPS and any(needs_grad[i] for i in inputs))
+        if node["op"] not in LAYER_OPS:
+            continue
+        macs = _layer_macs(node, nodes, shapes)
+        counts["forward"] += 2 * macs
+        counts["backward_input"] += 2 * macs if needs_grad[inputs[0]] else 0
+        counts["backward_weight"] += 2 * macs if nodes[inputs[1]]["name"] in trains else 0
+        counts["layers"] += 1
+    counts["total"] = counts["forward"] + counts["backward_input"] + counts["backward_weight"]
+    return counts
+
+
+def _layer_macs(node, nodes, shapes):
+    """Multiply-adds of one Convolution, Deconvolution or FullyConnected node for one image:
+    the weight's size (output channels x input channels per group x kernel) times the positions it
+    is applied at (output positions; a deconvolution's input positions; a dense layer's rows)."""
+    weight = shapes[nodes[node["inputs"][1][0]]["name"]]
+    per_position = 1
+    for size in weight:
+        per_position *= size
+    if node["op"] == "FullyConnected":
+        out = shapes[node["name"] + "_output"]
+        positions = 1
+        for size in out[:-1]:
+            positions *= size
+        return positions * per_position
+    if node["op"] == "Convolution":
+        out = shapes[node["name"] + "_output"]
+        spatial = out[2:]
+    else:  # Deconvolution: every input position scatters the whole kernel
+        source = nodes[node["inputs"][0][0]]
+        spatial = (shapes.get(source["name"] + "_output") or shapes[source["name"]])[2:]
+    positions = 1
+    for size in spatial:
+        positions *= size
+    return positions * per_position
+
+
+def count_model(model, data_shape=None, classes=3):
+    """training_flop of a gluondet model (random weights), trained as ``gluondet train`` trains it
+    (its family's trainable parameters), plus the model name and data shape."""
+    from gluondet.config import resolve_model_config
+    from gluondet.families import family_of
+    from gluondet.models import build_model
+
+    cfg = resolve_model_config(model)
+    side = int(data_shape or cfg["data_shape"])
+    net = build_model(cfg, [f"c{i}" for i in range(classes)], pretrained_base=False)
+    params = family_of(cfg).trainable_params(net)
+    return {"model": model, "data_shape": side, **training_flop(net, side, params)}
+
+
+def conv_peak(shapes=PEAK_SHAPES, reps=3):
+    """The best float32 GFLOP/s of 3x3 convolutions at ``shapes``, forward and forward + backward
+    (input and weight gradients), as {"gflops", "best_of", "rates": {label: GFLOP/s}}."""
+    import mxnet as mx
+    from mxnet import autograd
+
+    rates = {}
+    for n, c, side in shapes:
+        x = mx.nd.random.uniform(shape=(n, c, side, side))
+        w = mx.nd.random.uniform(shape=(c, c, 3, 3)) * 0.01
+        x.attach_grad()
+        w.attach_grad()
+        forward_flop = 2 * n * c * c * 9 * side * side
+        for backward in (False, True):
+            best = float("inf")
+            for i in range(reps + 1):
+                mx.nd.waitall()
+                start = time.perf_counter()
+                if backward:
+                    with autograd.record():
+                        y = mx.nd.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=c, no_bias=True)
+                    y.backward()
+                else:
+                    mx.nd.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=c, no_bias=True)
+                mx.nd.waitall()
+                if i:  # the first call builds oneDNN's primitives
+                    best = min(best, time.perf_counter() - start)
+            label = f"{c}ch {side}px {'fwd+bwd' if backward else 'fwd'}"
+            rates[label] = forward_flop * (3 if backward else 1) / best / 1e9
+    best_label = max(rates, key=rates.get)
+    return {"gflops": rates[best_label], "best_of": best_label, "rates": rates}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("count", "peak"))
+    parser.add_argument("--model", default="ssd_512_vgg16_atrous")
+    parser.add_argument("--data-shape", type=int, default=None, help="[the model YAML's]")
+    args = parser.parse_args()
+
+    from gluondet.runtime import configure_threads
+
+    threads = configure_threads()  # before MXNet loads: the pool gluondet train runs with
+    if args.what == "count":
+        result = count_model(args.model, args.data_shape)
+    else:
+        result = {**conv_peak(), "threads": threads}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
