@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 ZOO_MODELS = ["ssd_512_vgg16_atrous", "ssd_300_vgg16_atrous", "ssd_512_mobilenet1.0", "ssd_512_resnet50_v1",
               "faster_rcnn_resnet50_v1b", "faster_rcnn_resnet101_v1d", "yolo3_darknet53", "yolo3_mobilenet1.0",
-              "yolo3_mobilenet0.25"]
+              "yolo3_mobilenet0.25", "center_net_resnet18_v1b", "center_net_resnet50_v1b", "center_net_dla34",
+              "center_net_mobilenetv3_large_duc"]
 # The ImageNet network each model's backbone comes from, and what of it the detector leaves out.
 BACKBONES = {
     "ssd_512_vgg16_atrous": ("vgg16_atrous", "extras."),  # the file has no extras: nothing left out
@@ -33,6 +34,11 @@ BACKBONES = {
     "yolo3_darknet53": ("darknet53", "output."),
     "yolo3_mobilenet1.0": ("mobilenet1.0", "output."),
     "yolo3_mobilenet0.25": ("mobilenet0.25", "output."),
+    "center_net_resnet18_v1b": ("resnet18_v1b", "fc."),
+    "center_net_resnet50_v1b": ("resnet50_v1b", "fc."),
+    "center_net_dla34": ("dla34", "fc."),
+    # DUC upsamples the features before the global pool: the last convolution and the classifier are left out
+    "center_net_mobilenetv3_large_duc": ("mobilenetv3_large", ("features.22.", "output.")),
 }
 
 
