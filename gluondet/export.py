@@ -269,8 +269,10 @@ def check_onnx_model(model, family_name="this"):
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, NotImplemented
     except ImportError:  # the onnx extra brings it; without it the checker's word is all there is
         return
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its notices (unused initializers) are not the user's
     try:
-        onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except (Fail, InvalidGraph, NotImplemented) as e:
         raise GluondetError(f"ONNX export: onnxruntime cannot run the {family_name} network's converted "
                             f"graph ({_first_line(e)}); nothing was written (--format mxnet exports it)") from None

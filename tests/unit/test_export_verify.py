@@ -218,3 +218,23 @@ def test_box_nms_in_onnx_computes_what_mxnet_computes(tmp_path):
 
     assert all(t["_contrib_box_nms"].__name__ == "convert_contrib_box_nms"
                for t in MXNetGraph.registry_.values() if "_contrib_box_nms" in t)
+
+
+def test_int8_with_onnx_is_refused_before_anything_is_read_or_written(tmp_path):
+    from gluondet.export import export_run
+
+    with pytest.raises(GluondetError, match="--int8 .* --format onnx"):
+        export_run(tmp_path / "no-run", tmp_path / "out", fmt="onnx", int8=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_export_evaluates_in_the_precision_it_was_exported_in(tmp_path):
+    import json
+
+    from gluondet.export import evaluate_export
+
+    meta = {"format": "mxnet", "family": "ssd", "classes": ["a"], "symbol": "m.json", "params": "m.params",
+            "dtype": "float32"}
+    (tmp_path / "export.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(GluondetError, match="leave out --dtype"):
+        evaluate_export(tmp_path, dtype="bfloat16")
