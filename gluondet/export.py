@@ -491,10 +491,6 @@ def evaluate_export(export_dir, dtype="float32", **kwargs):
 
 
 # ----------------------------------------------------------------------------- verifying an export
-class ExportMismatch(GluondetError):
-    """An export that does not compute what its run computes, within its tolerance."""
-
-
 def tolerance_of(meta):
     """(mAP tolerance, box tolerance in pixels or None) of an export, from its export.json."""
     kind = "int8" if export_format(meta) == "int8" else meta.get("dtype", "float32")
