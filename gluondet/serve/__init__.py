@@ -20,6 +20,11 @@ def run_server(sock, load_detector, settings, source="", grace_s=30):
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def on_tick(self, counter):
+            # a model that did not load stops the server from its main loop: should_exit set while
+            # uvicorn starts would skip its shutdown (and the app's), leaving tasks to be cancelled
+            return bool(failure) or await super().on_tick(counter)
+
         async def shutdown(self, sockets=None):
             # said here, on the event loop, not in the signal handler, where it could cut into a print
             if not failure:  # a model that did not load is said by the CLI's error line
@@ -27,7 +32,6 @@ def run_server(sock, load_detector, settings, source="", grace_s=30):
             await super().shutdown(sockets=sockets)
 
     failure = []
-    server = None
 
     def on_ready(detector):
         say(f"gluondet serve: ready: {Path(detector.info.source).name} ({detector.family.name}, "
@@ -35,8 +39,7 @@ def run_server(sock, load_detector, settings, source="", grace_s=30):
             f"{settings.max_wait_ms:g} ms{', token required' if settings.token else ''}")
 
     def on_load_error(error):
-        failure.append(error)
-        server.should_exit = True
+        failure.append(error)  # the main loop's next tick (0.1 s) stops the server
 
     app = create_app(load_detector, settings, on_ready=on_ready, on_load_error=on_load_error)
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,

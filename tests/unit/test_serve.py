@@ -465,3 +465,23 @@ def test_a_full_queue_is_503_before_the_upload_is_read(serve_app):
         assert client.get("/health").json()["queue_depth"] == 1
         gate.set()
         assert first.result().status_code == 200
+
+
+def test_a_model_that_fails_at_once_stops_the_server_in_order(capfd):
+    """Loading that fails while uvicorn is still starting (an empty folder fails in microseconds):
+    the server shuts down through uvicorn's shutdown and lifespan, and the error comes out."""
+    import socket
+
+    from gluondet.errors import GluondetError
+    from gluondet.serve import run_server
+
+    def load():
+        raise GluondetError("nowhere: no config.yaml")
+
+    for _ in range(5):  # the failure lands at a different point of the start each time
+        sock = socket.create_server(("127.0.0.1", 0))
+        with pytest.raises(GluondetError, match="nowhere: no config.yaml"):
+            run_server(sock, load, ServeSettings(), source="nowhere")
+        err = capfd.readouterr().err
+        assert "listening on http://127.0.0.1:" in err
+        assert "Traceback" not in err and "destroyed" not in err and "stopping" not in err
