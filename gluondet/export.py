@@ -32,17 +32,9 @@ import numpy as np
 from . import __version__
 from .constants import EXPORT_FORMATS
 from .errors import GluondetError
-from .fileio import atomic_write_text
-from .image import read_image
-from .predict import (
-    EXPORT_META,
-    EXPORT_ONNX,
-    EXPORT_PREFIX,
-    Detector,
-    export_format,
-    list_images,
-    read_export_meta,
-)
+from .export_folder import EXPORT_META, EXPORT_ONNX, EXPORT_PREFIX, export_format, read_export_meta, write_export_meta
+from .image import list_images, read_image
+from .predict import Detector
 from .progress import ljust, text_width
 from .run_folder import CLASSES_FILE, CONFIG_FILE
 
@@ -167,10 +159,6 @@ def install_export(stage, out_dir, run_dir, meta):
             shutil.copyfile(run_dir / name, out_dir / name)
     write_export_meta(out_dir, meta)
     return out_dir
-
-
-def write_export_meta(out_dir, meta):
-    atomic_write_text(Path(out_dir) / EXPORT_META, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -469,7 +457,7 @@ def evaluate_export(export_dir, dtype="float32", **kwargs):
     INT8 graph or ONNX model its export.json names, plus ``format``. ``kwargs`` are evaluate_run's."""
     from .engine.validation import evaluate_run
     from .models import build_model
-    from .predict import export_network
+    from .export_folder import export_network
 
     export_dir = Path(export_dir)
     folder = export_dir.parent if export_dir.suffix == ".params" else export_dir

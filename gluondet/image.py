@@ -19,6 +19,7 @@ read images here, so a photo is the same picture everywhere. The policy:
 import io
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -218,3 +219,28 @@ def choose_orientation(header, declared_size=None):
         return Reading(True, displayed, f"{where} and no size in the annotation: read turned, as a viewer "
                                         "shows it")
     return Reading(True, displayed, None)
+
+
+def list_images(inputs):
+    """Expand files and folders into (image paths, left_out) in a stable order.
+
+    Folders give their files with an image suffix (sorted, not recursive); ``left_out`` lists the
+    other files found in folders so the caller can say so. Files named explicitly are always kept,
+    whatever their suffix (a bad one is reported when it is read).
+    """
+    images, left_out = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if not child.is_file():
+                    continue
+                if child.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(child)
+                elif not child.name.startswith("."):
+                    left_out.append(child)
+        elif path.exists():
+            images.append(path)
+        else:
+            raise GluondetError(f"{path}: no such file or folder")
+    return images, left_out

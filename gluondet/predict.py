@@ -13,10 +13,7 @@ launched before any result is read, so the devices work at once.
 Images are read with ``gluondet.image.read_image``, the reader training uses, with the EXIF
 orientation applied (no annotation says otherwise): a photo is seen as a viewer shows it.
 """
-import json
-import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,37 +21,7 @@ import numpy as np
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import GluondetError
-from .image import IMAGE_SUFFIXES, read_image
-EXPORT_META = "export.json"
-EXPORT_PREFIX = "model"  # model-symbol.json, model-0000.params
-EXPORT_ONNX = "model.onnx"
-EXPORT_KINDS = ("mxnet", "onnx", "int8")  # export.json's format: what the folder's model is
-
-
-# ----------------------------------------------------------------------------- listing images
-def list_images(inputs):
-    """Expand files and folders into (image paths, left_out) in a stable order.
-
-    Folders give their files with an image suffix (sorted, not recursive); ``left_out`` lists the
-    other files found in folders so the caller can say so. Files named explicitly are always kept,
-    whatever their suffix (a bad one is reported when it is read).
-    """
-    images, left_out = [], []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if not child.is_file():
-                    continue
-                if child.suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(child)
-                elif not child.name.startswith("."):
-                    left_out.append(child)
-        elif path.exists():
-            images.append(path)
-        else:
-            raise GluondetError(f"{path}: no such file or folder")
-    return images, left_out
+from .export_folder import EXPORT_META, export_network, read_export_meta
 
 
 # ----------------------------------------------------------------------------- results
@@ -101,31 +68,13 @@ def image_record(name, image, detections, classes):
 
 @dataclass
 class ImageResult:
-    """What ``Detector.detect_files`` yields for one file: detections or the error that stopped it."""
+    """What ``pipeline.detect_files`` yields for one file: detections or the error that stopped it."""
 
     path: Path
     image: Optional[np.ndarray] = None  # RGB uint8, None when the file could not be read
     detections: Optional[Detections] = None
     error: Optional[str] = None
     seconds: float = 0.0
-
-
-# ----------------------------------------------------------------------------- anchors
-@dataclass
-class AnchorLayer:
-    """The anchors of one feature map, in original image pixels (corner format)."""
-
-    index: int
-    grid: tuple  # (rows, cols) of the feature map
-    boxes: np.ndarray  # (rows, cols, anchors_per_position, 4) xmin, ymin, xmax, ymax
-    stride: tuple = field(default=(0.0, 0.0))  # (x, y) pixels between positions, original image
-
-    def at(self, fx, fy):
-        """Anchors (A, 4) of the position holding the point (fx, fy), given as fractions of width/height."""
-        rows, cols = self.grid
-        r = min(rows - 1, max(0, int(fy * rows)))
-        c = min(cols - 1, max(0, int(fx * cols)))
-        return self.boxes[r, c]
 
 
 # ----------------------------------------------------------------------------- the detector
@@ -294,10 +243,10 @@ class Detector:
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            results.extend(self._finish(self._start(chunk, batch_size), thresh, max_boxes))
+            results.extend(self.finish(self.start(chunk, batch_size), thresh, max_boxes))
         return results
 
-    def _start(self, images, batch_size):
+    def start(self, images, batch_size):
         """Preprocess and launch: returns what ``_finish`` needs (outputs still computing)."""
         prepared = [self.preprocess(img) for img in images]
         shapes = [img.shape for img in images]
@@ -320,92 +269,21 @@ class Detector:
             first += len(part)
         return started
 
+    def anchor_layers(self, width, height):
+        """The network's anchors for a ``width`` x ``height`` image (``models.anchors.anchor_layers``)."""
+        from .models.anchors import anchor_layers
+
+        return anchor_layers(self.net, self.family, self.input_size(width, height), (width, height), self.ctx,
+                             self.info.source)
+
     @staticmethod
-    def _finish(started, thresh, max_boxes):
+    def finish(started, thresh, max_boxes):
         out = []
         for outputs, items, scales, shapes in started:
             raw = tuple(o.asnumpy() for o in outputs)  # waits for the network
             out.extend(_postprocess(raw, i, sc, sh, thresh, max_boxes)
                        for i, sc, sh in zip(items, scales, shapes))
         return out
-
-    def detect_files(self, paths, thresh=0.5, max_boxes=100, batch_size=8, progress=True):
-        """Yield an ImageResult per path, in order; unreadable files yield their error and the rest go on.
-
-        Pipelined on MXNet's asynchronous engine (GPUs): the next batch is read and preprocessed
-        while the network works on this one. (On CPUs only, ``gluondet detect`` runs the synchronous
-        engine: each batch is computed as it is sent, which measured faster there.)
-        """
-        from .progress import Progress
-
-        paths = list(paths)
-        bar = Progress(total=len(paths), unit="img", desc="detect", enabled=progress)
-        pending = None
-        self._last_done = 0.0
-        try:
-            for start in range(0, len(paths) + batch_size, batch_size):
-                current = None
-                if start < len(paths):
-                    t0 = time.perf_counter()
-                    loaded = []
-                    for p in paths[start:start + batch_size]:
-                        try:
-                            loaded.append(ImageResult(Path(p), image=read_image(p)))
-                        except GluondetError as e:
-                            loaded.append(ImageResult(Path(p), error=str(e)))
-                    ok = [r for r in loaded if r.error is None]
-                    started = self._start([r.image for r in ok], batch_size) if ok else []
-                    current = (loaded, ok, started, t0)
-                if pending is not None:
-                    yield from self._finish_files(pending, thresh, max_boxes, bar)
-                pending = current
-        finally:
-            bar.close()
-
-    def _finish_files(self, pending, thresh, max_boxes, bar):
-        loaded, ok, started, t0 = pending
-        if ok:
-            for r, d in zip(ok, self._finish(started, thresh, max_boxes)):
-                r.detections = d
-        # Wall time since the previous batch was done (or this one began), shared by its images:
-        # with the pipeline overlapping batches, the shares add up to the total time.
-        now = time.perf_counter()
-        share = (now - max(t0, self._last_done)) / max(1, len(loaded))
-        self._last_done = now
-        for r in loaded:
-            r.seconds = share
-            bar.update(1)
-            yield r
-
-    # ------------------------------------------------------------------ anchors
-    def anchor_layers(self, width, height):
-        """The network's own anchors for an image of this size, per feature map, in its pixels.
-
-        SSD: the default boxes of every feature map (GluonCV's anchor generators, all sizes and
-        ratios). Faster R-CNN: the RPN anchors. Needs the Gluon network (a run folder), not an export.
-        """
-        import mxnet as mx
-
-        net = self.net
-        if isinstance(net, (mx.gluon.SymbolBlock, OnnxNet)):
-            raise GluondetError(
-                f"{self.info.source}: anchors are read from the network's Python blocks; "
-                "use --run with a run folder, not an export folder")
-        nw, nh = self.input_size(width, height)
-        x = mx.nd.zeros((1, 3, nh, nw), ctx=self.ctx)
-        sx, sy = nw / width, nh / height
-        layers = self.family.anchor_layers(net, x)
-        if layers is None:
-            raise GluondetError(f"{self.info.source}: a {self.family.name} network has no anchor boxes to show")
-        return [_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh) for i, (feat, corners) in enumerate(layers)]
-
-
-def _anchor_layer(index, grid, corners, sx, sy, nw, nh):
-    rows, cols = int(grid[0]), int(grid[1])
-    boxes = corners.reshape(rows, cols, -1, 4) / np.array([sx, sy, sx, sy], np.float32)
-    return AnchorLayer(index=index, grid=(rows, cols), boxes=boxes.astype(np.float32),
-                       stride=(nw / cols / sx, nh / rows / sy))
-
 
 def _postprocess(raw, i, scale, shape, thresh, max_boxes):
     """Detections of batch item ``i``: keep valid boxes over ``thresh``, map back to original pixels."""
@@ -438,87 +316,6 @@ def context_list(ctx):
     return list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
 
 
-# ----------------------------------------------------------------------------- export networks
-def export_format(meta):
-    """What an export folder holds, from its export.json: mxnet, onnx or int8 (folders written
-    before export.json recorded it said ``format: mxnet`` for all three; ``quantized`` tells int8)."""
-    fmt = meta.get("format", "mxnet")
-    if meta.get("quantized"):
-        return "int8"
-    if fmt not in EXPORT_KINDS:
-        raise GluondetError(f"export.json: format '{fmt}' is not one of {', '.join(EXPORT_KINDS)}")
-    return fmt
-
-
-def export_network(export_dir, meta, ctx):
-    """``(net, model file)`` of an export folder for the contexts ``ctx`` (a list): an OnnxNet for
-    ``format: onnx``, else MXNet's SymbolBlock of the symbol JSON + params (float or INT8)."""
-    import warnings
-
-    import mxnet as mx
-
-    export_dir = Path(export_dir)
-    fmt = export_format(meta)
-    files = [meta.get("onnx", EXPORT_ONNX)] if fmt == "onnx" else [meta["symbol"], meta["params"]]
-    for name in files:
-        if not (export_dir / name).is_file():
-            raise GluondetError(f"{export_dir}: export is incomplete, {name} is missing")
-    if fmt != "mxnet" and any(c.device_type != "cpu" for c in ctx):
-        runtime = "oneDNN" if fmt == "int8" else "onnxruntime's CPU provider"
-        raise GluondetError(f"{export_dir}: an {fmt.upper()} export runs on the CPU ({runtime}); use --ctx cpu")
-    if fmt == "onnx":
-        return OnnxNet(export_dir / files[0]), export_dir / files[0]
-    dtype = meta.get("dtype", "float32")
-    if dtype != "float32":  # its graph casts to dtype: refuse a device where that is slow
-        from .precision import choose_dtype
-
-        try:
-            choose_dtype(dtype, [c.device_type for c in ctx])
-        except GluondetError as e:
-            raise GluondetError(f"{export_dir}: exported with --dtype {dtype}, but {e}; "
-                                "export the run again in float32") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Cannot decide type for the following arguments: data"
-        net = mx.gluon.SymbolBlock.imports(str(export_dir / files[0]), [meta.get("input_name", "data")],
-                                           str(export_dir / files[1]), ctx=ctx)
-    return net, export_dir / files[1]
-
-
-class OnnxNet:
-    """An ONNX model run by onnxruntime, called as the MXNet network it was exported from:
-    ``net(x)`` takes an NCHW float32 NDArray and gives the model's outputs as NDArrays on x's
-    device, so evaluation, detection and timing treat it as any other network. onnxruntime runs
-    synchronously: the outputs are computed when the call returns."""
-
-    def __init__(self, path):
-        try:
-            import onnxruntime
-            from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
-        except ImportError:
-            raise GluondetError(f"{path}: running an ONNX export needs onnxruntime: "
-                                "pip install 'gluondet[onnx]'") from None
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: its notices (unused initializers) are not the user's
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit():  # the threads MXNet is given (runtime.configure_threads), for a fair comparison
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (Fail, InvalidGraph, InvalidProtobuf) as e:
-            raise GluondetError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
-        self.path = Path(path)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x):
-        import mxnet as mx
-
-        outputs = self.session.run(None, {self.input_name: x.asnumpy().astype(np.float32, copy=False)})
-        return [mx.nd.array(o, ctx=x.context, dtype=o.dtype) for o in outputs]
-
-    def hybridize(self, *args, **kwargs):
-        """Nothing to do: onnxruntime optimised the graph when the session was made."""
-
-
 # ----------------------------------------------------------------------------- run / export metadata
 def model_info_from_run(run, source=""):
     """ModelInfo from a RunFolder, or a dict with its fields (classes, model, family, data_shape)."""
@@ -540,13 +337,3 @@ def model_info_from_run(run, source=""):
         source=source)
 
 
-def read_export_meta(export_dir):
-    path = Path(export_dir) / EXPORT_META
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise GluondetError(f"{path}: cannot read export metadata ({e})") from None
-    for key in ("classes", "family", "symbol", "params"):
-        if key not in meta:
-            raise GluondetError(f"{path}: no '{key}'; re-export with gluondet export")
-    return meta

@@ -103,6 +103,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     model_dir = source.parent if source.is_file() else source
     thresh = _resolve_thresh(thresh, source, model_dir, which)
 
+    from ..pipeline import detect_files
     from ..predict import Detector, image_record
     from ..runtime import configure_engine, make_contexts
 
@@ -120,8 +121,8 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     outputs = _output_names(images, out_dir)
     records, failed, rows = [], [], []
     anchor_cache = {}
-    for result in detector.detect_files(images, thresh=thresh, max_boxes=max_boxes,
-                                        batch_size=batch_size, progress=not quiet):
+    for result in detect_files(detector, images, thresh=thresh, max_boxes=max_boxes,
+                               batch_size=batch_size, progress=not quiet):
         if result.error:
             say(f"gluondet: error: {result.error}")  # above the progress bar
             failed.append({"file": str(result.path), "error": result.error})
@@ -162,7 +163,7 @@ def _weights_source(run_dir, params_file):
 
     if params_file:
         source = Path(params_file)
-        from ..predict import EXPORT_META
+        from ..export_folder import EXPORT_META
 
         if not (source.parent / EXPORT_META).is_file():
             RunFolder.open(source)  # the run folder around the weights: config and classes beside them
@@ -176,7 +177,7 @@ def _weights_source(run_dir, params_file):
 
 def _input_images(inputs):
     """The image files of the inputs, leaving out (and noting) earlier drawings and non-images."""
-    from ..predict import list_images
+    from ..image import list_images
 
     images, left_out = list_images(inputs)
     earlier = [p for p in images if p.stem.endswith((".det", ".anchors"))]

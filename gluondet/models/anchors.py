@@ -6,8 +6,11 @@ built from the model config gives the same ones as the trained network, whatever
 ``gluondet.predict.Detector.anchor_layers`` reads the same blocks layer by layer, to draw them.
 """
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..errors import GluondetError
 
 
 def anchor_corners(net, family, width, height):
@@ -47,3 +50,46 @@ def best_iou(boxes, anchors, chunk=512):
         union = area_b + area_a - inter
         out[start:start + chunk] = np.max(np.where(union > 0, inter / np.where(union > 0, union, 1), 0), axis=1)
     return out
+
+
+# ----------------------------------------------------------------------------- drawn per feature map
+@dataclass
+class AnchorLayer:
+    """The anchors of one feature map, in original image pixels (corner format)."""
+
+    index: int
+    grid: tuple  # (rows, cols) of the feature map
+    boxes: np.ndarray  # (rows, cols, anchors_per_position, 4) xmin, ymin, xmax, ymax
+    stride: tuple = field(default=(0.0, 0.0))  # (x, y) pixels between positions, original image
+
+    def at(self, fx, fy):
+        """Anchors (A, 4) of the position holding the point (fx, fy), given as fractions of width/height."""
+        rows, cols = self.grid
+        r = min(rows - 1, max(0, int(fy * rows)))
+        c = min(cols - 1, max(0, int(fx * cols)))
+        return self.boxes[r, c]
+
+
+def anchor_layers(net, family, input_size, image_size, ctx=None, source=""):
+    """The network's own anchors for an image of ``image_size`` (w, h) resized to ``input_size``
+    (w, h), per feature map, in the image's pixels (AnchorLayer). SSD: the default boxes of every
+    feature map (all sizes and ratios); R-CNN: the RPN anchors. Needs the Gluon network (a run
+    folder): an export's graph has no Python blocks to ask. ``source`` names it in errors."""
+    import mxnet as mx
+
+    if isinstance(net, mx.gluon.SymbolBlock) or not isinstance(net, mx.gluon.Block):
+        raise GluondetError(f"{source}: anchors are read from the network's Python blocks; "
+                            "use --run with a run folder, not an export folder")
+    (nw, nh), (width, height) = input_size, image_size
+    sx, sy = nw / width, nh / height
+    layers = family.anchor_layers(net, mx.nd.zeros((1, 3, nh, nw), ctx=ctx or mx.cpu()))
+    if layers is None:
+        raise GluondetError(f"{source}: a {family.name} network has no anchor boxes to show")
+    return [_anchor_layer(i, feat.shape[2:], corners, sx, sy, nw, nh) for i, (feat, corners) in enumerate(layers)]
+
+
+def _anchor_layer(index, grid, corners, sx, sy, nw, nh):
+    rows, cols = int(grid[0]), int(grid[1])
+    boxes = corners.reshape(rows, cols, -1, 4) / np.array([sx, sy, sx, sy], np.float32)
+    return AnchorLayer(index=index, grid=(rows, cols), boxes=boxes.astype(np.float32),
+                       stride=(nw / cols / sx, nh / rows / sy))

@@ -108,18 +108,20 @@ def compare_dtype(args, paths, threads):
     """float32 Detector against the same run's Detector in args.dtype: speed and top-box agreement."""
     import mxnet as mx
 
+    from gluondet.pipeline import detect_files
+
     detectors = {"float32": _hybridized_copy(build_detector(args), args)}
     detectors[args.dtype] = _hybridized_copy(build_detector(args), args)
     detectors[args.dtype].set_dtype(args.dtype)
     best, results = {}, {}
     for name, det in detectors.items():  # warm-up: builds the cached graphs
-        list(det.detect_files(paths[:args.batch_size], thresh=0.0, batch_size=args.batch_size, progress=False))
+        list(detect_files(det, paths[:args.batch_size], thresh=0.0, batch_size=args.batch_size, progress=False))
     for _ in range(args.repeat):
         for name, det in detectors.items():
             mx.nd.waitall()
             t0 = time.perf_counter()
-            results[name] = list(det.detect_files(paths, thresh=0.0, max_boxes=100,
-                                                  batch_size=args.batch_size, progress=False))
+            results[name] = list(detect_files(det, paths, thresh=0.0, max_boxes=100,
+                                              batch_size=args.batch_size, progress=False))
             mx.nd.waitall()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
     n = len(paths)
@@ -133,6 +135,8 @@ def compare_dtype(args, paths, threads):
 
 
 def main():
+    from gluondet.pipeline import detect_files
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="run folder to benchmark (default: tiny_ssd, random weights)")
     parser.add_argument("--images", type=int, default=64)
@@ -162,8 +166,8 @@ def main():
         # Warm both up, then alternate the timed passes so a change in machine load hits both.
         tutorial_loop(detector.net, paths[:2], data_shape)
         fast = _hybridized_copy(detector, args)
-        list(fast.detect_files(paths[:args.batch_size], thresh=0.0, batch_size=args.batch_size,
-                               progress=False))  # builds the cached graph
+        list(detect_files(fast, paths[:args.batch_size], thresh=0.0, batch_size=args.batch_size,
+                          progress=False))  # builds the cached graph
         base, ours = [], []
         for _ in range(args.repeat):
             mx.nd.waitall()
@@ -172,8 +176,8 @@ def main():
             mx.nd.waitall()
             base.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            results = list(fast.detect_files(paths, thresh=0.0, max_boxes=100,
-                                             batch_size=args.batch_size, progress=False))
+            results = list(detect_files(fast, paths, thresh=0.0, max_boxes=100,
+                                        batch_size=args.batch_size, progress=False))
             mx.nd.waitall()
             ours.append(time.perf_counter() - t0)
 

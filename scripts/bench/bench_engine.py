@@ -8,7 +8,7 @@ same generated data (``data synth --masks``, 128 px; ``--data-shape`` for the SS
 
 - training: the real ``gluondet train``, two "epochs" of ``--iters`` iterations, the second one's
   images/s from metrics.csv (graph building left out; the trainer waits for each step's work);
-- detection: ``Detector.detect_files`` over ``--detect-images`` images on the network trained by
+- detection: ``pipeline.detect_files`` over ``--detect-images`` images on the network trained by
   the synchronous leg, set up as ``gluondet detect --ctx cpu`` is, the clock stopped after
   ``mx.nd.waitall()``, the first image (graph building) left out.
 

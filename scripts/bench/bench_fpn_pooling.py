@@ -2,7 +2,7 @@
 
 ``--share`` first: how much of a real mask_rcnn_tiny training step and a real detect batch RoI
 pooling costs (MXNet's profiler, operator times summed over ``gluondet train`` and
-``Detector.detect_files`` on generated masked shapes, with the pooling gluondet has now, at
+``pipeline.detect_files`` on generated masked shapes, with the pooling gluondet has now, at
 MXNet's default OpenMP thread count unless OMP_NUM_THREADS is set); that bounds what cheaper
 pooling can still gain.
 
@@ -107,6 +107,7 @@ def profile_share(iters):
     """Share of RoI pooling (ROIAlign forward and backward) in operator time, training and detection."""
     from gluondet.cli import main
     from gluondet.data.synth import write_shapes_voc
+    from gluondet.pipeline import detect_files
     from gluondet.predict import Detector
 
     results = {}
@@ -122,7 +123,7 @@ def profile_share(iters):
         results["training"] = _pooling_share(json.loads(mx.profiler.dumps(reset=True, format="json")))
         det = Detector.load(Path(work) / "run", which="last")
         images = [str(p) for p in sorted((root / "JPEGImages").glob("*.jpg"))[-32:]]
-        for _ in det.detect_files(images, thresh=0.5, progress=False):
+        for _ in detect_files(det, images, thresh=0.5, progress=False):
             pass
         mx.nd.waitall()
         mx.profiler.set_state("stop")

@@ -12,7 +12,7 @@ process; ``--gluondet-workers N`` passes ``--num-workers N``). Same generated da
 
 Detection. The reference is the GluonCV demo loop: ``load_test`` one image, forward, masks
 expanded with ``gluoncv.utils.viz.expand_mask``, in MXNet's default environment. gluondet runs
-``Detector.detect_files`` (batched reading), with masks pasted and encoded as RLE, in the
+``pipeline.detect_files`` (batched reading), with masks pasted and encoded as RLE, in the
 environment ``gluondet detect`` sets up (OpenMP threads and engine, gluondet/runtime.py). Both on
 the network the gluondet leg trained, over ``--detect-images`` images, clocks stopped after
 ``mx.nd.waitall()``.
@@ -137,13 +137,14 @@ from gluondet.runtime import configure_engine, configure_threads
 configure_threads()  # what `gluondet detect --ctx cpu` sets up before MXNet starts
 configure_engine("cpu")
 import mxnet as mx
+from gluondet.pipeline import detect_files
 from gluondet.predict import Detector
 
 run, images = sys.argv[1], json.loads(sys.argv[2])
 det = Detector.load(run, which="last")
-list(det.detect_files(images[:1], thresh=0.5, progress=False))  # builds the graph
+list(detect_files(det, images[:1], thresh=0.5, progress=False))  # builds the graph
 tic = time.time()
-for result in det.detect_files(images, thresh=0.5, progress=False):
+for result in detect_files(det, images, thresh=0.5, progress=False):
     if result.detections is not None:
         result.detections.records(det.classes)  # masks encoded as RLE, as detect --json writes them
 mx.nd.waitall()

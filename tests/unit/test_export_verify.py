@@ -16,7 +16,8 @@ from gluondet.export import (
     tolerance_of,
     verify_decision,
 )
-from gluondet.predict import Detections, Detector, ModelInfo, export_format
+from gluondet.export_folder import export_format
+from gluondet.predict import Detections, Detector, ModelInfo
 
 
 def _result(per_class):

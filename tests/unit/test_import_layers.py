@@ -12,7 +12,8 @@ PACKAGE = Path(gluondet.__file__).parent
 LAYERS = [
     ["gluondet", "gluondet.errors", "gluondet.layouts"],
     ["gluondet.constants", "gluondet.fileio", "gluondet.ranges", "gluondet.runtime", "gluondet.precision",
-     "gluondet.image", "gluondet.progress", "gluondet.viz", "gluondet.run_layout"],
+     "gluondet.image", "gluondet.progress", "gluondet.viz", "gluondet.run_layout",
+     "gluondet.export_folder"],
     ["gluondet.config"],
     ["gluondet.data"],
     ["gluondet.eval.html_report"],  # placeholder: html_report reads run folders (layer of run_folder)
@@ -21,7 +22,8 @@ LAYERS = [
     ["gluondet.models"],
     ["gluondet.run_folder", "gluondet.run_lock", "gluondet.run_commit"],
     ["gluondet.engine"],
-    ["gluondet.predict", "gluondet.serve"],
+    ["gluondet.predict"],
+    ["gluondet.pipeline", "gluondet.serve"],
     ["gluondet.export"],
     ["gluondet.cli", "gluondet.__main__"],
 ]

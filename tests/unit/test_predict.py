@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from gluondet.errors import GluondetError
-from gluondet.predict import Detector, ModelInfo, _postprocess, list_images
+from gluondet.image import list_images
+from gluondet.pipeline import detect_files
+from gluondet.predict import Detector, ModelInfo, _postprocess
 from gluondet.run_folder import RunFolder
 
 CLASSES = ["circle", "square", "triangle"]
@@ -84,7 +86,7 @@ def test_detect_files_goes_on_after_a_bad_file(detector, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     cv2.imwrite(str(tmp_path / "ok2.png"), np.full((30, 40, 3), 20, np.uint8))
     paths = [tmp_path / n for n in ("ok1.png", "bad.jpg", "ok2.png")]
-    results = list(detector.detect_files(paths, thresh=0.0, batch_size=2, progress=False))
+    results = list(detect_files(detector, paths, thresh=0.0, batch_size=2, progress=False))
     assert [r.path.name for r in results] == ["ok1.png", "bad.jpg", "ok2.png"]
     assert results[1].error and "bad.jpg" in results[1].error and results[1].detections is None
     assert results[0].detections is not None and results[2].detections is not None

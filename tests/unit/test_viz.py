@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from gluondet import viz
-from gluondet.predict import AnchorLayer, Detections
+from gluondet.models.anchors import AnchorLayer
+from gluondet.predict import Detections
 
 
 def _dets(boxes, class_ids, scores):
