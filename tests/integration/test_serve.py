@@ -91,15 +91,83 @@ def test_in_process_answers_equal_detect_json(trained_tiny_run, images, detect_j
             [record] = answer.json()["images"]
             assert record["file"] == path.name
             assert_same_boxes(record, detect_json[path.name])
-        answer = client.post("/detect", files=[(p.stem, (p.name, p.read_bytes(), "image/jpeg")) for p in images])
-        assert [r["file"] for r in answer.json()["images"]] == [p.name for p in images]
-        for record in answer.json()["images"]:
-            assert_same_boxes(record, detect_json[record["file"]])
         assert client.get("/model").json()["classes"] == detect_json_classes(trained_tiny_run)
+    served = _served_in_process(trained_tiny_run, images)
+    assert [r["file"] for r in served] == [p.name for p in images]
+    for record in served:
+        assert_same_boxes(record, detect_json[record["file"]])
 
 
 def detect_json_classes(run):
     return (Path(run) / "classes.txt").read_text(encoding="utf-8").split()
+
+
+def _served_in_process(source, paths, thresh=THRESH):
+    """The records ``POST /detect`` answers for ``paths`` (one multipart request), the app in-process."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from gluondet.predict import Detector
+    from gluondet.serve import ServeSettings, create_app
+
+    ready = threading.Event()
+    app = create_app(lambda: Detector.load(source, max_boxes=100), ServeSettings(thresh=thresh, max_batch=4),
+                     on_ready=lambda d: ready.set(), on_load_error=lambda e: ready.set())
+    with TestClient(app) as client:
+        assert ready.wait(HANG_GUARD_S) and client.get("/health").json()["status"] == "ready"
+        answer = client.post("/detect", files=[("img", (p.name, p.read_bytes(), "image/jpeg")) for p in paths])
+        assert answer.status_code == 200, answer.text
+        return answer.json()["images"]
+
+
+def test_an_export_folder_is_served_with_its_runs_boxes(trained_tiny_run, images, detect_json, tmp_path):
+    result = invoke_cli(["export", trained_tiny_run, "--out", tmp_path / "deploy"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    for record in _served_in_process(tmp_path / "deploy", images[:3]):
+        assert_same_boxes(record, detect_json[record["file"]])
+
+
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory):
+    """mask_rcnn_tiny after two iterations on generated masked shapes: enough for masks to come out."""
+    from gluondet.data.synth import write_shapes_voc
+
+    base = tmp_path_factory.mktemp("serve_masks")
+    root = write_shapes_voc(base / "shapes", n_train=3, n_val=3, seed=4, size=96, masks=True)
+    run = base / "run"
+    result = invoke_cli(["train", "--dataset", root / "coco.yaml", "--model", "mask_rcnn_tiny", "--out", run,
+                         "--data-shape", "96", "--epochs", "1", "--max-iters", "2", "--lr-steps", "5",
+                         "--num-workers", "0", "--quiet"])
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    return run, sorted((root / "JPEGImages").glob("*.jpg"))[:2]
+
+
+def test_a_mask_model_answers_coco_rle_masks_as_detect_json_does(mask_run, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    run, paths = mask_run
+    out = tmp_path / "masks.json"
+    result = invoke_cli(["detect", *paths, "--run", run, "--thresh", "0", "--no-draw", "--json", out, "--quiet"])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    want = {Path(r["file"]).name: r for r in json.loads(out.read_text(encoding="utf-8"))["images"]}
+    served = _served_in_process(run, paths, thresh=0.0)
+    assert sum(len(r["boxes"]) for r in served) > 0
+    def by_box(boxes):  # the boxes told apart by class, place and score (an untrained model repeats some)
+        keys = [(b["class_id"], tuple(b["bbox"]), b["score"]) for b in boxes]
+        return {k: b for k, b in zip(keys, boxes) if keys.count(k) == 1}
+
+    compared = 0
+    for record in served:
+        assert_same_boxes(record, want[record["file"]], thresh=0.0)
+        reference = by_box(want[record["file"]]["boxes"])
+        for key, box in by_box(record["boxes"]).items():
+            pixels = mask_utils.decode(box["segmentation"])  # pycocotools reads what the server wrote
+            assert pixels.shape == (record["height"], record["width"])
+            if key in reference:  # the same box: the same mask
+                assert box["segmentation"] == reference[key]["segmentation"]
+                compared += 1
+    assert compared > 0
 
 
 # ----------------------------------------------------------------------------- the command
