@@ -3,7 +3,8 @@
 The reference is the loop of GluonCV's scripts/detection/yolo/train_yolo3.py: ``MixupDetection``
 over the dataset (Beta(1.5, 1.5)), one ``YOLO3DefaultTrainTransform(s, s, net, mixup=True)`` per
 input side (each runs the network once for its anchors), ``RandomTransformDataLoader`` drawing a
-side every 10 batches (``--workers`` processes), ``net.hybridize()``, ``split_and_load``,
+side every 10 batches (``--workers`` processes; with one side, ``--sizes`` not given, the script's
+``--no-random-shape`` DataLoader), ``net.hybridize()``, ``split_and_load``,
 ``net(x, gt_boxes, *targets)`` in ``autograd.record()``, ``autograd.backward`` of the summed
 losses, ``trainer.step(batch_size)`` with no-wd and label smoothing set as the script sets them,
 and its four ``mx.metric.Loss`` updates every batch; MXNet's default engine. Images without
@@ -11,14 +12,15 @@ objects are left out of its dataset (GluonCV's transform fails on them; the scri
 which has none). gluondet runs the real ``gluondet train`` as a user would (its engine and data
 loading; on CPUs the synchronous engine, data read in the main process) with the same model,
 data, batch, options (mixup, label smoothing, no-wd, random sides) and OpenMP threads. Both run
-two "epochs" of ``--iters`` iterations and time the second (graph building left out), clocks
+two "epochs" of ``--iters`` iterations and time the second (graphs traced and memory allocated in
+the first: the reference hybridizes once, as gluondet does without a validation between), clocks
 stopped after ``mx.nd.waitall()``.
 
 Legs alternate (reference, gluondet, reference, gluondet; each in its own process); the best of
 each is printed with the ratio. Measure on an idle machine, or say how loaded it was.
 
     .venv/bin/python scripts/bench/bench_yolo3.py [--model yolo3_tiny] [--data-shape 192]
-        [--sizes 160,256] [--batch-size 8] [--iters 20] [--rounds 2] [--workers 1] [--gluondet-workers N]
+        [--sizes LOW,HIGH] [--batch-size 8] [--iters 20] [--rounds 2] [--workers 1] [--gluondet-workers N]
         [--threads N]
 """
 import argparse
@@ -60,10 +62,15 @@ cfg = dict(resolve_model_config(model), data_shape=data_shape)
 net = build_model(cfg, dataset.classes, pretrained_base=False)
 train_dataset = MixupDetection(WithObjects(dataset))
 batchify_fn = Tuple(*([Stack() for _ in range(6)] + [Pad(axis=0, pad_val=-1) for _ in range(1)]))
-transform_fns = [YOLO3DefaultTrainTransform(x, x, net, mixup=True) for x in range(low, high + 1, 32)]
-train_data = RandomTransformDataLoader(transform_fns, train_dataset, batch_size=batch_size, interval=10,
-                                       last_batch="rollover", shuffle=True, batchify_fn=batchify_fn,
-                                       num_workers=workers)
+if low == high:  # the script's --no-random-shape branch
+    train_data = gluon.data.DataLoader(
+        train_dataset.transform(YOLO3DefaultTrainTransform(low, low, net, mixup=True)), batch_size, True,
+        batchify_fn=batchify_fn, last_batch="rollover", num_workers=workers)
+else:
+    transform_fns = [YOLO3DefaultTrainTransform(x, x, net, mixup=True) for x in range(low, high + 1, 32)]
+    train_data = RandomTransformDataLoader(transform_fns, train_dataset, batch_size=batch_size, interval=10,
+                                           last_batch="rollover", shuffle=True, batchify_fn=batchify_fn,
+                                           num_workers=workers)
 ctx = [mx.cpu()]
 net.collect_params().reset_ctx(ctx)
 for k, v in net.collect_params(".*beta|.*gamma|.*bias").items():
@@ -73,10 +80,10 @@ trainer = gluon.Trainer(net.collect_params(), "sgd", {"wd": 0.0005, "momentum": 
                         kvstore="local")
 metrics = [mx.metric.Loss(n) for n in ("ObjLoss", "BoxCenterLoss", "BoxScaleLoss", "ClassLoss")]
 speed = None
+net.hybridize()
 for epoch in range(2):
-    train_data._dataset.set_mixup(np.random.beta, 1.5, 1.5)
+    train_dataset.set_mixup(np.random.beta, 1.5, 1.5)
     mx.nd.waitall()
-    net.hybridize()
     tic, n = time.time(), 0
     for i, batch in enumerate(train_data):
         if i == iters:
@@ -120,7 +127,7 @@ def gluondet_leg(args, root, work):
     """``gluondet train`` for two epochs: the second epoch's images/s from metrics.csv."""
     run_dir = Path(work) / f"run-{time.time_ns()}"
     low, high = args.sizes
-    options = {"mixup": True, "no_mixup_epochs": 0, "label_smooth": True, "no_wd": True, "random_shape": True,
+    options = {"mixup": True, "no_mixup_epochs": 0, "label_smooth": True, "no_wd": True, "random_shape": low != high,
                "random_shape_range": [low, high], "random_shape_every": 10}
     cmd = [sys.executable, "-c", "from gluondet.cli import main; main()", "train", "--dataset", str(root),
            "--model", args.model, "--data-shape", str(args.data_shape), "--batch-size", str(args.batch_size),
@@ -142,7 +149,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="yolo3_tiny", help="a gluondet YOLOv3 model (configs/models)")
     parser.add_argument("--data-shape", type=int, default=192)
-    parser.add_argument("--sizes", default="160,256", help="low,high random input sides (by 32)")
+    parser.add_argument("--sizes", default=None,
+                        help="low,high random input sides (by 32; default: --data-shape alone). Random sides make "
+                             "the legs noisy: a side drawn every 10 iterations changes a leg's cost 2.6x (160 vs 256)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--iters", type=int, default=20, help="iterations per epoch (the 2nd epoch is timed)")
     parser.add_argument("--rounds", type=int, default=2, help="reference/gluondet pairs, alternated")
@@ -151,7 +160,7 @@ def main():
                         help="gluondet train --num-workers (default: gluondet's own choice)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="OpenMP threads, both legs")
     args = parser.parse_args()
-    args.sizes = [int(v) for v in args.sizes.split(",")]
+    args.sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else [args.data_shape] * 2
 
     from gluondet.data.synth import write_shapes_voc
 
@@ -166,7 +175,8 @@ def main():
                   f"gluondet {legs['gluondet'][-1]:.2f} img/s", flush=True)
     best = {k: max(v) for k, v in legs.items()}
     load = os.getloadavg()
-    print(f"{args.model} at {args.data_shape} px (random {args.sizes[0]}-{args.sizes[1]}), batch {args.batch_size}, "
+    sides = f"random {args.sizes[0]}-{args.sizes[1]}" if args.sizes[0] != args.sizes[1] else "fixed"
+    print(f"{args.model} at {args.data_shape} px ({sides}), batch {args.batch_size}, "
           f"{args.threads} thread(s), mixup + label smoothing + no-wd: GluonCV train_yolo3.py loop "
           f"{best['reference']:.2f} img/s (legs {', '.join(f'{v:.2f}' for v in legs['reference'])}), "
           f"gluondet train {best['gluondet']:.2f} img/s (legs {', '.join(f'{v:.2f}' for v in legs['gluondet'])}): "
