@@ -129,11 +129,8 @@ def create_app(load_detector: Callable, settings: ServeSettings, on_ready: Calla
         return JSONResponse(model_document(batcher.model, settings))
 
     async def health(request):
-        status = _status(batcher)
-        doc = {"status": status, "model_loaded": batcher.model is not None, "queue_depth": batcher.depth,
-               "max_queue": settings.max_queue, "batches": batcher.batches, "images": batcher.images,
-               "version": __version__}
-        return JSONResponse(doc, status_code=200 if status == "ready" else 503)
+        doc = health_document(batcher, settings)
+        return JSONResponse(doc, status_code=200 if doc["status"] == "ready" else 503)
 
     async def index(request):
         return HTMLResponse(page, headers={"Content-Security-Policy": (
@@ -158,6 +155,13 @@ async def _watch_load(batcher, on_ready, on_load_error):
         return
     if on_ready:
         on_ready(detector)
+
+
+def health_document(batcher, settings):
+    """GET /health: whether the server takes work (status), and how much it holds and has done."""
+    return {"status": _status(batcher), "model_loaded": batcher.model is not None, "queue_depth": batcher.depth,
+            "max_queue": settings.max_queue, "batches": batcher.batches, "images": batcher.images,
+            "version": __version__}
 
 
 def model_document(detector, settings):
