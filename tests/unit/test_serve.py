@@ -1,6 +1,6 @@
 """gluondet serve without a network model: the Batcher on toy batches, and the HTTP app in-process
 (Starlette's TestClient) around a stand-in detector whose answer is known: one box around the
-dark pixels of a generated picture. The real detector is served in tests/integration/test_serve.py.
+dark pixels of a generated picture. The real detector is served in tests/integration/test_serve_cli.py.
 """
 import asyncio
 import io
