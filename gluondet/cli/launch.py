@@ -38,9 +38,12 @@ def _parse_env(pairs):
               help="Set an environment variable in every process (repeatable).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
               help="Stop the whole job after this long (exit status 124).")
+@click.option("--watchdog-timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Stop the job, naming the rank, when a gluondet train worker stops answering (or "
+                   "is stuck while the others wait) this long [300].")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def launch(num_workers, old_num_workers, num_servers, old_num_servers, launcher, hostfile, scheduler_host,
-           env_pairs, timeout, command):
+           env_pairs, timeout, watchdog_timeout, command):
     """Run COMMAND as distributed workers, e.g. to train on two machines' worth of processes:
 
     \b
@@ -48,7 +51,8 @@ def launch(num_workers, old_num_workers, num_servers, old_num_servers, launcher,
       gluondet launch -n 2 -s 2 --launcher ssh -H hosts.txt -- gluondet train ... --kvstore dist_sync
 
     Output lines carry the process name ([worker 0], [server 0], [scheduler]). The exit status is
-    the first failing process's (the others are stopped); Ctrl-C stops every process.
+    the first failing process's (the others are stopped), 2 when the watchdog names a worker that
+    stopped answering; Ctrl-C stops every process. For Horovod, use horovodrun (README: Horovod).
     """
     from ..engine.distributed import launch as run_launch
 
@@ -62,5 +66,6 @@ def launch(num_workers, old_num_workers, num_servers, old_num_servers, launcher,
         raise GluondetError("launch needs -n/--workers N, the number of worker processes")
 
     status = run_launch(list(command), num_workers, num_servers, launcher=launcher, hostfile=hostfile,
-                        scheduler_host=scheduler_host, extra_env=_parse_env(env_pairs), timeout=timeout)
+                        scheduler_host=scheduler_host, extra_env=_parse_env(env_pairs), timeout=timeout,
+                        watchdog_timeout=watchdog_timeout)
     sys.exit(status)

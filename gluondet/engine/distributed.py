@@ -77,15 +77,16 @@ def sync_steps_per_epoch(num_samples, num_workers, batch_size):
 
 
 def worker_info(kvstore):
-    """(rank, num_workers) of this process: (0, 1) unless ``kvstore`` is a created dist kvstore.
+    """(rank, num_workers) of this process: (0, 1) unless ``kvstore`` is a created dist kvstore
+    or a started Horovod job (engine/horovod.py: HorovodJob).
 
     ``kvstore`` is an ``mx.kv.KVStore``, or None / a kvstore name such as "device" for one process.
     """
     if kvstore is None or isinstance(kvstore, str):
-        if isinstance(kvstore, str) and kvstore.startswith("dist"):
+        if isinstance(kvstore, str) and (kvstore.startswith("dist") or kvstore == "horovod"):
             raise TypeError("worker_info needs the created kvstore (mx.kv.create(name)), not its name")
         return 0, 1
-    if "dist" not in kvstore.type:
+    if "dist" not in kvstore.type and kvstore.type != "horovod":
         return 0, 1
     return kvstore.rank, kvstore.num_workers
 
@@ -109,17 +110,63 @@ def exit_on_failure():
             print(e.code, file=sys.stderr)
         _exit_now(e.code if isinstance(e.code, int) else 1)
     except GluondetError as e:
-        print(f"gluondet: error: {e}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # quiet: rank 0 said it for every rank (horovod.said_once)
+            print(f"gluondet: error: {e}", file=sys.stderr)
         _exit_now(2)
-    except BaseException:  # noqa: B902 -- KeyboardInterrupt too: never fall into the barrier
+    except BaseException as e:  # noqa: B902 -- KeyboardInterrupt too: never fall into the barrier
+        if not isinstance(e, KeyboardInterrupt):
+            for settle in _BEFORE_TRACEBACK:
+                settle()
         traceback.print_exc()
         _exit_now(1)
 
 
+_AT_FAILURE_EXIT = []
+_BEFORE_TRACEBACK = []
+STOPPED = (130, 143)  # the statuses of a stop on Ctrl-C or SIGTERM (cli/train.py), not a failure
+
+
+def before_traceback(settle):
+    """Call ``settle()`` before a failure's traceback: a collective that failed because a peer is
+    gone fails at the moment the watchdog sees it go, and the watchdog's line (it ends the process)
+    says more than the traceback."""
+    _BEFORE_TRACEBACK.append(settle)
+
+
+def at_failure_exit(callback):
+    """Call ``callback(failed)`` when ``exit_on_failure`` ends this process with a non-zero status:
+    ``failed`` False for a stop (Ctrl-C, SIGTERM: the ranks stop together, and rank 0 still
+    saves), True for a failure (the watchdog then stops the other ranks without a second line)."""
+    _AT_FAILURE_EXIT.append(callback)
+
+
 def _exit_now(code):
+    if code:
+        for callback in _AT_FAILURE_EXIT:
+            callback(code not in STOPPED)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+WATCHDOG_ENV = "GLUONDET_WATCHDOG"  # host:port:token:timeout of gluondet launch's watchdog, for its workers
+
+
+def join_watchdog(rank, env=os.environ):
+    """In a dist worker of ``gluondet launch``: heartbeats to the launcher's watchdog (None when not
+    started by it). Returns the watchdog.Position the training loop keeps up to date."""
+    from .watchdog import Heartbeat, Position
+
+    if not env.get(WATCHDOG_ENV):
+        return None
+    host, port, token, timeout = env[WATCHDOG_ENV].rsplit(":", 3)
+    position = Position()
+    heartbeat = Heartbeat((host, int(port)), rank, position, float(timeout), token=token,
+                          server_name="gluondet launch")
+    at_failure_exit(lambda failed: heartbeat.bye(failed=failed))
+    before_traceback(heartbeat.settle)
+    position.heartbeat = heartbeat
+    return position
 
 
 def require_launcher(kvstore_name):
@@ -274,7 +321,7 @@ def _check_counts(num_workers, num_servers):
                             f"(got -n {num_workers} -s {num_servers})")
 
 
-def run_tasks(tasks, out=None, timeout=None, grace=30.0):
+def run_tasks(tasks, out=None, timeout=None, grace=30.0, verdicts=()):
     """Start ``tasks``, copy their output to ``out`` prefixed by name, and wait; returns an exit status.
 
     Names count processes in start order: ps-lite's scheduler assigns ranks (``kv.rank``) by the
@@ -282,8 +329,9 @@ def run_tasks(tasks, out=None, timeout=None, grace=30.0):
 
     0 when every worker exits 0 (servers and scheduler then stop by themselves, or are stopped
     after ``grace`` seconds); the first failing process's status otherwise, after stopping the
-    rest (dist_sync would leave them waiting forever); 130 on Ctrl-C or SIGTERM; 124 after
-    ``timeout`` seconds. No child outlives this call.
+    rest (dist_sync would leave them waiting forever); 2 when the watchdog names a worker that
+    stopped answering (a line in ``verdicts``, a list it appends to); 130 on Ctrl-C or SIGTERM; 124
+    after ``timeout`` seconds. No child outlives this call.
 
     Ctrl-C and SIGTERM only set a flag that the wait loop reads: an exception raised at a random
     point could leave a lock of ``subprocess.Popen`` held (inside ``poll``), and the clean-up's
@@ -292,10 +340,10 @@ def run_tasks(tasks, out=None, timeout=None, grace=30.0):
     out = out or sys.stdout
     stop = threading.Event()
     with handling_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop.set()):
-        return _start_and_wait(tasks, out, timeout, grace, stop)
+        return _start_and_wait(tasks, out, timeout, grace, stop, verdicts)
 
 
-def _start_and_wait(tasks, out, timeout, grace, stop):
+def _start_and_wait(tasks, out, timeout, grace, stop, verdicts=()):
     """run_tasks' work, with ``stop`` set by its signal handlers."""
     lock = threading.Lock()
     procs, pumps = [], []
@@ -312,7 +360,7 @@ def _start_and_wait(tasks, out, timeout, grace, stop):
             pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{task.name}] ", out, lock), daemon=True)
             pump.start()
             pumps.append(pump)
-        status = None if stop.is_set() else _wait(procs, out, lock, timeout, grace, stop)
+        status = None if stop.is_set() else _wait(procs, out, lock, timeout, grace, stop, verdicts)
         if status is None:
             _say(out, lock, "[launch] interrupted: stopping all processes")
             return 130
@@ -342,12 +390,16 @@ def _exit_status(returncode):
     return 128 - returncode if returncode < 0 else returncode  # killed by signal N -> 128+N
 
 
-def _wait(procs, out, lock, timeout, grace, stop):
-    """The exit status once the workers are done, one fails or ``timeout`` passes; None when ``stop`` is set."""
+def _wait(procs, out, lock, timeout, grace, stop, verdicts=()):
+    """The exit status once the workers are done, one fails, the watchdog names one that stopped
+    answering or ``timeout`` passes; None when ``stop`` is set."""
     deadline = None if timeout is None else time.monotonic() + timeout
     workers = [(t, p) for t, p in procs if t.role == "worker"]
     workers_done_at = None
     while not stop.is_set():
+        if verdicts:
+            _say(out, lock, f"[launch] {verdicts[0]}: stopping all processes")
+            return 2
         for task, proc in procs:
             code = proc.poll()
             if code not in (None, 0):
@@ -386,23 +438,43 @@ def _stop_all(procs, wait=5.0):
 
 
 def launch(command, num_workers, num_servers=None, launcher="local", hostfile=None, scheduler_host=None,
-           extra_env=None, timeout=None, out=None, ssh="ssh"):
-    """Run ``command`` as ``num_workers`` dist_sync workers with ``num_servers`` servers; exit status."""
+           extra_env=None, timeout=None, out=None, ssh="ssh", watchdog_timeout=None):
+    """Run ``command`` as ``num_workers`` dist_sync workers with ``num_servers`` servers; exit status.
+
+    The launcher also runs the job's watchdog (engine/watchdog.py): ``gluondet train`` workers send
+    it heartbeats (``GLUONDET_WATCHDOG``), and a worker that stops answering for
+    ``watchdog_timeout`` seconds stops the job with one line naming its rank.
+    """
+    from .watchdog import DEFAULT_TIMEOUT, WatchdogServer
+
     if not command:
         raise GluondetError("gluondet launch: give the command to run after --, "
                             "e.g. gluondet launch -n 2 -- gluondet train ... --kvstore dist_sync")
     num_servers = num_workers if num_servers is None else num_servers
-    if launcher == "local":
-        if hostfile:
-            raise GluondetError("gluondet launch: -H/--hostfile is for --launcher ssh")
-        tasks = local_tasks(command, num_workers, num_servers)
-        for task in tasks:
-            task.env.update(extra_env or {})
-    elif launcher == "ssh":
-        if not hostfile:
-            raise GluondetError("gluondet launch --launcher ssh needs -H HOSTFILE (one host a line)")
-        tasks = ssh_tasks(command, num_workers, num_servers, read_hostfile(hostfile),
-                          scheduler_host=scheduler_host, extra_env=extra_env, ssh=ssh)
-    else:
+    if launcher not in ("local", "ssh"):
         raise GluondetError(f"gluondet launch: unknown launcher '{launcher}' (local or ssh)")
-    return run_tasks(tasks, out=out, timeout=timeout)
+    if launcher == "local" and hostfile:
+        raise GluondetError("gluondet launch: -H/--hostfile is for --launcher ssh")
+    if launcher == "ssh" and not hostfile:
+        raise GluondetError("gluondet launch --launcher ssh needs -H HOSTFILE (one host a line)")
+    hosts = read_hostfile(hostfile) if launcher == "ssh" else None
+    if launcher == "ssh":
+        scheduler_host = scheduler_host or route_address(hosts[0][0])
+    verdicts = []
+    watchdog_timeout = watchdog_timeout or DEFAULT_TIMEOUT
+    # judged from their first heartbeat: a worker joins the watchdog once every worker has joined the kvstore
+    server = WatchdogServer((), watchdog_timeout, host=scheduler_host or LOOPBACK,
+                            token=os.urandom(16).hex(), on_verdict=lambda rank, line: line and verdicts.append(line),
+                            stop_clients=False)
+    watch = {WATCHDOG_ENV: f"{server.address[0]}:{server.address[1]}:{server.token}:{watchdog_timeout:g}"}
+    try:
+        if launcher == "local":
+            tasks = local_tasks(command, num_workers, num_servers)
+            for task in tasks:
+                task.env.update({**(extra_env or {}), **(watch if task.role == "worker" else {})})
+        else:
+            tasks = ssh_tasks(command, num_workers, num_servers, hosts, scheduler_host=scheduler_host,
+                              extra_env={**(extra_env or {}), **watch}, ssh=ssh)
+        return run_tasks(tasks, out=out, timeout=timeout, verdicts=verdicts)
+    finally:
+        server.close()

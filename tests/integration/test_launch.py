@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import mxnet as mx
 from mxnet import autograd, gluon
-from gluondet.engine.distributed import exit_on_failure, shard_indices, worker_info
+from gluondet.engine.distributed import exit_on_failure, join_watchdog, shard_indices, worker_info
 
 out = Path(sys.argv[1])
 num_samples, batch, steps, lr, features = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
@@ -53,6 +53,10 @@ y = (x @ np.array([[1.5], [-2.0], [0.5]], "float32") + 0.3).astype("float32")
 
 kv = mx.kv.create("dist_sync")
 rank, num_workers = worker_info(kv)
+position = join_watchdog(rank)  # heartbeats to the launcher's watchdog, as gluondet train's
+if os.environ.get("STOP_RANK") == str(rank):
+    print(f"rank {rank} stops itself", flush=True)
+    os.kill(os.getpid(), __import__("signal").SIGSTOP)  # alive, silent: the watchdog's case
 if os.environ.get("FAIL_RANK") == str(rank):
     wait_for_release(f"rank {rank} joined, failing when released")  # the test sees every process first
     with exit_on_failure():  # a plain raise would hang at exit, in the kvstore's barrier
@@ -72,6 +76,7 @@ params = {k.split("_", 1)[1]: v.data().asnumpy().tolist() for k, v in net.collec
 (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "num_workers": num_workers, "shard": shard, "params": params}))
 # Stay up (servers and scheduler too, as this worker has not finalised) until the test has
 # looked at every process's sockets.
+position.heartbeat.bye()
 wait_for_release(f"rank {rank} of {num_workers} done")
 '''
 
@@ -134,14 +139,14 @@ def _address(hex_addr):
 
 
 @contextmanager
-def _launched(tmp_path, extra_env=None):
+def _launched(tmp_path, extra_env=None, launch_args=()):
     """``gluondet launch`` of 2 workers and 1 server running WORKER_SCRIPT: yields the launcher, its
     output lines and ``release`` (lets the workers that wait in ``wait_for_release`` go on). On the
     way out a launcher still running (a failed test) is stopped with its children."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    cmd = [GLUONDET, "launch", "-n", "2", "-s", "1", "--timeout", "600", "--",
+    cmd = [GLUONDET, "launch", "-n", "2", "-s", "1", "--timeout", "600", *launch_args, "--",
            sys.executable, str(script), str(tmp_path), str(NUM_SAMPLES), str(BATCH), str(STEPS),
            str(LR), str(FEATURES)]
     with socket.socket(socket.AF_UNIX) as listener:
@@ -220,4 +225,17 @@ def test_a_failing_worker_stops_the_job_with_its_status(tmp_path):
     assert "exited with status 1" in output
     assert "RuntimeError: this worker fails on purpose" in output
     assert len(pids) >= 4, pids  # scheduler, server, 2 workers
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()], "children left running"
+
+
+def test_a_worker_that_stops_answering_stops_the_job_with_one_line_naming_its_rank(tmp_path):
+    # rank 1 joins the watchdog, then stops (SIGSTOP): alive, silent, and rank 0 would wait for its
+    # push for ever. The launcher's watchdog names it after --watchdog-timeout and stops the job.
+    with _launched(tmp_path, {"STOP_RANK": "1"}, ["--watchdog-timeout", "3"]) as (proc, lines, release):
+        lines.wait_for(r"^\[worker \d\] rank 1 stops itself$", "line of the stopping rank")
+        pids = _descendants(proc.pid)[1:]
+        line = lines.wait_for(r"^\[launch\] rank 1 stopped answering: no heartbeat for \d+ s", "the watchdog's line")
+        status, output = _finish(proc, lines)
+    assert status == 2, output
+    assert "stopping all processes" in line
     assert not [p for p in pids if Path(f"/proc/{p}").exists()], "children left running"
