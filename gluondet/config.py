@@ -354,6 +354,7 @@ class TrainConfig:
     config_dir: Optional[str] = None
     patience: int = 0
     quiet: bool = False
+    watchdog_timeout: float = 300.0  # a Horovod rank silent or stuck this long stops the job
 
     # How resolve_train_config arrived at values the user did not give (lines for the start-up
     # message); not a field: a run folder's config.yaml holds the values themselves.
@@ -538,6 +539,11 @@ def validate_train_config(config):
         (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
         (not (config.clip_grad_norm and config.kvstore.startswith("dist")),
          "--clip-grad-norm needs the update on the workers; dist_* kvstores update on their servers"),
+        # worker 0 alone validates, and the others could not know when it stopped: they would wait
+        # for its next push for ever (Horovod hands the decision to every rank: engine/horovod.py)
+        (not (config.patience and config.kvstore.startswith("dist")),
+         "--patience stops on worker 0's validation, which dist_* workers cannot follow; leave it out, "
+         "or train with --kvstore horovod"),
         (config.on_diverge in ON_DIVERGE, f"--on-diverge must be one of {', '.join(ON_DIVERGE)}"),
         (config.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}"),
     ]

@@ -17,8 +17,9 @@ METRICS = BOX_METRICS + MASK_METRICS
 # SSD training augmentation (--augment): GluonCV's (colour, expand, crop, flip), or resize + flip.
 AUGMENTATIONS = ("ssd", "flip")
 
-# Gradient aggregation (--kvstore): one machine, or dist_* across the processes of gluondet launch.
-KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async")
+# Gradient aggregation (--kvstore): one machine, dist_* across the processes of gluondet launch
+# (MXNet's parameter server), or horovod across the processes of horovodrun (ring-allreduce).
+KVSTORES = ("device", "local", "dist_sync", "dist_device_sync", "dist_async", "horovod")
 
 # Export formats (gluondet export --format) and how launch starts processes (--launcher).
 EXPORT_FORMATS = ("mxnet", "onnx")

@@ -44,6 +44,7 @@ RANGES = {
     "max_queue": _AT_LEAST_1,
     "max_wait_ms": _NOT_NEGATIVE,
     "max_upload_mb": _POSITIVE,
+    "watchdog_timeout": _POSITIVE,
 }
 
 

@@ -56,8 +56,22 @@ def _cgroup_cpu_quota():
         return None
 
 
+# Processes a launcher started on this machine, as horovodrun (Gloo), Open MPI and MPICH say it.
+LOCAL_SIZE_ENV = ("HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")
+
+
+def launcher_local_processes(env=os.environ):
+    """How many processes a Horovod/MPI launcher started on this machine (None: not under one)."""
+    for name in LOCAL_SIZE_ENV:
+        if env.get(name, "").isdigit() and int(env[name]) > 0:
+            return int(env[name])
+    return None
+
+
 def configure_threads():
     """Size MXNet's OpenMP pool to the usable CPUs, unless the user chose; returns the count in use.
+    The N processes a Horovod launcher starts on one machine share its CPUs: 1/N each, as
+    ``gluondet launch`` gives its workers.
 
     Has an effect only before ``import mxnet``; the CLI calls it first thing.
     """
@@ -66,7 +80,7 @@ def configure_threads():
         return int(chosen) if chosen.isdigit() else chosen
     if "mxnet" in sys.modules:
         return None
-    n = usable_cpus()
+    n = max(1, usable_cpus() // (launcher_local_processes() or 1))
     os.environ["OMP_NUM_THREADS"] = str(n)
     # Nothing else: MXNET_CUDNN_AUTOTUNE_DEFAULT=0 would hide cuDNN's one-line autotune notice, but
     # it also turns the autotuning off and slows every GPU convolution (and CPU runs never print it).
@@ -86,14 +100,18 @@ def configure_engine(ctx_spec, kvstore="local", num_workers=None):
     convolutions, is unchanged: README's speed table has the figures (scripts/bench/bench_engine.py,
     bench_mask_rcnn.py). Kept asynchronous: GPUs (the engine
     overlaps Python with the device), dist kvstores (their pushes complete on other threads, which
-    the synchronous engine refuses), and loader worker processes the user asked for
+    the synchronous engine refuses), Horovod ranks (its MXNet operations complete on Horovod's own
+    thread: the synchronous engine runs them, but drops their errors, so after a peer died an
+    allreduce returned zeros and training went on; the default engine raises "Horovod has been shut
+    down"), and loader worker processes the user asked for
     (``num_workers`` > 0): a worker forked from the thread that ran OpenMP regions can wait
     forever for that pool's threads, which the fork did not copy (seen in an SSD512 benchmark run).
     ``data.loader.default_num_workers`` is 0 on this engine. No effect once MXNet is imported.
     """
     if "MXNET_ENGINE_TYPE" in os.environ or "mxnet" in sys.modules or num_workers:
         return None
-    if str(kvstore).startswith("dist") or any(kind == "gpu" for kind, _ in parse_ctx_spec(ctx_spec)):
+    if str(kvstore).startswith("dist") or kvstore == "horovod" \
+            or any(kind == "gpu" for kind, _ in parse_ctx_spec(ctx_spec)):
         return None
     os.environ["MXNET_ENGINE_TYPE"] = SYNC_ENGINE
     with _stderr_without(ENGINE_NOTICE):

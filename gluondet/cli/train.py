@@ -84,7 +84,12 @@ def _choice(name, choices, help_):
 @_optional("--val-split", str, "Split to validate on.")
 @_optional("--max-iters", int, "At most N iterations per epoch (short smoke runs).")
 @click.option("--kvstore", default=None, type=click.Choice(KVSTORES),
-              help="Gradient aggregation [device]; dist_* for multi-machine jobs (gluondet launch).")
+              help="Gradient aggregation [device]; dist_* for multi-machine jobs on MXNet's parameter "
+                   "server (gluondet launch); horovod for processes started by horovodrun, one per "
+                   "device (--ctx gpu: each takes gpu<local rank>), --batch-size per process and --lr "
+                   "for the whole job's batch (README: Horovod).")
+@_optional("--watchdog-timeout", float, "Horovod: stop the job, naming the rank, when one stops answering "
+                                       "or is stuck this many seconds while the others wait [300].")
 @_choice("--metric", METRICS,
          "Validation metric that picks best.params: VOC area mAP, VOC2007 11-point, or COCO; mask models: "
          "COCO mask AP (coco_segm) or box AP (coco_bbox), both in metrics.csv.")
@@ -149,16 +154,17 @@ def train(dataset, model, resume, pretrained_base, no_pretrained_base, find_lr, 
 
         say_result(range_test(config))  # lr_find.png in the current folder; no run folder
         return
-    # A failing dist worker must exit at once: at shutdown MXNet would wait for its peers forever.
-    guard = exit_on_failure() if config.kvstore.startswith("dist") else nullcontext()
-    try:
-        with guard:
+    # A failing dist worker or Horovod rank must exit at once: at shutdown MXNet (or Horovod) would
+    # wait for its peers forever. A stop (Ctrl-C, SIGTERM) exits through it too, with its status.
+    distributed = config.kvstore.startswith("dist") or config.kvstore == "horovod"
+    with exit_on_failure() if distributed else nullcontext():
+        try:
             run = run_training(config)
-    except TrainingStopped as e:
-        if e.run_dir:
-            where = f"epoch {e.epoch}" + (f" at iteration {e.iteration}" if e.iteration is not None else "")
-            click.echo(f"\n{e.reason}: stopped in {where}; everything done so far is saved in {e.run_dir}; "
-                       f"continue with: gluondet train --resume {e.run_dir}", err=True)
-        sys.exit(143 if e.reason == "SIGTERM" else 130)
+        except TrainingStopped as e:
+            if e.run_dir:
+                where = f"epoch {e.epoch}" + (f" at iteration {e.iteration}" if e.iteration is not None else "")
+                click.echo(f"\n{e.reason}: stopped in {where}; everything done so far is saved in {e.run_dir}; "
+                           f"continue with: gluondet train --resume {e.run_dir}", err=True)
+            sys.exit(143 if e.reason == "SIGTERM" else 130)
     if run is not None:
         click.echo(f"run folder: {run.path}")

@@ -148,7 +148,7 @@ def _check(config, num_iters, start_lr, end_lr):
     if config.resume:
         raise GluondetError("--find-lr starts from new weights (or --init-from) and writes no run folder; "
                             "leave out --resume")
-    if config.kvstore.startswith("dist"):
+    if config.kvstore.startswith("dist") or config.kvstore == "horovod":
         raise GluondetError(f"--find-lr runs in one process; leave out --kvstore {config.kvstore}")
     if num_iters < 2:
         raise GluondetError(f"--find-lr needs at least 2 iterations, got {num_iters}")

@@ -52,25 +52,61 @@ class Setup:
     run: Optional[RunFolder]
     resumed: Optional[dict]
     precision: Any = None  # engine.amp.Precision, set before the network is built
+    position: Any = None  # engine.watchdog.Position a distributed rank's heartbeat reports
 
     @property
     def chief(self):
         return self.rank == 0
 
+    @property
+    def horovod(self):
+        """The HorovodJob of a --kvstore horovod rank (engine/horovod.py), else None."""
+        return self.kvstore if getattr(self.kvstore, "type", None) == "horovod" else None
+
+    @property
+    def updates_here(self):
+        """Whether this process applies the updates to its own weights (one process, or Horovod),
+        rather than a dist kvstore's servers: only then can a step be skipped or rolled back."""
+        return self.num_workers == 1 or self.horovod is not None
+
 
 def _kvstore(config):
-    """(kvstore for the Trainer, rank, number of workers): a dist kvstore is created here, and only
-    in a process ``gluondet launch`` started (elsewhere it would wait for peers forever)."""
+    """(kvstore for the Trainer, rank, number of workers, watchdog position or None): a dist kvstore
+    is created here, and only in a process ``gluondet launch`` started (elsewhere it would wait for
+    peers forever); so is a Horovod job (engine/horovod.py: the kvstore is its HorovodJob), only in
+    a process a Horovod launcher started."""
+    if config.kvstore == "horovod":
+        from . import horovod
+
+        job = horovod.start(config)
+        return job, job.rank, job.num_workers, job.position
     if not config.kvstore.startswith("dist"):
-        return config.kvstore, 0, 1
+        return config.kvstore, 0, 1, None
     import mxnet as mx
 
-    from .distributed import require_launcher, worker_info
+    from .distributed import join_watchdog, require_launcher, worker_info
 
     require_launcher(config.kvstore)
     kv = mx.kv.create(config.kvstore)
     rank, num_workers = worker_info(kv)
-    return kv, rank, num_workers
+    return kv, rank, num_workers, join_watchdog(rank)
+
+
+def _devices(config, kvstore):
+    """The --ctx of this process; a Horovod rank's one device from its local rank."""
+    if getattr(kvstore, "type", None) != "horovod":
+        return config.ctx
+    from ..runtime import parse_ctx_spec
+    from .horovod import announce, rank_device
+
+    num_gpus = 0
+    if any(kind == "gpu" for kind, _ in parse_ctx_spec(config.ctx)):
+        import mxnet as mx
+
+        num_gpus = mx.context.num_gpus()
+    device = rank_device(config.ctx, kvstore.local_rank, num_gpus)
+    announce(kvstore, device)
+    return device
 
 
 def _resolved_model_cfg(config):
@@ -121,8 +157,8 @@ def prepare_inputs(config):
     from ..families import family_of
     from ..runtime import make_contexts
 
-    ctx_list = make_contexts(config.ctx)
-    kvstore, rank, num_workers = _kvstore(config)
+    kvstore, rank, num_workers, position = _kvstore(config)
+    ctx_list = make_contexts(_devices(config, kvstore))
     resumed_run = _open_resumed(config, rank == 0) if config.resume else None
     try:
         resumed = resumed_run.last_state() if resumed_run else None
@@ -138,6 +174,11 @@ def prepare_inputs(config):
         if rank == 0 and dataset_cfg.classes is None and not config.resume:
             say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
         val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
+        if getattr(kvstore, "type", None) == "horovod":
+            from .horovod import check_same_inputs
+
+            settings = {"train": config.to_dict(), "model": {k: v for k, v in model_cfg.items() if k != "source"}}
+            check_same_inputs(kvstore, classes, train_ds, val_ds, settings)
     except BaseException:
         if resumed_run is not None:
             resumed_run.unlock()
@@ -146,7 +187,8 @@ def prepare_inputs(config):
     if overlap:
         say(f"warning: {overlap}")
     return Setup(config, ctx_list, rank, num_workers, kvstore, dataset_cfg, model_cfg,
-                 family, classes, train_ds, val_ds, resumed_run if rank == 0 else None, resumed)
+                 family, classes, train_ds, val_ds, resumed_run if rank == 0 else None, resumed,
+                 position=position)
 
 
 def prepare(config):
@@ -213,6 +255,12 @@ def make_optimizer(net, family, config, kvstore, precision=None):
     if config.clip_gradient:
         options["clip_gradient"] = config.clip_gradient
     precision = precision or Precision()
+    if getattr(kvstore, "type", None) == "horovod":  # the update on each rank, after the allreduce
+        from .horovod import make_trainer
+
+        optimizer = make_trainer(kvstore, family.trainable_params(net), config.optimizer, options)
+        precision.attach(optimizer)
+        return optimizer
     # On one machine the update runs beside the weights, not in the kvstore: a rollback then puts
     # back weights the next update really starts from, and --clip-grad-norm sees summed gradients.
     # A dist kvstore keeps them on its servers (its workers neither roll back nor clip by norm).
@@ -251,31 +299,57 @@ def restore_state(s, optimizer):
     return state.restore(r)
 
 
-def divergence_hooks(s, net):
-    """The divergence guard (and, on one machine, its rollback) and --clip-grad-norm."""
+def divergence_hooks(s, net, optimizer=None):
+    """The divergence guard (and, where the updates run here, its rollback) and --clip-grad-norm.
+
+    A Horovod rank's guard judges the job's losses (HorovodSync), so every rank skips, rolls back
+    (to rank 0's commit: horovod.AfterRollback) or stops alike.
+    """
     from .divergence import ClipGradNorm, DivergenceGuard, RollbackToCommit
 
     config = s.config
-    local = s.num_workers == 1  # a dist worker can neither skip a collective update nor roll back
+    local = s.updates_here  # a dist worker can neither skip a collective update nor roll back
     hooks = [DivergenceGuard(config.on_diverge, config.max_rollbacks, can_skip=local)]
     if local and s.chief and config.on_diverge == "rollback":
         hooks.insert(0, RollbackToCommit(s.run, s.ctx_list))  # before the guard: see its docstring
     if config.clip_grad_norm:
+        # Horovod's Gloo/NCCL<2.10 allreduce leaves the sum of the ranks' gradients, which the
+        # update divides by their number: the norm the update applies is N times smaller
+        summed = 1
+        if s.horovod is not None and optimizer is not None:
+            from .horovod import sum_factor
+
+            summed = sum_factor(s.horovod, optimizer)
         # the parameters trainable_params left trainable (ClipGradNorm keeps those with a gradient)
         hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm,
-                                  lambda: s.precision.loss_scale))  # a property: read at every step
+                                  lambda: s.precision.loss_scale * summed))  # a property: read at every step
     return hooks
 
 
-def make_hooks(s, net, step, val_data, extra=(), lr_schedule=None):
+def _distributed_hooks(s):
+    """(first, after the divergence guard, last) hooks of a distributed rank: Horovod's
+    (engine/horovod.py), and the watchdog's position report."""
+    if s.horovod is not None:
+        from .horovod import hooks
+
+        return hooks(s.horovod)
+    if s.position is not None:
+        from .watchdog import ReportPosition
+
+        return [ReportPosition(s.position)], [], []
+    return [], [], []
+
+
+def make_hooks(s, net, step, val_data, extra=(), lr_schedule=None, optimizer=None):
     """The rules of this run, in order (see gluondet.engine.hooks)."""
     from ..constants import METRIC_LABELS
     from .not_learning import NotLearning
     from .validation import validate
 
     config = s.config
+    first, after_guard, last = _distributed_hooks(s)
     # Progress first: its epoch line (and clock) closes before validation and checkpoints run.
-    hooks = [H.EpochSeed(config.seed, s.rank), *divergence_hooks(s, net),
+    hooks = [*first, H.EpochSeed(config.seed, s.rank), *divergence_hooks(s, net, optimizer), *after_guard,
              H.Progress(enabled=s.chief and not config.quiet)]
     if s.chief:
         label = METRIC_LABELS[config.metric]
@@ -288,11 +362,11 @@ def make_hooks(s, net, step, val_data, extra=(), lr_schedule=None):
 
         hooks += [H.Validation(run_validation, config.val_interval), H.BestScore(label),
                   H.EarlyStopping(config.patience), H.PeriodicCheckpoint(s.run, config.save_interval),
-                  H.Checkpointer(s.run, config.lr, config.metric, with_states=s.num_workers == 1),
+                  H.Checkpointer(s.run, config.lr, config.metric, with_states=s.updates_here),
                   NotLearning(s.run, s.model_cfg, s.train_ds, config.lr, config.batch_size * s.num_workers, label),
                   H.MetricsWriter(s.run, step.loss_names, lr_schedule=lr_schedule, log_every=config.log_every),
                   report]
-    return hooks + list(extra)
+    return hooks + last + list(extra)
 
 
 def write_run_info(s):
@@ -322,6 +396,10 @@ def training_parts(s, with_validation=True):
     val_data = s.family.val_loader(net, s.val_ds, data_shape, config.batch_size, workers) \
         if s.chief and with_validation else None
     step = s.family.make_step(backward=s.precision.backward)
+    if s.horovod is not None:
+        from .horovod import CountingStep
+
+        step = CountingStep(step)  # its loss's count weights the rank's gradient (HorovodSync)
     step.prepare(net, s.ctx_list)  # parameters and constants on every device
     optimizer = make_optimizer(net, s.family, config, s.kvstore, s.precision)
     return net, train_data, val_data, step, optimizer, sync_steps
@@ -336,9 +414,17 @@ def build_trainer(s, extra_hooks=()):
     iters = min(n for n in (len(train_data), config.max_iters, sync_steps) if n is not None)
 
     lr_at = schedule_of(config, iters)
-    hooks = make_hooks(s, net, step, val_data, extra_hooks, lr_schedule=lr_curve(lr_at, config.epochs, iters))
+    hooks = make_hooks(s, net, step, val_data, extra_hooks, lr_schedule=lr_curve(lr_at, config.epochs, iters),
+                       optimizer=optimizer)
+    signals = None
+    if s.horovod is not None:
+        from .horovod import CollectiveSignals
+
+        signals = CollectiveSignals()  # every rank stops after the same step
+    # dist_sync's servers divide by what the workers send, Horovod's allreduce by the ranks itself
+    update_scale = 1 if s.horovod is not None else s.num_workers
     return Trainer(net, train_data, step, optimizer, s.ctx_list, hooks,
-                   lr_at, config.epochs, iters, state=state, update_scale=s.num_workers)
+                   lr_at, config.epochs, iters, state=state, update_scale=update_scale, signals=signals)
 
 
 def finished_lines(run, metric, best, best_epoch, split):
@@ -347,6 +433,16 @@ def finished_lines(run, metric, best, best_epoch, split):
     path = run.path
     return (f"done: {path} (best {metric} {best} at epoch {best_epoch}: {path / 'best.params'})\n"
             f"next: gluondet eval {path} --split {split}; gluondet detect IMAGES --run {path}")
+
+
+def _finish_distributed(s):
+    """A distributed rank trained to the end: its watchdog part stops without a word."""
+    if s.horovod is not None:
+        from .horovod import finish
+
+        finish(s.horovod)
+    elif s.position is not None:
+        s.position.heartbeat.bye()
 
 
 def train(config, extra_hooks=()):
@@ -382,6 +478,13 @@ def train(config, extra_hooks=()):
         except TrainingStopped as e:
             e.run_dir = s.run.path if s.run else None
             raise
+        except LossDiverged as e:
+            if s.horovod is not None:  # every rank diverged at the same step: one line, not N
+                from .horovod import said_once
+
+                raise said_once(s.horovod, e, "gluondet.diverged") from None
+            raise
+        _finish_distributed(s)
         if s.chief:
             best = f"{state.best_map:.4f}" if state.best_map is not None else "none"
             say(finished_lines(s.run, config.metric, best, state.best_epoch, config.val_split))

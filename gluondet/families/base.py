@@ -77,6 +77,13 @@ class Step:
         the family's loss is already normalized over the whole batch."""
         return self.num_images(batch)
 
+    def loss_normalizer(self, batch):
+        """The count the loss of ``batch`` is divided by, when the family normalizes it over the
+        whole batch by one count (SSD: its positive anchors); None for a mean per image (or several
+        counts). Horovod ranks weight their gradients by it, so that N ranks train as one process
+        on the union of their batches (engine/horovod.py)."""
+        return None
+
 
 class Family:
     """Defaults are those of a family whose images are all resized to one ``data_shape`` square and

@@ -30,6 +30,9 @@ class SSDStep(Step):
     def step_batch_size(self, batch):
         return 1
 
+    def loss_normalizer(self, batch):
+        return float((batch[1] > 0).sum().asscalar())  # SSDMultiBoxLoss's positive anchors
+
     def __call__(self, net, batch, ctx_list):
         """Forward + backward; returns {loss name: float summed over the batch}."""
         self.ensure_prepared(net, ctx_list)
