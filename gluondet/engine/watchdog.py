@@ -37,7 +37,7 @@ from ..errors import GluondetError
 from .trainer import HookBase
 
 DEFAULT_TIMEOUT = 300.0  # seconds (--watchdog-timeout)
-SETTLE_S = 5.0  # how long a failing rank lets its watchdog name a peer that went (see settle)
+SETTLE_S = 2.0  # how long a failing rank lets its watchdog name a peer that went (see settle)
 
 
 def beat_interval(timeout):
@@ -168,12 +168,15 @@ def say_and_exit(line, status=2):
 
 class WatchdogServer:
     """Listens on ``host`` for the ranks' heartbeats; ``on_verdict(rank, line)`` is called (on the
-    server's thread) at the first rank that stopped answering. ``expected``: the ranks that must
-    connect (those that never do are judged silent from the server's start)."""
+    server's thread) at the first rank that stopped answering (``line`` empty for a rank that failed
+    with its own line). ``expected``: the ranks that must connect (those that never do are judged
+    silent from the server's start). ``stop_clients``: tell the ranks to stop after a verdict (rank
+    0's server); gluondet launch stops its processes itself, reporting the first failure's status."""
 
     def __init__(self, expected, timeout=DEFAULT_TIMEOUT, host="127.0.0.1", token="",
-                 on_verdict=None, clock=time.monotonic):
+                 on_verdict=None, clock=time.monotonic, stop_clients=True):
         self.timeout, self.token, self.clock = float(timeout), token, clock
+        self.stop_clients = stop_clients
         self.interval = beat_interval(self.timeout)
         self.on_verdict = on_verdict or (lambda rank, line: say_and_exit(line))
         start = clock()
@@ -258,9 +261,11 @@ class WatchdogServer:
                 for view in self.views.values():
                     if view.local is not None and not view.done:
                         self._heard(view, view.local.message())
-                failed = [r for r, v in self.views.items() if v.failed]
+                # a rank that failed said its own line; rank 0's server stops the others (the
+                # launcher sees the failed process's status itself)
+                failed = [r for r, v in self.views.items() if v.failed] if self.stop_clients else []
                 found = None if failed else verdict(self.views, self.clock(), self.limit)
-                if failed or found:
+                if found and self.stop_clients or failed:
                     self.final = {"stop": "failed"}
                 for sock in list(self.clients.values()):
                     try:
