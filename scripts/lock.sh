@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh the locks: locks/<install>.txt holds the whole transitive set of one supported install,
-# every package at one version: cpu or cu112 with any of the extras onnx, serve, tensorboard and test
+# every package at one version: cpu or cu112 with any of the extras horovod, onnx, serve, tensorboard and test
 # (locks/cpu+test.txt is what scripts/setup_env.sh cpu,test and CI install; locks/cpu.txt the CPU
 # image; locks/cu112.txt the CUDA image). uv resolves them from setup.py, which reads its direct
 # pins from constraints.txt: versions are chosen there, and only there.
@@ -15,7 +15,10 @@
 # x86_64 (locks/pyproject.toml): where a dependency's newest fitting release differs by Python, the
 # lock holds one line for each with a marker (pip picks the line for the Python it runs). Wheels
 # only: pip must install each full lock for Python 3.9, 3.10 and 3.11 without building anything
-# (scripts/lockcheck.py wheels), as the images do. The two full locks (all extras) are resolved
+# (scripts/lockcheck.py wheels), as the images do; but for horovod, which publishes no wheels and
+# which scripts/install_horovod.sh builds (scripts/setup_env.sh runs it; its dependencies are
+# wheels of the lock). Its metadata depends on the build's environment (cffi unless
+# HOROVOD_WITHOUT_PYTORCH): it is resolved as installed, without PyTorch. The two full locks (all extras) are resolved
 # first, cu112's constrained by cpu's, and every other lock is constrained by its full one, so a
 # package has the same version (for a given Python) in every lock and both images. uv comes from constraints.txt's [lock] section, in a virtualenv of
 # its own (LOCK_TOOLS, default ~/.cache/gluondet/lock-tools), never in the project's .venv.
@@ -24,7 +27,9 @@ cd "$(dirname "$0")/.."
 
 min_python=3.9  # the CUDA image's Python, and the oldest the pins admit (scipy 1.11.4 needs 3.9)
 accelerators=(cpu cu112)
-extras=(onnx serve tensorboard test)  # sorted: the order setup_env.sh names a lock in
+extras=(horovod onnx serve tensorboard test)  # sorted: the order setup_env.sh names a lock in
+built=(horovod)  # built from source by scripts/install_horovod.sh, not installed from a wheel
+export HOROVOD_WITHOUT_PYTORCH=1  # as scripts/install_horovod.sh builds it: no cffi in its requirements
 
 tools="${LOCK_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gluondet/lock-tools}"
 uv_pin="$(grep -E '^uv==' constraints.txt)"
@@ -94,7 +99,7 @@ done
 for accel in "${accelerators[@]}"; do
     for python in 3.9.5 3.10.12 3.11.2; do
         "$tools/bin/python" scripts/lockcheck.py wheels "$out/$(full "$accel").txt" \
-            --python-version "$python" --glibc 2.31
+            --python-version "$python" --glibc 2.31 --built "${built[@]}"
     done
 done
 

@@ -4,10 +4,12 @@ scripts/lock.sh, scripts/image_check.sh and the tests:
   lockcheck.py installed LOCK [--python EXE] [--allow-extra]
       ``pip freeze`` of that Python (default: this one) equals the lock's lines for it: every locked
       package at its version and nothing else (gluondet's own editable install aside).
-  lockcheck.py wheels LOCK --python-version 3.9.5 [--glibc 2.31]
+  lockcheck.py wheels LOCK --python-version 3.9.5 [--glibc 2.31] [--built NAME ...]
       pip resolves the lock's lines for that Python on manylinux x86_64 up to that glibc from wheels
       alone (``pip install --dry-run --only-binary :all:``, metadata only) and would install exactly
-      them: the set is complete, consistent and installable without building anything.
+      them: the set is complete, consistent and installable without building anything, but for
+      the --built packages, which a script of ours builds (horovod: scripts/install_horovod.sh) and
+      which are left out of pip's resolution (their own dependencies are lines of the lock).
   lockcheck.py agree LOCK@PYTHON LOCK@PYTHON
       two installs (the CUDA image's weights stage and its image) have the same gluoncv, MXNet and
       numpy, so weights fetched by one load in the other; other differences are listed.
@@ -127,7 +129,8 @@ def manylinux_platforms(glibc):
 
 
 def cmd_wheels(args):
-    locked = pins(args.lock, environment(args.python_version))
+    built = {canonicalize_name(name) for name in args.built}
+    locked = {n: v for n, v in pins(args.lock, environment(args.python_version)).items() if n not in built}
     abi = "cp" + "".join(args.python_version.split(".")[:2])
     with tempfile.TemporaryDirectory() as tmp:
         reqs = os.path.join(tmp, "requirements.txt")
@@ -192,6 +195,8 @@ def main(argv=None):
     p.add_argument("lock")
     p.add_argument("--python-version", required=True)
     p.add_argument("--glibc", default="2.31", help="oldest glibc to support (Ubuntu 20.04: 2.31)")
+    p.add_argument("--built", nargs="*", default=[], metavar="NAME",
+                   help="packages built from source by a script of ours, not resolved from wheels")
     p.set_defaults(run=cmd_wheels)
     p = sub.add_parser("agree")
     p.add_argument("first")

@@ -3,8 +3,11 @@
 # its lock holds: locks/<extras>.txt, the whole transitive set (scripts/lock.sh writes the locks
 # from constraints.txt, the one place versions are chosen).
 # Usage: scripts/setup_env.sh [EXTRAS]   (default: cpu; the tests use cpu,test)
-#   EXTRAS: cpu or cu112, plus any of onnx, serve, tensorboard, test, comma-separated
+#   EXTRAS: cpu or cu112, plus any of horovod, onnx, serve, tensorboard, test, comma-separated
 #   (cpu,test installs locks/cpu+test.txt; cu112,tensorboard locks/cu112+tensorboard.txt)
+# A lock that holds horovod (the horovod and test extras) gets it from scripts/install_horovod.sh,
+# built against the MXNet just installed (about 8 minutes the first time, then from its wheel cache;
+# NCCL too for cu112).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-cpu}"
@@ -24,8 +27,8 @@ for extra in "${wanted[@]}"; do
         cpu|cu112)
             [ -z "$accel" ] || [ "$accel" = "$extra" ] || die "choose one of cpu and cu112, not both"
             accel="$extra" ;;
-        onnx|serve|tensorboard|test) others+=("$extra") ;;
-        *) die "unknown extra '$extra': use cpu or cu112, plus any of onnx, serve, tensorboard, test" ;;
+        horovod|onnx|serve|tensorboard|test) others+=("$extra") ;;
+        *) die "unknown extra '$extra': use cpu or cu112, plus any of horovod, onnx, serve, tensorboard, test" ;;
     esac
 done
 [ -n "$accel" ] || die "'$extras' names no MXNet: add cpu (or cu112 on a CUDA 11.2 machine)"
@@ -49,7 +52,18 @@ if not ((3, 9) <= sys.version_info[:2] <= (3, 11)):
              "Set PYTHON=python3.11 and remove .venv.")
 PY
 .venv/bin/python -m pip install --quiet -c "$lock" pip   # the locked installer first
-.venv/bin/python -m pip install --quiet -r "$lock"       # every dependency, as locked
+# every dependency, as locked; horovod (no wheels) after, built against the MXNet installed here
+without_horovod="$(mktemp)"
+trap 'rm -f "$without_horovod"' EXIT
+grep -v '^horovod==' "$lock" >"$without_horovod"
+.venv/bin/python -m pip install --quiet -r "$without_horovod"
+if grep -q '^horovod==' "$lock"; then
+    if [ "$accel" = cu112 ]; then
+        bash scripts/install_horovod.sh --gpu .venv   # NCCL: needs the CUDA toolkit and NCCL headers
+    else
+        bash scripts/install_horovod.sh .venv
+    fi
+fi
 .venv/bin/python -m pip install --quiet --no-deps -e .   # gluondet itself, adding nothing
 echo "$lock" >.venv/gluondet-lock                        # which lock this .venv holds (tests read it)
 # pip freeze must now be the lock; a package an earlier set-up added is named, and left alone.

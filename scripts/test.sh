@@ -2,6 +2,9 @@
 # Set up .venv with the test extras and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The test lock holds Horovod: setup_env.sh builds it the first time (scripts/install_horovod.sh, about
+# 8 minutes on 2 cores) and keeps the wheel in pip's cache folder, so a CI that keeps ~/.cache/pip
+# installs it in seconds; tests/integration/test_horovod.py says why it skips where it is missing.
 scripts/setup_env.sh cpu,test
 
 # The report page is tested in a real headless Chromium (tests/integration/test_report_page.py):

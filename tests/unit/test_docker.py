@@ -64,10 +64,16 @@ def test_constraints_parse_to_the_known_pins():
 def test_every_pip_install_takes_its_versions_from_the_lock(flavour):
     image_stage = pip_installs(DOCKERFILES[flavour], last_stage_only=True)
     wheel = ['pip install -r locks/without-mxnet.txt "${MXNET_WHEEL}"'] if flavour == "cu112" else []
+    # HOROVOD=nccl: the lines locks/cu112+horovod.txt adds, Horovod itself from the wheel its stage built
+    horovod = ["pip install --find-links horovod-wheels --only-binary horovod -r locks/horovod.txt"] \
+        if flavour == "cu112" else []
     assert image_stage == [f"pip install -c locks/{flavour}.txt pip", f"pip install -r locks/{flavour}.txt",
-                           *wheel, "pip install --no-deps .", "pip check"], image_stage
+                           *wheel, *horovod, "pip install --no-deps .", "pip check"], image_stage
+    # the Horovod stage: the lock with Horovod, less Horovod (built there), MXNET_WHEEL as above
+    build = ["pip install -c locks/cu112+horovod.txt pip",
+             'pip install -r locks/build.txt ${MXNET_WHEEL:+"${MXNET_WHEEL}"}'] if flavour == "cu112" else []
     for command in pip_installs(DOCKERFILES[flavour]):
-        if command == "pip check" or command in wheel:
+        if command == "pip check" or command in wheel + horovod + build:
             continue
         # the whole locked set, the locked pip itself, or gluondet adding no dependency of its own
         assert (re.fullmatch(r"pip install -r locks/(cpu|cu112)\.txt", command)
@@ -198,8 +204,8 @@ def run_prefetch_loop(tmp_path, path, models, failing=()):
 
 
 def test_mxnet_wheel_argument_replaces_mxnet_cu112_and_nothing_else(tmp_path):
-    # the CUDA image's dependency step, run with a stand-in pip that records what it is asked
-    run = next(a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "MXNET_WHEEL" in a)
+    # the CUDA image's dependency step (the last stage's), run with a stand-in pip that records what it is asked
+    run = [a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "MXNET_WHEEL" in a][-1]
     (tmp_path / "locks").mkdir()
     shutil.copy(ROOT / "locks" / "cu112.txt", tmp_path / "locks")
     bin_dir, log = tmp_path / "bin", tmp_path / "pip.log"
@@ -221,6 +227,47 @@ def test_mxnet_wheel_argument_replaces_mxnet_cu112_and_nothing_else(tmp_path):
         full = (ROOT / "locks" / "cu112.txt").read_text().splitlines()
         assert [ln for ln in full if ln not in kept] == [ln for ln in full if ln.startswith("mxnet-cu112==")]
         assert len([ln for ln in full if ln.startswith("mxnet-cu112==")]) == 1
+
+
+def test_horovod_argument_adds_horovod_and_its_dependencies_and_nothing_else(tmp_path):
+    # the CUDA image's Horovod step, run with a stand-in pip, for HOROVOD=none and HOROVOD=nccl
+    run = next(a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "locks/horovod.txt" in a)
+    assert arg_default(DOCKERFILES["cu112"], "HOROVOD") == "none"
+    (tmp_path / "locks").mkdir()
+    for name in ("cu112.txt", "cu112+horovod.txt"):
+        shutil.copy(ROOT / "locks" / name, tmp_path / "locks")
+    bin_dir, log = tmp_path / "bin", tmp_path / "pip.log"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text(f"#!/bin/sh\necho \"$*\" >>{log}\n")
+    (bin_dir / "pip").chmod(0o755)
+    for horovod in ("none", "nccl"):
+        log.unlink(missing_ok=True)
+        subprocess.run(["bash", "-o", "pipefail", "-c", run], env={"PATH": f"{bin_dir}:/usr/bin:/bin",
+                       "HOROVOD": horovod}, cwd=tmp_path, check=True, timeout=60)
+        calls = log.read_text().splitlines() if log.exists() else []
+        if horovod == "none":
+            assert calls == []
+            continue
+        assert calls == ["install --find-links horovod-wheels --only-binary horovod -r locks/horovod.txt"]
+        added = {ln.split("==")[0] for ln in (tmp_path / "locks" / "horovod.txt").read_text().splitlines()}
+        full = {ln.split("==")[0] for ln in (ROOT / "locks" / "cu112+horovod.txt").read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")}
+        base = {ln.split("==")[0] for ln in (ROOT / "locks" / "cu112.txt").read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")}
+        assert added == full - base and "horovod" in added
+
+
+def test_horovod_is_built_with_the_flags_it_needs():
+    script = (ROOT / "scripts" / "install_horovod.sh").read_text(encoding="utf-8")
+    for flag in ("HOROVOD_WITH_MXNET=1", "HOROVOD_WITH_GLOO=1", "HOROVOD_WITHOUT_MPI=1", "HOROVOD_WITH_MPI=1",
+                 "HOROVOD_WITHOUT_TENSORFLOW=1", "HOROVOD_WITHOUT_PYTORCH=1", "HOROVOD_GPU_OPERATIONS=NCCL",
+                 "--no-build-isolation"):
+        assert flag in script, flag
+    # the CUDA image's Horovod stage builds with NCCL, on the devel twin of the image's base
+    stage = next(a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "install_horovod.sh" in a)
+    assert "install_horovod.sh --gpu /opt/venv" in stage
+    devel = arg_default(DOCKERFILES["cu112"], "CUDA_DEVEL_IMAGE")
+    assert devel == arg_default(DOCKERFILES["cu112"], "CUDA_IMAGE").replace("-runtime-", "-devel-")
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCKCHECK = ROOT / "scripts" / "lockcheck.py"
 LOCKS = ROOT / "locks"
 ACCELERATORS = ("cpu", "cu112")
-EXTRAS = ("onnx", "serve", "tensorboard", "test")
+EXTRAS = ("horovod", "onnx", "serve", "tensorboard", "test")
 PYTHONS = ("3.9.5", "3.10.12", "3.11.2")  # the universal locks' range, as scripts/lock.sh checks it
 
 sys.path.insert(0, str(LOCKCHECK.parent))
@@ -83,8 +83,8 @@ def test_every_install_has_a_lock_holding_its_direct_pins(accel, chosen, path):
     wanted = {**sections["runtime"], **sections[accel], "pip": sections["build"]["pip"]}
     for extra in chosen:
         wanted.update(sections[extra])
-        if extra == "test":  # setup.py: the test extra brings onnx too
-            wanted.update(sections["onnx"])
+        if extra == "test":  # setup.py: the test extra brings onnx, serve and horovod too
+            wanted.update({**sections["onnx"], **sections["serve"], **sections["horovod"]})
     pinned = {n: v for section in sections.values() for n, v in section.items()}
     for python in PYTHONS:
         locked = lock_pins(path, python)
