@@ -238,17 +238,23 @@ def disagreement(summaries):
                 detail = f"{other_count} {part}" + (f" ({other_shown})" if other_shown else "") + \
                          f", rank 0 has {count}" + (f" ({shown})" if shown else "")
             else:
-                detail = f"as many {part} ({count}) as rank 0, but not the same"
+                detail = f"as many {part} ({count}) as rank 0, but not the same" + \
+                         (" images or boxes" if part.endswith("images") else "")
             return (f"ranks disagree on the {part}: rank {rank} has {detail}; every rank must read the same "
                     "dataset (the same files on every machine, or one shared folder)")
     return None
 
 
+def _images(dataset):
+    """Each image's id, size and a digest of its boxes: the dataset, wherever its folder is."""
+    return [(dataset.image_id(i), list(dataset.image_size(i) or ()),
+             hashlib.sha256(dataset.label(i).tobytes()).hexdigest()) for i in range(len(dataset))]
+
+
 def check_same_inputs(job, classes, train_ds, val_ds, settings):
-    """Allgather a digest of the classes, the image ids and the settings; stop every rank with one
-    line (said by rank 0) where any rank differs."""
-    summary = input_summary(list(classes), [train_ds.image_id(i) for i in range(len(train_ds))],
-                            [val_ds.image_id(i) for i in range(len(val_ds))], settings)
+    """Allgather a digest of the classes, the images with their boxes and the settings; stop every
+    rank with one line (said by rank 0) where any rank differs."""
+    summary = input_summary(list(classes), _images(train_ds), _images(val_ds), settings)
     line = disagreement(job.allgather_object(summary, "gluondet.inputs"))
     if line:
         raise said_once(job, RanksDisagree(line), "gluondet.inputs.said")

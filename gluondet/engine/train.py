@@ -177,7 +177,10 @@ def prepare_inputs(config):
         if getattr(kvstore, "type", None) == "horovod":
             from .horovod import check_same_inputs
 
-            settings = {"train": config.to_dict(), "model": {k: v for k, v in model_cfg.items() if k != "source"}}
+            # the settings, less the paths, which may differ between machines (the files are compared)
+            paths = ("dataset", "out", "resume", "init_from", "config_dir", "pretrained_base")
+            settings = {"train": {k: v for k, v in config.to_dict().items() if k not in paths},
+                        "model": {k: v for k, v in model_cfg.items() if k != "source"}}
             check_same_inputs(kvstore, classes, train_ds, val_ds, settings)
     except BaseException:
         if resumed_run is not None:

@@ -6,7 +6,8 @@ test switch). The hook writes, per rank: every step's batch and lr (``rank<r>_st
 weights training starts from (``rank<r>_start.params``: after the broadcast from rank 0; the
 loader's anchor pass made them), the final weights (``rank<r>.params``)
 and the image ids of its shard (``rank<r>.json``). With ``STOP_RANK=r`` in the environment, rank r
-instead prints its pid and stops itself (SIGSTOP) before its second step, for the watchdog tests.
+instead prints its pid and stops itself (SIGSTOP) before its second step, for the watchdog tests;
+with ``RANK1_DATASET=PATH``, rank 1 trains on that dataset instead.
 """
 import os
 import signal
@@ -68,6 +69,8 @@ class DumpRank(HookBase):
 
 if __name__ == "__main__":
     dump = sys.argv.pop(1)
+    if os.environ.get("RANK1_DATASET") and os.environ.get("HOROVOD_RANK") == "1":  # a rank reading other files
+        sys.argv[sys.argv.index("--dataset") + 1] = os.environ["RANK1_DATASET"]
     make_hooks = engine.make_hooks
     engine.make_hooks = lambda s, *a, **k: make_hooks(s, *a, **k) + [DumpRank(dump, s)]
     main()

@@ -174,3 +174,31 @@ def test_a_rank_that_dies_or_stops_mid_epoch_stops_the_job_with_one_line_naming_
     assert line.startswith("[0]<stderr>:"), line  # said by rank 0, which hosts the watchdog
     assert output.count("gluondet: error:") == 1, output  # one line, not one per rank
     assert "Traceback" not in "\n".join(ln for ln in output.splitlines() if ln.startswith("[0]")), output
+
+
+def test_ranks_that_read_other_images_stop_the_job_with_one_line(shapes, tmp_path):
+    from gluondet.data.synth import write_shapes_voc
+
+    other = write_shapes_voc(tmp_path / "other", n_train=24, n_val=6, seed=4, size=128)  # same classes
+    run_dir = tmp_path / "run"
+    done = subprocess.run(_command(shapes, tmp_path / "dump", run_dir), env=_env(RANK1_DATASET=str(other)),
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    errors = [ln for ln in output.splitlines() if "gluondet: error:" in ln]
+    assert len(errors) == 1, output  # said once, by rank 0
+    assert errors[0].startswith("[0]<stderr>:gluondet: error: ranks disagree on the training images: rank 1 "
+                                "has as many training images (24) as rank 0, but not the same images or boxes"), errors
+    assert not run_dir.exists()
+
+
+def test_outside_a_horovod_launcher_it_is_one_line(shapes, tmp_path):
+    env = {k: v for k, v in _env().items() if not k.startswith(("HOROVOD_", "OMPI_", "PMI"))}
+    done = subprocess.run([sys.executable, "-m", "gluondet", "train", "--dataset", str(shapes), "--model", "tiny_ssd",
+                           "--kvstore", "horovod", "--out", str(tmp_path / "run")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "gluondet: error: --kvstore horovod needs the processes started by horovodrun (or mpirun / srun with an "
+        "MPI build of Horovod), e.g. horovodrun -np 2 -H localhost:2 gluondet train ... --kvstore horovod"]
+    assert not (tmp_path / "run").exists()

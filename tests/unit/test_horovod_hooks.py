@@ -80,7 +80,7 @@ def test_ranks_that_read_other_inputs_are_named():
     line = hv.disagreement(summaries(same, (["cat", "dog"], ["a", "b"], ["v"], {"lr": 0.1})))
     assert "on the training images: rank 1 has 2 training images, rank 0 has 3" in line
     line = hv.disagreement(summaries(same, (["cat", "dog"], ["a", "b", "x"], ["v"], {"lr": 0.1})))
-    assert "rank 1 has as many training images (3) as rank 0, but not the same" in line
+    assert "rank 1 has as many training images (3) as rank 0, but not the same images or boxes" in line
     line = hv.disagreement(summaries(same, (["cat", "dog"], ["a", "b", "c"], ["v"], {"lr": 0.2})))
     assert "on the settings" in line and "same command line" in line
 
