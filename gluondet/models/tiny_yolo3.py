@@ -2,8 +2,9 @@
 
 GluonCV's smallest zoo YOLOv3 (``yolo3_mobilenet0.25_custom``) keeps the zoo's detection heads
 (256/128/128 channels, 3x3 convolutions at twice that width), which cost several times the
-MobileNet-0.25 backbone itself; trained from scratch on 2 cores it needs far longer than the demo
-allows (README: the measured comparison). This network is a plain ``gluoncv.model_zoo.yolo.YOLOV3``
+MobileNet-0.25 backbone itself: 6.2M parameters against 1.4M here, and it trained at 11.4 img/s
+against this network's 37.2 (256 px, batch 8, one thread, the network step alone). This network
+is a plain ``gluoncv.model_zoo.yolo.YOLOV3``
 (same outputs, losses, target generators, ``set_nms``, ``reset_class`` as the zoo's) on a small
 Darknet-style backbone built from GluonCV's own Darknet cells (3x3 stride-2 convolution, then
 residual 1x1/3x3 blocks, BatchNorm and leaky ReLU), with narrow heads. Its anchors are GluonCV's
