@@ -15,8 +15,8 @@ per image. GluonCV's tricks are the family's options (the model YAML's ``options
   ``random_shape_range`` (low, high) by 32, from (seed, epoch, batch) alone; validation, eval,
   detect and export use the model's ``data_shape``.
 
-The stacked batch is sliced over the devices; a YOLOv3's loss of each image is its own, so the
-trainer steps with the number of images.
+The stacked batch is sliced over the devices; each image's losses depend on that image alone, so
+the trainer steps with the number of images.
 """
 from mxnet import autograd
 
@@ -85,9 +85,9 @@ class YOLOv3(Family):
                        "random_shape": False, "random_shape_range": [320, 608], "random_shape_every": 10}
     # INT8 export keeps elementwise sums in float32: the box corners (centre -/+ half the exp-scaled
     # anchor), where an untrained or diverged network's exp overflows and quantize_net failed on the
-    # infinite range, and with them the backbone's residual sums. Tiny YOLOv3 trained 30 epochs on the
-    # shapes demo: VOC mAP 0.2289 (all INT8: 0.2312, float32: 0.2338); 138 img/s (all INT8: 143,
-    # float32: 64.5), batch 8, one thread, load 9.
+    # infinite range, and with them the backbone's residual sums. Tiny YOLOv3 trained 30 epochs on
+    # 300 shapes images: VOC mAP 0.2289 (all INT8: 0.2312, float32: 0.2338); 138 img/s (all INT8:
+    # 143, float32: 64.5), batch 8, one thread, load 9. Its recipe's held-back run: README's table.
     int8_float_operators = ("elemwise_add", "elemwise_sub")
 
     def __init__(self, options=None):
