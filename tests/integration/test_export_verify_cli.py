@@ -6,6 +6,10 @@ The reference for the exports is the run itself, evaluated by the same command o
 and its network's raw outputs on the same batch.
 """
 import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,8 +44,17 @@ def _assert_same_numbers(got, want, where="analysis"):
         assert got == want, where
 
 
+def _command(*args):
+    """``gluondet ARGS`` in a process of its own, as a user runs it: what one evaluation computes
+    must not depend on what the test process ran before it."""
+    env = dict(os.environ, MXNET_GLUON_REPO="http://127.0.0.1:9/")
+    done = subprocess.run([sys.executable, "-m", "gluondet", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    return SimpleNamespace(exit_code=done.returncode, output=done.stdout, stderr=done.stderr)
+
+
 def _eval(source, json_path):
-    result = _cli("eval", source, "--split", SPLIT, "--quiet", "--json", json_path)
+    result = _command("eval", source, "--split", SPLIT, "--quiet", "--json", json_path)
     assert result.exit_code == 0, result.stderr
     return json.loads(json_path.read_text(encoding="utf-8")), result.output
 
@@ -58,7 +71,7 @@ def exports(trained_tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     flags = {"mxnet": [], "onnx": ["--format", "onnx"], "int8": ["--int8", "--calib-images", "16"]}
     for name, extra in flags.items():
-        result = _cli("export", trained_tiny_run, "--out", root / name, *extra)
+        result = _command("export", trained_tiny_run, "--out", root / name, *extra)
         assert result.exit_code == 0, result.stderr
     return {name: root / name for name in flags}
 
