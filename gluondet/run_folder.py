@@ -1,16 +1,6 @@
 """The run folder: the one owner of what a training run writes and how it is read back.
 
-Layout (every write atomic: a temporary file beside the target, fsync, rename)::
-
-    config.yaml         the resolved model, dataset and train sections
-    classes.txt         one class name per line (UTF-8); the weights are for these, in this order
-    last.json           the commit record: the last finished epoch, best mAP, metrics history, rng
-    last.params/.states weights and optimizer state of that epoch (resume)
-    best.params/.json   weights with the best validation score, and which epoch and score
-    epoch_XXXX.params   every --save-interval epochs
-    metrics.csv, curves.png, tb/   views of the history, rewritten from last.json
-    diagnosis.json      only when the run does not learn: why gluondet thinks so (engine/not_learning.py)
-    .lock               held (flock) by the one process training in the folder
+What a run folder holds, file by file, is run_layout.py's docstring (every write atomic).
 
 ``RunFolder`` finds, creates and reads run folders; its lock is run_lock.py's, its epochs are
 committed (and repaired after a kill) by run_commit.py, the file names are run_layout.py's, and the
