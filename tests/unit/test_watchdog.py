@@ -117,10 +117,24 @@ def test_a_normal_end_is_silent_on_both_sides():
     assert not verdicts.event.is_set() and not lost.event.is_set()
 
 
+class _Registered(dict):
+    """The server's clients, with an event set when a rank's connection is registered."""
+
+    def __init__(self):
+        super().__init__()
+        self.event = threading.Event()
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.event.set()
+
+
 def test_the_server_going_is_said_by_the_rank():
     srv, _ = server(timeout=60)
+    srv.clients = _Registered()  # before the rank connects: the test waits for its registration
     lost = Verdicts()
     Heartbeat(srv.address, 1, Position(), 60, token="t", server_name="rank 0", on_lost=lambda line: lost(1, line))
+    assert srv.clients.event.wait(HANG_GUARD_S), "the rank never connected (hang guard)"
     with srv.lock:  # as rank 0's process dying: its connections close, nothing said
         for sock in srv.clients.values():
             sock.shutdown(socket.SHUT_RDWR)
