@@ -64,15 +64,24 @@ class FasterRCNNStep(Step):
         """{loss name: NDArray} of one image on one device; ``parts`` are the loader's five arrays.
         (A mask family adds its mask loss by extending this.)"""
         data, label, rpn_cls_targets, rpn_box_targets, rpn_box_masks = parts
-        # RPN targets come per feature-map cell (H, W, anchors); the network's RPN outputs are
-        # flattened in the same order.
+        (cls_pred, box_pred, _, _, _, rpn_score, rpn_box, _, cls_targets, box_targets,
+         box_masks, _) = net(data, label[:, :, :4], label[:, :, 4:5])
+        return dict(zip(self.loss_names, self.detection_losses(
+            (rpn_score, rpn_box), (rpn_cls_targets, rpn_box_targets, rpn_box_masks),
+            (cls_pred, box_pred), (cls_targets, box_targets, box_masks))))
+
+    def detection_losses(self, rpn_out, rpn_targets, rcnn_out, rcnn_targets):
+        """(rpn_cls, rpn_box, rcnn_cls, rcnn_box) of one image, each normalized by its sampled positives.
+
+        RPN targets come per feature-map cell (H, W, anchors); the network's RPN outputs are
+        flattened in the same order."""
+        rpn_score, rpn_box = rpn_out
+        rpn_cls_targets, rpn_box_targets, rpn_box_masks = rpn_targets
+        cls_pred, box_pred = rcnn_out
+        cls_targets, box_targets, box_masks = rcnn_targets
         rpn_cls_targets = rpn_cls_targets.reshape((1, -1))
         rpn_box_targets = rpn_box_targets.reshape((1, -1, 4))
         rpn_box_masks = rpn_box_masks.reshape((1, -1, 4))
-        gt_label = label[:, :, 4:5]
-        gt_box = label[:, :, :4]
-        (cls_pred, box_pred, _, _, _, rpn_score, rpn_box, _, cls_targets, box_targets,
-         box_masks, _) = net(data, gt_box, gt_label)
         rpn_score = rpn_score.squeeze(axis=-1)
         num_rpn_pos = (rpn_cls_targets >= 0).sum()
         rpn_cls = self._rpn_cls(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0) \
@@ -82,7 +91,7 @@ class FasterRCNNStep(Step):
         rcnn_cls = self._rcnn_cls(cls_pred, cls_targets, cls_targets.expand_dims(-1) >= 0) \
             * cls_targets.size / num_rcnn_pos
         rcnn_box = self._rcnn_box(box_pred, box_targets, box_masks) * box_pred.size / num_rcnn_pos
-        return dict(zip(self.loss_names, (rpn_cls, rpn_box, rcnn_cls, rcnn_box)))
+        return rpn_cls, rpn_box, rcnn_cls, rcnn_box
 
 
 def _start_gradients(net, accumulate):
@@ -120,26 +129,17 @@ class MaskRCNNStep(FasterRCNNStep):
         from mxnet import nd
 
         data, label, gt_masks, rpn_cls_targets, rpn_box_targets, rpn_box_masks = parts
-        rpn_cls_targets = rpn_cls_targets.reshape((1, -1))
-        rpn_box_targets = rpn_box_targets.reshape((1, -1, 4))
-        rpn_box_masks = rpn_box_masks.reshape((1, -1, 4))
         (cls_pred, box_pred, mask_pred, rois, _, matches, rpn_score, rpn_box, _, cls_targets, box_targets,
          box_masks, indices) = net(data, label[:, :, :4], label[:, :, 4:5])
-        rpn_score = rpn_score.squeeze(axis=-1)
-        num_rpn = (rpn_cls_targets >= 0).sum()
-        rpn_cls = self._rpn_cls(rpn_score, rpn_cls_targets, rpn_cls_targets >= 0) * rpn_cls_targets.size / num_rpn
-        rpn_box = self._rpn_box(rpn_box, rpn_box_targets, rpn_box_masks) * rpn_box.size / num_rpn
-        num_rcnn = (cls_targets >= 0).sum()
-        rcnn_cls = self._rcnn_cls(cls_pred, cls_targets, cls_targets.expand_dims(-1) >= 0) \
-            * cls_targets.size / num_rcnn
-        rcnn_box = self._rcnn_box(box_pred, box_targets, box_masks) * box_pred.size / num_rcnn
+        losses = self.detection_losses((rpn_score, rpn_box), (rpn_cls_targets, rpn_box_targets, rpn_box_masks),
+                                       (cls_pred, box_pred), (cls_targets, box_targets, box_masks))
         # mask targets for the positive RoIs the network kept (``indices``); one image per forward
         rois = nd.take(rois[0], indices[0]).expand_dims(0)
         mask_cls = nd.take(cls_targets[0], indices[0]).expand_dims(0)
         matches = nd.take(matches[0], indices[0]).expand_dims(0)
         mask_targets, mask_weights = net.mask_target(rois, gt_masks, matches, mask_cls)
         mask = self._mask(mask_pred, mask_targets, mask_weights) * mask_targets.size / mask_weights.sum()
-        return dict(zip(self.loss_names, (rpn_cls, rpn_box, rcnn_cls, rcnn_box, mask)))
+        return dict(zip(self.loss_names, (*losses, mask)))
 
 
 class FasterRCNN(Family):
@@ -181,20 +181,25 @@ class FasterRCNN(Family):
     def train_indices(self, dataset):
         return images_with_objects(dataset)
 
+    # (transform, arrays per image) of the loaders: data, label and the three RPN targets in
+    # training; data, label and im_scale in validation
+    train_transform, train_arrays = FasterRCNNTrainTransform, 5
+    val_transform, val_arrays = FasterRCNNValTransform, 3
+
     def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
         """Lists of one image per item (GluonCV's train transform, RPN targets in the workers)."""
         from gluoncv.data.batchify import Append, Tuple
 
         check_elongated_images(net, dataset, indices)
-        return epoch_loader(dataset, FasterRCNNTrainTransform(net), Tuple(*[Append() for _ in range(5)]),
+        return epoch_loader(dataset, self.train_transform(net), Tuple(*[Append() for _ in range(self.train_arrays)]),
                             batch_size, num_workers, indices, seed)
 
     def val_loader(self, net, dataset, data_shape, batch_size, num_workers):
-        """(data, label, im_scale) lists of one image each, in dataset order."""
+        """Lists of one image each, in dataset order."""
         from gluoncv.data.batchify import Append, Tuple
 
         check_elongated_images(net, dataset, training=False)
-        return ordered_loader(dataset, FasterRCNNValTransform(net), Tuple(Append(), Append(), Append()),
+        return ordered_loader(dataset, self.val_transform(net), Tuple(*[Append() for _ in range(self.val_arrays)]),
                               batch_size, num_workers)
 
     def eval_batch_size(self, ctx_list):
@@ -246,21 +251,9 @@ class MaskRCNN(FasterRCNN):
     step_class = MaskRCNNStep
     masks = True
 
-    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
-        """Six lists of one (1, ...) array per image (``rcnn_data.MaskRCNNTrainTransform``)."""
-        from gluoncv.data.batchify import Append, Tuple
-
-        check_elongated_images(net, dataset, indices)
-        return epoch_loader(dataset, MaskRCNNTrainTransform(net), Tuple(*[Append() for _ in range(6)]),
-                            batch_size, num_workers, indices, seed)
-
-    def val_loader(self, net, dataset, data_shape, batch_size, num_workers):
-        """(images, labels, scales, masks), lists of one image each, in dataset order."""
-        from gluoncv.data.batchify import Append, Tuple
-
-        check_elongated_images(net, dataset, training=False)
-        return ordered_loader(dataset, MaskRCNNValTransform(net), Tuple(*[Append() for _ in range(4)]),
-                              batch_size, num_workers)
+    # data, label, masks and the three RPN targets; data, label, im_scale and masks
+    train_transform, train_arrays = MaskRCNNTrainTransform, 6
+    val_transform, val_arrays = MaskRCNNValTransform, 4
 
     def new_metric(self, metric_name, classes, iou=0.5):
         """Boxes and masks together: the analysis reads its boxes, the mosaics its masks."""
