@@ -33,6 +33,7 @@ from . import __version__
 from .constants import EXPORT_FORMATS
 from .errors import GluondetError
 from .export_folder import EXPORT_META, EXPORT_ONNX, EXPORT_PREFIX, export_format, read_export_meta, write_export_meta
+from .extras import install_line
 from .image import list_images, read_image
 from .predict import Detector
 from .progress import ljust, text_width
@@ -362,7 +363,7 @@ def require_onnx():
     import importlib.util
 
     if importlib.util.find_spec("onnx") is None:
-        raise GluondetError("ONNX export needs the onnx package: pip install 'gluondet[onnx]'")
+        raise GluondetError(f"ONNX export needs the onnx package: {install_line('onnx')}")
 
 
 def symbol_operators(symbol_file):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GluondetError
+from .extras import install_line
 from .fileio import atomic_write_text
 
 EXPORT_META = "export.json"
@@ -90,7 +91,7 @@ class OnnxNet:
             from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
         except ImportError:
             raise GluondetError(f"{path}: running an ONNX export needs onnxruntime: "
-                                "pip install 'gluondet[onnx]'") from None
+                                f"{install_line('onnx')}") from None
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its notices (unused initializers) are not the user's
         threads = os.environ.get("OMP_NUM_THREADS", "")

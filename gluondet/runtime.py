@@ -22,6 +22,7 @@ import tempfile
 import threading
 
 from .errors import GluondetError
+from .extras import install_line
 
 SYNC_ENGINE = "NaiveEngine"  # MXNet's synchronous engine (MXNET_ENGINE_TYPE)
 ENGINE_NOTICE = "MXNet start using engine:"  # what MXNet logs when MXNET_ENGINE_TYPE is set
@@ -200,7 +201,7 @@ def make_contexts(spec):
             have = f"{available} GPU(s)" if available else "no GPU (or an MXNet build without CUDA)"
             raise GluondetError(
                 f"--ctx asks for gpu{missing[0]} but this machine has {have}; "
-                "use --ctx cpu, or install mxnet-cu112 (pip install gluondet[cu112]) on a CUDA machine"
+                f"use --ctx cpu, or on a CUDA machine replace mxnet by mxnet-cu112 ({install_line('cu112')})"
             )
         check_gpu_code(gpus)
     return [mx.gpu(i) if kind == "gpu" else mx.cpu(i) for kind, i in devices]

@@ -14,7 +14,7 @@ from .options import config_dir_option, dtype_option
               help="Folder to write into: the export [RUN_DIR/export, RUN_DIR/export-int8 with --int8].")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="mxnet", show_default=True,
               help="mxnet: symbol JSON + params (SymbolBlock.imports, model servers); "
-                   "onnx: also model.onnx (needs pip install 'gluondet[onnx]').")
+                   "onnx: also model.onnx (needs the onnx extra: onnx and onnxruntime).")
 @click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
               help="Which weights of the run folder.")
 @click.option("--int8", is_flag=True,

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from ..errors import GluondetError
+from ..extras import install_line
 from ..ranges import check_ranges
 from .detect import _resolve_thresh, _thresh_value
 from .options import dtype_option
@@ -75,7 +76,7 @@ def serve(source, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, 
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise GluondetError(f"gluondet serve needs the serve extra ({e.name} is missing): "
-                            "pip install -c constraints.txt 'gluondet[serve]'") from None
+                            f"{install_line('serve')}") from None
     sock = _listen(host, port)  # before MXNet loads: a port in use is said at once, and clients queue
 
     from ..runtime import configure_engine, make_contexts

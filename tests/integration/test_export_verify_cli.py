@@ -27,19 +27,28 @@ def _cli(*args):
     return invoke_cli(args)
 
 
-def _assert_same_numbers(got, want, where="analysis"):
-    """Equal trees, numbers to float tolerance (onnxruntime's scores differ from MXNet's by ~1e-7)."""
+# How far an export's analysis may be from its run's. The symbol export runs MXNet's own operators:
+# equal numbers. onnxruntime's scores differ from MXNet's by ~1e-7, so where two detections of an
+# image tie at its 100-box cut either may be kept: the mAP stays equal (checked exactly), while a
+# low-threshold point of a curve (over ~400 detections) may move by one or two detections.
+ANALYSIS_TOLERANCE = {"mxnet": (1e-5, 0), "onnx": (2e-3, 2)}
+
+
+def _assert_same_numbers(got, want, tolerance, where="analysis"):
+    """Equal trees; floats within tolerance[0], counts within tolerance[1]."""
     assert type(got) is type(want) or isinstance(got, (int, float)) and isinstance(want, (int, float)), where
     if isinstance(want, dict):
         assert sorted(got) == sorted(want), where
         for key in want:
-            _assert_same_numbers(got[key], want[key], f"{where}/{key}")
+            _assert_same_numbers(got[key], want[key], tolerance, f"{where}/{key}")
     elif isinstance(want, list):
         assert len(got) == len(want), where
         for i, (a, b) in enumerate(zip(got, want)):
-            _assert_same_numbers(a, b, f"{where}[{i}]")
+            _assert_same_numbers(a, b, tolerance, f"{where}[{i}]")
     elif isinstance(want, float):
-        assert got == pytest.approx(want, abs=1e-5), where
+        assert got == pytest.approx(want, abs=tolerance[0]), where
+    elif isinstance(want, int) and not isinstance(want, bool):
+        assert abs(got - want) <= tolerance[1], where
     else:
         assert got == want, where
 
@@ -89,7 +98,7 @@ def test_eval_of_a_float_export_is_the_runs_eval(fmt, exports, run_eval, tmp_pat
     assert got["per_class"] == pytest.approx(want["per_class"], abs=1e-9)
     assert got["images"] == want["images"] > 0
     # the same analysis (thresholds, counts, curves), into the export's own folder
-    _assert_same_numbers(got["analysis"], want["analysis"])
+    _assert_same_numbers(got["analysis"], want["analysis"], ANALYSIS_TOLERANCE[fmt])
     assert got["analysis_dir"] == str(exports[fmt] / f"eval-{SPLIT}")
     pictures = sorted(p.name for p in (exports[fmt] / f"eval-{SPLIT}").iterdir())
     assert "pr_curve.png" in pictures and any(name.startswith("worst_") for name in pictures)

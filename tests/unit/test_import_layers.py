@@ -10,7 +10,7 @@ PACKAGE = Path(gluondet.__file__).parent
 
 # lowest first; a module may import its own layer and the layers below
 LAYERS = [
-    ["gluondet", "gluondet.errors", "gluondet.layouts"],
+    ["gluondet", "gluondet.errors", "gluondet.layouts", "gluondet.extras"],
     ["gluondet.constants", "gluondet.fileio", "gluondet.ranges", "gluondet.runtime", "gluondet.precision",
      "gluondet.image", "gluondet.progress", "gluondet.viz", "gluondet.run_layout",
      "gluondet.export_folder"],

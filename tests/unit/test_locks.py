@@ -125,3 +125,28 @@ def test_the_cuda_image_stages_agree_and_a_disagreement_is_named(tmp_path):
     result = run_lockcheck("agree", f"{LOCKS / 'cpu.txt'}@3.11.2", f"{other}@3.9.5")
     assert result.returncode == 1 and "disagree on gluoncv: gluoncv 0.10.5.post0 / 0.10.4" in result.stdout
 
+
+
+@pytest.mark.parametrize("extra", ["onnx", "serve", "cu112"])
+def test_the_install_hint_of_an_extra_is_its_locked_pins(extra):
+    # what an error tells a user to run to get a missing extra: every pin of its constraints
+    # section, as `pip install 'name==version'`, which works from a checkout as from an index
+    from gluondet.extras import install_line
+
+    line = install_line(extra)
+    assert line.startswith("pip install ") and "gluondet[" not in line
+    named = {canonicalize_name(n): v for n, v in re.findall(r"'([A-Za-z0-9_.-]+)==([^']+)'", line)}
+    assert named == constraint_sections()[extra]
+
+
+def test_onnx_export_without_onnx_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from gluondet import export
+    from gluondet.errors import GluondetError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    pinned = re.escape(f"pip install 'onnx=={constraint_sections()['onnx']['onnx']}'")
+    with pytest.raises(GluondetError, match="needs the onnx package: " + pinned):
+        export.require_onnx()
