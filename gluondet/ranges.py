@@ -45,6 +45,18 @@ RANGES = {
     "max_wait_ms": _NOT_NEGATIVE,
     "max_upload_mb": _POSITIVE,
     "watchdog_timeout": _POSITIVE,
+    "port": (lambda v: 0 <= v <= 65535, "in [0, 65535] (0: any free port)"),
+    # options whose meaning depends on the command: "command.option"
+    "synth.train": _NOT_NEGATIVE,
+    "synth.val": _NOT_NEGATIVE,
+    "synth.size": (lambda v: v >= 32, "at least 32"),
+    "split.val": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "split.test": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "show.pages": (lambda v: 1 <= v <= 100, "in [1, 100]"),
+    "launch.workers": _AT_LEAST_1,
+    "launch.servers": _AT_LEAST_1,
+    "launch.timeout": (lambda v: v >= 1, "at least 1 (second)"),
+    "launch.watchdog_timeout": (lambda v: v >= 1, "at least 1 (second)"),
 }
 
 
@@ -52,12 +64,12 @@ def check_ranges(values):
     """Refuse the first value of ``values`` ({dest name: value}) outside its range in RANGES.
 
     None means "not given" (the default applies) and names without a range are skipped, so a
-    whole config's fields can be passed.
+    whole config's fields can be passed. A name "command.option" is an option of one command only.
     """
     for name, value in values.items():
         if name not in RANGES or value is None or isinstance(value, bool):
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = "--" + name.rsplit(".", 1)[-1].replace("_", "-")
         if isinstance(value, float) and not math.isfinite(value):
             raise GluondetError(f"{flag} must be a finite number, got {value}")
         allowed, what = RANGES[name]

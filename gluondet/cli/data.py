@@ -5,6 +5,7 @@ import click
 
 from ..data.convert import SOURCE_FORMATS, TARGET_FORMATS
 from ..errors import GluondetError
+from ..ranges import check_ranges
 from .options import config_dir_option, dataset_option, deprecated, emit_json, json_option
 
 SPLIT_HELP = ("A role of the dataset config (train, val, test) or a split spec: 'trainval' for a VOC "
@@ -51,12 +52,12 @@ def dataset_target(fn):
 
 @data.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--train", "n_train", default=300, show_default=True, type=click.IntRange(min=0),
+@click.option("--train", "n_train", default=300, show_default=True, type=int,
               help="Training images.")
-@click.option("--val", "n_val", default=100, show_default=True, type=click.IntRange(min=0),
+@click.option("--val", "n_val", default=100, show_default=True, type=int,
               help="Validation images (also listed as test).")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same files.")
-@click.option("--size", default=256, show_default=True, type=click.IntRange(min=32), help="Image side in pixels.")
+@click.option("--size", default=256, show_default=True, type=int, help="Image side in pixels.")
 @click.option("--masks", is_flag=True, help="Shapes with exact polygon masks, in both instance layouts: VOC "
               "SegmentationObject/ + SegmentationClass/ PNGs and COCO annotations/instances_{train,val}.json "
               "(with OUT/coco.yaml, a dataset config for them).")
@@ -67,6 +68,7 @@ def synth(out, n_train, n_val, seed, size, masks):
     """
     from ..data.synth import SHAPES_CLASSES, write_shapes_voc
 
+    check_ranges({"synth.train": n_train, "synth.val": n_val, "synth.size": size})
     root = write_shapes_voc(out, n_train=n_train, n_val=n_val, seed=seed, size=size, progress=True, masks=masks)
     click.echo(f"wrote {n_train} train + {n_val} val images of {', '.join(SHAPES_CLASSES)} to {root}")
     if masks:
@@ -75,9 +77,9 @@ def synth(out, n_train, n_val, seed, size, masks):
 
 @data.command()
 @click.argument("root", type=click.Path(exists=True), metavar="VOC_ROOT|COCO.json")
-@click.option("--val", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--val", default=0.2, show_default=True, type=float,
               help="Fraction of images for validation.")
-@click.option("--test", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--test", default=0.1, show_default=True, type=float,
               help="Fraction of images for test.")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same split.")
 @click.option("--force", is_flag=True, help="Overwrite existing split files.")
@@ -93,6 +95,7 @@ def split(root, val, test, seed, force):
 
     from ..data.split import write_splits
 
+    check_ranges({"split.val": val, "split.test": test})
     splits = write_splits(root, val=val, test=test, seed=seed, force=force)
     counts = ", ".join(f"{name} {len(ids)}" for name, ids in splits.items())
     if Path(root).is_file():
@@ -192,7 +195,7 @@ def _split_entries(cfg, reader):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Folder to write into: the mosaics show_01.jpg, ... [show-<dataset>/].")
 @click.option("--grid", default="4x4", show_default=True, metavar="COLSxROWS", help="Images per mosaic.")
-@click.option("--pages", default=1, show_default=True, type=click.IntRange(1, 100), help="Mosaics to write.")
+@click.option("--pages", default=1, show_default=True, type=int, help="Mosaics to write (1-100).")
 @click.option("--seed", default=0, show_default=True, help="Which images: the same seed picks the same ones.")
 def show(root, dataset, config_dir, split_name, out_dir, grid, pages, seed):
     """Draw labelled images with their boxes and class names into mosaics, to look at the labels.
@@ -205,6 +208,7 @@ def show(root, dataset, config_dir, split_name, out_dir, grid, pages, seed):
     from ..data.stats import readable_entries
     from ..viz import parse_grid
 
+    check_ranges({"show.pages": pages})
     cfg = _resolve(root, dataset, config_dir)
     cols_rows = parse_grid(grid)
     ensure_dataset(cfg)

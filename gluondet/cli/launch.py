@@ -5,6 +5,7 @@ import click
 
 from ..constants import LAUNCHERS
 from ..errors import GluondetError
+from ..ranges import check_ranges
 from .options import deprecated
 
 
@@ -19,13 +20,13 @@ def _parse_env(pairs):
 
 
 @click.command(name="launch", context_settings={"ignore_unknown_options": True})
-@click.option("-n", "--workers", "num_workers", type=click.IntRange(min=1), default=None,
+@click.option("-n", "--workers", "num_workers", type=int, default=None,
               help="Distributed worker processes (each trains on its shard of the training set). "
                    "Not --num-workers, which in train and eval means DataLoader processes.")
-@click.option("--num-workers", "old_num_workers", type=click.IntRange(min=1), default=None, hidden=True)
-@click.option("-s", "--servers", "num_servers", type=click.IntRange(min=1), default=None,
+@click.option("--num-workers", "old_num_workers", type=int, default=None, hidden=True)
+@click.option("-s", "--servers", "num_servers", type=int, default=None,
               help="Parameter-server processes [default: as many as workers].")
-@click.option("--num-servers", "old_num_servers", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--num-servers", "old_num_servers", type=int, default=None, hidden=True)
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="local", show_default=True,
               help="local: every process on this machine, on 127.0.0.1 only. "
                    "ssh: servers and workers on the hosts of -H, the scheduler here.")
@@ -36,9 +37,9 @@ def _parse_env(pairs):
                    "[default: the address on the route to the first host].")
 @click.option("--env", "env_pairs", multiple=True, metavar="NAME=VALUE",
               help="Set an environment variable in every process (repeatable).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Stop the whole job after this long (exit status 124).")
-@click.option("--watchdog-timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+@click.option("--watchdog-timeout", type=float, default=None, metavar="SECONDS",
               help="Stop the job, naming the rank, when a gluondet train worker stops answering (or "
                    "is stuck while the others wait) this long [300].")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
@@ -64,6 +65,8 @@ def launch(num_workers, old_num_workers, num_servers, old_num_servers, launcher,
         num_servers = num_servers or old_num_servers
     if num_workers is None:
         raise GluondetError("launch needs -n/--workers N, the number of worker processes")
+    check_ranges({"launch.workers": num_workers, "launch.servers": num_servers, "launch.timeout": timeout,
+                  "launch.watchdog_timeout": watchdog_timeout})
 
     status = run_launch(list(command), num_workers, num_servers, launcher=launcher, hostfile=hostfile,
                         scheduler_host=scheduler_host, extra_env=_parse_env(env_pairs), timeout=timeout,

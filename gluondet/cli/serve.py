@@ -19,7 +19,7 @@ GRACE_S = 30
 @click.argument("source", type=click.Path(exists=True), metavar="RUN|EXPORT_DIR")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 opens it to the network (use --token there).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--port", default=8080, show_default=True, type=int,
               help="Port to listen on; 0 takes a free one (the 'listening on' line names it).")
 @click.option("--max-batch", type=int, metavar="N",
               help="At most this many images per forward pass, gathered across requests "
@@ -64,7 +64,7 @@ def serve(source, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, 
 
     if max_batch is None:
         max_batch = 8 if any(kind == "gpu" for kind, _ in parse_ctx_spec(ctx)) else 1
-    check_ranges({"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+    check_ranges({"port": port, "max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue,
                   "max_upload_mb": max_upload_mb, "max_boxes": max_boxes,
                   "thresh": None if thresh == "best" else thresh})
     if max_queue < max_batch:
