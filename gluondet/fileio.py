@@ -3,9 +3,16 @@
 A kill at any moment leaves either the old file or the new one, never half of either.
 """
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def safe_name(text, empty):
+    """``text`` as one file-name component: runs of anything but word characters, '.', '+' and '-'
+    become '_'; ``empty`` when nothing is left."""
+    return re.sub(r"[^\w.+-]+", "_", str(text)).strip("_") or empty
 
 
 @contextmanager

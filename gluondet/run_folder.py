@@ -2,33 +2,29 @@
 
 What a run folder holds, file by file, is run_layout.py's docstring (every write atomic).
 
-``RunFolder`` finds, creates and reads run folders; its lock is run_lock.py's, its epochs are
-committed (and repaired after a kill) by run_commit.py, the file names are run_layout.py's, and the
-network is rebuilt by models/weights.py.
+``RunFolder`` finds, creates and reads run folders; new folders are claimed by run_claim.py, its
+lock is run_lock.py's, its epochs are committed (and repaired after a kill) by run_commit.py, the
+file names are run_layout.py's, and the network is rebuilt by models/weights.py.
 """
-import re
 import shutil
 from pathlib import Path
 
 from .config import dump_yaml, load_yaml
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, safe_name
 from .run_commit import EpochCommitter
 from .run_layout import (  # noqa: F401 (the names of the run folder's files, imported from here by its readers)
     _EPOCH_RE, BEST_JSON, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, DIAGNOSIS_FILE, LAST_JSON, LOCK_FILE, METRICS_FILE,
     TENSORBOARD_DIR, WHICH_CHOICES, RunFolderBusy, RunFolderError, disk_error, read_json, write_json)
-from .run_lock import FolderLock, busy, lock_holder
-
-
-def _safe(name):
-    return re.sub(r"[^\w.+-]+", "_", str(name)).strip("_") or "run"
+from .run_claim import claim_numbered, claim_out, latest_run_path
+from .run_lock import FolderLock
 
 
 class RunFolder:
     """A gluondet run folder. Opening one for reading validates config.yaml and classes.txt once."""
 
-    def __init__(self, path):
+    def __init__(self, path, lock=None):
         self.path = Path(path).expanduser()
-        self._lock = FolderLock(self.path)
+        self._lock = lock or FolderLock(self.path)
         self._config = None
         self._classes = None
 
@@ -61,74 +57,17 @@ class RunFolder:
     @classmethod
     def create(cls, out=None, dataset_name="", model_name="", runs_root="runs"):
         """A new, locked run folder: ``out`` (must be absent or empty), or ``runs/<dataset>-<model>``
-        numbered ``-2``, ``-3``... when taken. Two processes never get the same folder."""
+        numbered ``-2``, ``-3``... when taken (run_claim.py). Two processes never get the same folder."""
         if out is not None:
-            return cls._create_at(Path(out).expanduser())
-        base = Path(runs_root) / f"{_safe(dataset_name)}-{_safe(model_name)}"
-        n = 1
-        while True:
-            candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
-            try:
-                base.parent.mkdir(parents=True, exist_ok=True)
-                candidate.mkdir()  # atomic: the process that creates it owns it
-            except FileExistsError:
-                n += 1
-                continue
-            except OSError as e:
-                raise disk_error(candidate, e, "nothing was written") from None
-            run = cls(candidate)
-            run.lock()
-            return run
-
-    @classmethod
-    def _create_at(cls, path):
-        """``--out``: refused when it is a file, in use or not empty, and then nothing in it is
-        created, changed or removed (it may be another run's folder)."""
-        run = cls(path)
-        if path.exists() and not path.is_dir():
-            raise RunFolderError(f"--out {path}: is a file, not a folder; choose another --out")
-        if path.is_dir():
-            run._refuse_if_taken()  # before the lock: taking it would create or rewrite .lock
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise disk_error(path, e, "nothing was written") from None
-        run._lock.acquire()
-        try:
-            run._refuse_if_taken()  # again under the lock: a process may have filled it meanwhile
-        except RunFolderError:
-            run._lock.release(remove=run._lock.created)
-            raise
-        run._lock.write_holder()
-        return run
-
-    def _refuse_if_taken(self):
-        """Refuse a folder held by a live process, or holding anything but an unheld lock file."""
-        if not self._lock.held:
-            holder = lock_holder(self.path / LOCK_FILE)
-            if holder is not None:
-                raise busy(self.path, holder)
-        if any(p.name != LOCK_FILE for p in self.path.iterdir()):
-            raise RunFolderError(
-                f"--out {self.path}: folder exists and is not empty; choose another --out, "
-                f"or continue that run with --resume {self.path}")
+            lock = claim_out(Path(out).expanduser())
+        else:
+            lock = claim_numbered(Path(runs_root) / f"{safe_name(dataset_name, 'run')}-{safe_name(model_name, 'run')}")
+        return cls(lock.folder, lock)
 
     @staticmethod
     def latest(runs_dir="runs"):
         """The run folder under ``runs_dir`` whose best.params/last.params was written last."""
-        runs_dir = Path(runs_dir)
-        candidates = []
-        if runs_dir.is_dir():
-            for folder in runs_dir.iterdir():
-                stamps = [p.stat().st_mtime for p in (folder / "best.params", folder / "last.params")
-                          if p.is_file()]
-                if stamps:
-                    candidates.append((max(stamps), folder))
-        if not candidates:
-            raise RunFolderError(
-                f"no trained run under {runs_dir.resolve()}/ (no best.params or last.params); "
-                "train one with gluondet train, or pass --run RUN_DIR")
-        return RunFolder.open(max(candidates)[1])
+        return RunFolder.open(latest_run_path(runs_dir))
 
     def remove_if_unused(self):
         """Remove a folder this process created when training never started (nothing but the lock)."""

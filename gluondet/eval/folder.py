@@ -8,13 +8,12 @@ table carries COCO box and mask AP per class, and its mosaics fill the masks as 
 ``best_threshold`` reads the F1-best score threshold back for ``gluondet detect --thresh best``.
 """
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GluondetError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, safe_name
 from ..progress import ljust, text_width
 from .analysis import analyze, matched, to_jsonable
 
@@ -31,9 +30,9 @@ def eval_dir(run_dir, split, weights="best", dtype="float32", dataset=None):
     another precision and ``-on-<dataset>`` for another dataset than the run's own, so evaluating
     other weights, precisions or data never replaces the analysis training wrote (which
     ``detect --thresh best`` and the report read)."""
-    name = "eval-" + _safe(split) + ("" if weights == "best" else "-" + _safe(weights))
-    name += "" if dtype == "float32" else "-" + _safe(dtype)
-    return Path(run_dir) / (name + ("" if dataset is None else "-on-" + _safe(dataset)))
+    name = "eval-" + safe_name(split, "split") + ("" if weights == "best" else "-" + safe_name(weights, "split"))
+    name += "" if dtype == "float32" else "-" + safe_name(dtype, "split")
+    return Path(run_dir) / (name + ("" if dataset is None else "-on-" + safe_name(dataset, "split")))
 
 
 def weights_name(which):
@@ -42,10 +41,6 @@ def weights_name(which):
     if text.endswith(".params"):
         return Path(text).stem
     return f"epoch_{int(text):04d}" if text.isdigit() else text
-
-
-def _safe(text):
-    return re.sub(r"[^\w.+-]+", "_", str(text)).strip("_") or "split"
 
 
 def write_eval_folder(out_dir, metric, dataset, result, family, data_shape=None, score_thresh=None,

@@ -20,7 +20,7 @@ LAYERS = [
     ["gluondet.eval"],
     ["gluondet.families"],
     ["gluondet.models"],
-    ["gluondet.run_folder", "gluondet.run_lock", "gluondet.run_commit"],
+    ["gluondet.run_folder", "gluondet.run_lock", "gluondet.run_commit", "gluondet.run_claim"],
     ["gluondet.engine"],
     ["gluondet.predict"],
     ["gluondet.pipeline", "gluondet.serve"],
