@@ -7,7 +7,7 @@ import click
 from ..errors import GluondetError
 from ..image import DRAWABLE_SUFFIXES
 from ..ranges import check_ranges
-from .options import config_dir_option, dtype_option, emit_json, json_option, set_quiet
+from .options import box_options, config_dir_option, dtype_option, emit_json, json_option, set_quiet, which_option
 
 SUMMARY_ROWS = 40  # the table lists this many images; --json has them all
 
@@ -22,18 +22,6 @@ def _anchor_pos(value):
     return fx, fy
 
 
-def _thresh_value(ctx, param, value):
-    """--thresh: a score (its range is checked with the others, ranges.py), or 'best' (read from
-    the run's evaluation once it is known)."""
-    if str(value).lower() == "best":
-        return "best"
-    try:
-        score = float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a score in [0, 1] nor 'best'") from None
-    return score
-
-
 @click.command(name="detect")
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False),
@@ -41,13 +29,8 @@ def _thresh_value(ctx, param, value):
                    "Default: the most recently trained run under runs/.")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
               help="A .params file inside a run folder (config.yaml and classes.txt must be beside it).")
-@click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
-              help="Which weights of the run folder.")
-@click.option("--thresh", default="0.5", show_default=True, metavar="SCORE|best", callback=_thresh_value,
-              help="Keep boxes scoring at least this; 'best': the F1-best threshold gluondet eval "
-                   "found for these weights of the run (on the val split first).")
-@click.option("--max-boxes", default=100, show_default=True, type=int,
-              help="At most this many boxes per image (highest scores).")
+@which_option()
+@box_options("Keep boxes", " (on the val split first)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Folder to write into: the drawn images (<name>.det.<ext>) [RUN/detections/].")
 @json_option("every image's boxes (original pixels)")

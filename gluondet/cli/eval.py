@@ -10,6 +10,7 @@ from .options import (
     json_option,
     quiet_option,
     skip_bad_option,
+    which_option,
 )
 
 
@@ -21,8 +22,7 @@ from .options import (
 @click.option("--metric", default=None, type=click.Choice(METRICS),
               help="VOC area mAP, VOC2007 11-point, or COCO [the run's validation metric]; a mask model "
                    "prints COCO box and mask AP (coco_segm or coco_bbox: which one is 'map' in --json).")
-@click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
-              help="Which weights of the run folder (ignored for a .params path or an export folder).")
+@which_option(" (ignored for a .params path or an export folder)")
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES", help="Devices, e.g. cpu or gpu0,gpu1.")
 @click.option("--batch-size", type=int, default=None, help="Images per batch [8; Faster R-CNN: one per device].")
 @click.option("--num-workers", type=int, default=None, help=NUM_WORKERS_HELP)

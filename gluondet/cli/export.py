@@ -5,7 +5,7 @@ import click
 
 from ..constants import EXPORT_FORMATS
 from ..ranges import check_ranges
-from .options import config_dir_option, dtype_option
+from .options import config_dir_option, dtype_option, which_option
 
 
 @click.command(name="export")
@@ -15,8 +15,7 @@ from .options import config_dir_option, dtype_option
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="mxnet", show_default=True,
               help="mxnet: symbol JSON + params (SymbolBlock.imports, model servers); "
                    "onnx: also model.onnx (needs the onnx extra: onnx and onnxruntime).")
-@click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
-              help="Which weights of the run folder.")
+@which_option()
 @click.option("--int8", is_flag=True,
               help="Quantize to INT8 with MXNet's oneDNN backend for fast CPU inference "
                    "(SSD models), calibrated on --calib-images images of the run's val split.")

@@ -72,3 +72,32 @@ dtype_option = click.option(
     help="Number type of the network's convolutions and dense layers: bfloat16 on CPUs with bf16 "
          "instructions (avx512_bf16/AMX), float16 on GPUs; the weights stay float32.",
 )
+
+
+def which_option(help_extra=""):
+    return click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
+                        help="Which weights of the run folder." + help_extra)
+
+
+def _thresh_value(ctx, param, value):
+    """--thresh: a score (its range is checked with the others, ranges.py), or 'best' (read from
+    the run's evaluation once it is known)."""
+    if str(value).lower() == "best":
+        return "best"
+    try:
+        score = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a score in [0, 1] nor 'best'") from None
+    return score
+
+
+def box_options(keep, best_extra=""):
+    """--thresh and --max-boxes: which of a detector's boxes ``keep`` ("Keep boxes") names."""
+    def stack(fn):
+        fn = click.option("--max-boxes", default=100, show_default=True, type=int,
+                          help="At most this many boxes per image (highest scores).")(fn)
+        return click.option("--thresh", default="0.5", show_default=True, metavar="SCORE|best",
+                            callback=_thresh_value,
+                            help=f"{keep} scoring at least this; 'best': the F1-best threshold gluondet "
+                                 f"eval found for these weights of the run{best_extra}.")(fn)
+    return stack

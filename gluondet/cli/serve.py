@@ -7,8 +7,8 @@ import click
 from ..errors import GluondetError
 from ..extras import install_line
 from ..ranges import check_ranges
-from .detect import _resolve_thresh, _thresh_value
-from .options import dtype_option
+from .detect import _resolve_thresh
+from .options import box_options, dtype_option, which_option
 
 # Seconds uvicorn waits on SIGTERM for the requests in flight before it cancels them: a batch of the
 # largest model on a CPU takes seconds, an upload from a slow client longer.
@@ -36,13 +36,8 @@ GRACE_S = 30
                    "also read from $GLUONDET_SERVE_TOKEN, which other users cannot see in ps.")
 @click.option("--ctx", default="cpu", show_default=True, metavar="DEVICES",
               help="Devices, e.g. cpu or gpu0,gpu1: each batch is spread over them.")
-@click.option("--which", default="best", show_default=True, metavar="best|last|EPOCH",
-              help="Which weights of a run folder.")
-@click.option("--thresh", default="0.5", show_default=True, metavar="SCORE|best", callback=_thresh_value,
-              help="Answer with boxes scoring at least this; 'best': the F1-best threshold "
-                   "gluondet eval found for these weights.")
-@click.option("--max-boxes", default=100, show_default=True, type=int,
-              help="At most this many boxes per image (highest scores).")
+@which_option()
+@box_options("Answer with boxes")
 @dtype_option
 def serve(source, host, port, max_batch, max_wait_ms, max_queue, max_upload_mb, token, ctx, which, thresh,
           max_boxes, dtype):

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import GluondetError
 from ..progress import say
-from .trainer import HookBase, StopSignals, TrainState
+from .trainer import Guarded, HookBase, StopSignals, TrainState
 
 # Set by the launchers that can start Horovod ranks: horovodrun (Gloo), Open MPI, MPICH/Intel MPI, PMIx.
 RANK_ENV = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
@@ -315,21 +315,12 @@ class CollectiveSignals(StopSignals):
         self.pending = self.NAMES.get(signum, f"signal {signum}")
 
     def guard(self, iterable):
-        return _PendingGuard(iterable, self)
+        return Guarded(iterable, self._check_own)
 
-
-class _PendingGuard:
-    def __init__(self, iterable, signals):
-        self._iterable, self._signals = iterable, signals
-
-    def __len__(self):
-        return len(self._iterable)
-
-    def __iter__(self):
-        for item in self._iterable:
-            self._signals.requested = self._signals.requested or self._signals.pending
-            self._signals.check()
-            yield item
+    def _check_own(self):
+        """Validation: this rank's own request stops it (no allreduce shares it there)."""
+        self.requested = self.requested or self.pending
+        self.check()
 
 
 class HorovodSync(HookBase):

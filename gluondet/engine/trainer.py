@@ -83,19 +83,21 @@ class StopSignals:
 
     def guard(self, iterable):
         """``iterable`` that checks for a stop before each item (validation loaders)."""
-        return _Guarded(iterable, self)
+        return Guarded(iterable, self.check)
 
 
-class _Guarded:
-    def __init__(self, iterable, signals):
-        self._iterable, self._signals = iterable, signals
+class Guarded:
+    """``iterable`` with ``check()`` called before each item; its length is the iterable's."""
+
+    def __init__(self, iterable, check):
+        self._iterable, self._check = iterable, check
 
     def __len__(self):
         return len(self._iterable)
 
     def __iter__(self):
         for item in self._iterable:
-            self._signals.check()
+            self._check()
             yield item
 
 
