@@ -36,23 +36,12 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from bench_detect import make_images  # the same generated photos bench_detect.py times
 
 GLUONDET = str(Path(sys.executable).parent / "gluondet")
 HANG_GUARD_S = 600
-
-
-def make_images(folder, n, size, seed=0):
-    from gluondet.data.synth import render_shapes_image
-
-    paths = []
-    for i in range(n):
-        sample = render_shapes_image(np.random.default_rng((seed, i)), size=size)
-        path = Path(folder) / f"img_{i:04d}.jpg"
-        cv2.imwrite(str(path), sample.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-        paths.append(path)
-    return paths
 
 
 def start_server(run, max_batch, max_wait_ms, thresh):
