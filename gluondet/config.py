@@ -305,56 +305,88 @@ def merge(base, override):
 
 
 # ----------------------------------------------------------------------------- training
+NUM_WORKERS_HELP = ("DataLoader processes [on CPUs only none: the data is read in the main process, "
+                    "beside MXNet's synchronous engine; else half the usable CPUs, 1 to 4].")
+
+
+def _flag(default=None, help="", choices=None, factory=None, metavar=None):
+    """A TrainConfig field that is also a ``gluondet train`` flag (``--name-with-dashes``): its help
+    and, for a choice, the allowed values. The flag's type is the field's annotation, its default
+    the field's (shown in --help as what a run uses unless the model YAML says otherwise)."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs, resolved as: these defaults < model YAML ``train:`` < flags.
 
-    ``max_iters`` caps the iterations of each epoch (short smoke runs); ``pretrained_base`` is True,
-    False or a path to the backbone's .params; ``num_workers`` None means one per usable CPU.
+    The fields made with ``_flag`` are ``gluondet train``'s flags, in this order in its --help
+    (cli/train.py builds them from here); the others have flags of their own there.
+    ``pretrained_base`` is True, False or a path to the backbone's .params.
     """
 
     dataset: Optional[str] = None
     model: str = "ssd_512_vgg16_atrous"
-    ctx: str = "cpu"
-    batch_size: int = 8
-    epochs: int = 24
-    lr: float = 0.001
-    lr_mode: str = "step"  # step decay at lr_steps / lr_step_every, or cosine / poly annealing to 0
-    lr_power: float = 2.0  # poly's exponent (GluonCV's LRScheduler default and detection scripts)
-    lr_steps: List[int] = field(default_factory=list)
-    lr_decay: float = 0.1
-    lr_step_every: int = 0  # decay every N epochs (0: only at lr_steps)
-    warmup_epochs: float = 0.0
-    wd: float = 0.0005
-    momentum: float = 0.9
-    optimizer: str = "sgd"  # sgd (with momentum) or adam
-    clip_gradient: Optional[float] = None
-    clip_grad_norm: Optional[float] = None  # clip the batch's gradient to this global L2 norm
-    on_diverge: str = "rollback"  # sustained divergence: roll back with the lr halved, stop, or warn
-    max_rollbacks: int = MAX_ROLLBACKS  # rollbacks before the divergence guard stops the run
-    augment: str = "ssd"
+    ctx: str = _flag("cpu", "Devices: cpu, cpuN, gpuN or a comma list such as gpu0,gpu1; the batch is split "
+                            "across them.", metavar="DEVICES")
+    batch_size: int = _flag(8, "Images per iteration over all devices.")
+    epochs: int = _flag(24, "Epochs to train (with --resume: the new total).")
+    lr: float = _flag(0.001, "Base learning rate.")
+    lr_mode: str = _flag("step", "Schedule after the warm-up: step (times --lr-decay at --lr-steps or every "
+                                 "--lr-step-every epochs), or cosine or poly (annealed per iteration to 0 at the "
+                                 "run's last iteration, as GluonCV's LRScheduler).", choices=LR_MODES)
+    lr_power: float = _flag(2.0, "Exponent of --lr-mode poly (GluonCV's default 2).")
+    lr_steps: List[int] = _flag(help="Epochs (0-based, comma list such as 60,80) where lr is multiplied by "
+                                     "--lr-decay.", factory=list)
+    lr_step_every: int = _flag(0, "Multiply lr by --lr-decay every N epochs (instead of --lr-steps).")
+    lr_decay: float = _flag(0.1, "Factor applied at each --lr-steps epoch.")
+    warmup_epochs: float = _flag(0.0, "Linear lr warm-up over this many epochs, per iteration.")
+    wd: float = _flag(0.0005, "Weight decay.")
+    momentum: float = _flag(0.9, "SGD momentum.")
+    optimizer: str = _flag("sgd", "SGD with --momentum, or Adam (GluonCV's CenterNet recipe).", choices=OPTIMIZERS)
+    clip_gradient: Optional[float] = _flag(None, "Clip each gradient element to [-C, C].")
+    clip_grad_norm: Optional[float] = _flag(None, "Scale each step's gradient down to a global L2 norm of at "
+                                                  "most C (detectron2's R-CNN clipping).")
+    on_diverge: str = _flag("rollback", "When the loss keeps exploding (steps far above their recent level are "
+                                        "never applied): roll back to the last committed epoch with the lr "
+                                        "halved, stop, or warn and go on.", choices=ON_DIVERGE)
+    max_rollbacks: int = _flag(MAX_ROLLBACKS, "Rollbacks before a diverging run stops.")
+    augment: str = _flag("ssd", "SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize "
+                                "+ flip only.", choices=AUGMENTATIONS)
     model_options: Dict[str, Any] = field(default_factory=dict)  # the family's switches, over the YAML's options:
-    num_workers: Optional[int] = None
-    data_shape: Optional[int] = None
-    val_interval: int = 1
-    log_every: int = 0  # iterations between TensorBoard loss/lr points (0: per epoch only)
-    save_interval: int = 10
+    num_workers: Optional[int] = _flag(None, NUM_WORKERS_HELP)
+    data_shape: Optional[int] = _flag(None, "Input size in pixels (SSD: square side; Faster R-CNN: shorter "
+                                            "side).")
+    val_interval: int = _flag(1, "Validate every N epochs (and after the last).")
+    log_every: int = _flag(0, "Also write the losses (mean over N iterations) and lr to TensorBoard every N "
+                              "iterations (0: per epoch only).")
+    save_interval: int = _flag(10, "Also keep epoch_XXXX.params every N epochs, 0 for never.")
     out: Optional[str] = None
     resume: Optional[str] = None
-    seed: int = 233
-    train_split: str = "train"
-    val_split: str = "val"
-    max_iters: Optional[int] = None
-    kvstore: str = "device"
-    metric: str = "voc"
+    seed: int = _flag(233, "Random seed; the same seed gives the same run, resumed or not.")
+    patience: int = _flag(0, "Stop when N validations in a row did not improve the best mAP (0: never).")
+    train_split: str = _flag("train", "Split (role or spec) to train on.")
+    val_split: str = _flag("val", "Split to validate on.")
+    max_iters: Optional[int] = _flag(None, "At most N iterations per epoch (short smoke runs).")
+    kvstore: str = _flag("device", "Gradient aggregation; dist_* for multi-machine jobs on MXNet's parameter "
+                                   "server (gluondet launch); horovod for processes started by horovodrun, "
+                                   "one per device (--ctx gpu: each takes gpu<local rank>), --batch-size per "
+                                   "process and --lr for the whole job's batch (README: Horovod).",
+                         choices=KVSTORES)
+    watchdog_timeout: float = _flag(300.0, "Horovod: stop the job, naming the rank, when one stops answering "
+                                           "or is stuck this many seconds while the others wait.")
+    metric: str = _flag("voc", "Validation metric that picks best.params: VOC area mAP, VOC2007 11-point, or "
+                               "COCO; mask models: COCO mask AP (coco_segm) or box AP (coco_bbox), both in "
+                               "metrics.csv.", choices=METRICS)
     pretrained_base: Any = True
     init_from: Optional[str] = None
     skip_bad: bool = False
     amp: bool = False  # mixed precision: bfloat16 on CPUs with bf16 instructions, float16 on GPUs
     config_dir: Optional[str] = None
-    patience: int = 0
     quiet: bool = False
-    watchdog_timeout: float = 300.0  # a Horovod rank silent or stuck this long stops the job
 
     # How resolve_train_config arrived at values the user did not give (lines for the start-up
     # message); not a field: a run folder's config.yaml holds the values themselves.
@@ -365,6 +397,11 @@ class TrainConfig:
 
 
 TRAIN_METRICS = METRICS
+
+
+def flag_fields():
+    """TrainConfig's fields that are ``gluondet train`` flags (made with ``_flag``), in order."""
+    return [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
 
 
 def parse_lr_steps(value, where="--lr-steps"):
@@ -398,7 +435,7 @@ def parse_model_options(value, where):
     return options
 
 
-def _field_type(name):
+def field_type(name):
     """The type TrainConfig's annotation states for field ``name`` (``Optional[int]``: int), or None
     for a field of mixed or container type."""
     import typing
@@ -421,7 +458,7 @@ def _coerce(name, value, where):
         if isinstance(value, bool) or value in ("true", "false"):
             return value if isinstance(value, bool) else value == "true"
         return str(value)
-    kind = _field_type(name)
+    kind = field_type(name)
     if kind is bool:
         if not isinstance(value, bool):
             raise GluondetError(f"{where}: '{name}' must be true or false, got {value!r}")
@@ -527,16 +564,15 @@ def validate_train_config(config):
         if isinstance(value, float) and not math.isfinite(value):
             raise GluondetError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     check_ranges(dataclasses.asdict(config))  # the numbers, in the one table every command uses
-    checks = [
+    checks = [(getattr(config, f.name) in f.metadata["choices"],
+               f"--{f.name.replace('_', '-')} must be one of {', '.join(f.metadata['choices'])}")
+              for f in flag_fields() if f.metadata["choices"]]
+    checks += [
         (not (config.lr_step_every and config.lr_steps), "--lr-steps and --lr-step-every contradict each "
                                                           "other; give one"),
-        (config.lr_mode in LR_MODES, f"--lr-mode must be one of {', '.join(LR_MODES)}"),
-        (config.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (config.lr_mode == "step" or not (config.lr_steps or config.lr_step_every),
          f"--lr-mode {config.lr_mode} anneals the lr by itself: --lr-steps and --lr-step-every are for "
          f"--lr-mode step; give one or the other"),
-        (config.metric in TRAIN_METRICS, f"--metric must be one of {', '.join(TRAIN_METRICS)}"),
-        (config.kvstore in KVSTORES, f"--kvstore must be one of {', '.join(KVSTORES)}"),
         (not (config.clip_grad_norm and config.kvstore.startswith("dist")),
          "--clip-grad-norm needs the update on the workers; dist_* kvstores update on their servers"),
         # worker 0 alone validates, and the others could not know when it stopped: they would wait
@@ -544,8 +580,6 @@ def validate_train_config(config):
         (not (config.patience and config.kvstore.startswith("dist")),
          "--patience stops on worker 0's validation, which dist_* workers cannot follow; leave it out, "
          "or train with --kvstore horovod"),
-        (config.on_diverge in ON_DIVERGE, f"--on-diverge must be one of {', '.join(ON_DIVERGE)}"),
-        (config.augment in AUGMENTATIONS, f"--augment must be one of {', '.join(AUGMENTATIONS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,8 +1,7 @@
 """Options shared by several commands, defined once and stacked as decorators."""
 import click
 
-NUM_WORKERS_HELP = ("DataLoader processes [on CPUs only none: the data is read in the main process, "
-                    "beside MXNet's synchronous engine; else half the usable CPUs, 1 to 4].")
+from ..config import NUM_WORKERS_HELP  # noqa: F401 (train's --num-workers help, for eval's)
 
 
 def dataset_option(required=True, help_extra=""):

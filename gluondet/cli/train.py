@@ -1,98 +1,54 @@
 """gluondet train: resolve the configuration, run the training engine, say where the run is."""
+import dataclasses
 import sys
 
 import click
 
-from ..constants import AUGMENTATIONS, KVSTORES, LR_MODES, METRICS, ON_DIVERGE, OPTIMIZERS
-from .options import NUM_WORKERS_HELP, config_dir_option, dataset_option, skip_bad_option
+from ..config import field_type, flag_fields
+from .options import config_dir_option, dataset_option, skip_bad_option
 
 
 def _run_default(field):
     """`` [D, or the model YAML's]``: what a run uses when the flag is left out (TrainConfig's default
     unless the model YAML's ``train:`` sets the field); nothing for a field without a default."""
-    import dataclasses
-
-    from ..config import TrainConfig
-
-    default = TrainConfig.__dataclass_fields__[field].default
+    default = field.default
     if default in (None, "", dataclasses.MISSING) or isinstance(default, (list, dict)):
         return ""
     shown = {True: "on", False: "off"}.get(default, default) if isinstance(default, bool) else default
     return f" [{shown:g}, or the model YAML's]" if isinstance(shown, float) else f" [{shown}, or the model YAML's]"
 
 
-def _optional(name, type_, help_):
-    """A training flag: ``None`` when not given (the model YAML or TrainConfig decides), its help
-    ending with the value the run then uses."""
-    return click.option(name, type=type_, default=None, help=help_ + _run_default(name.lstrip("-").replace("-", "_")))
+def _config_flag(field):
+    """The ``gluondet train`` option of a TrainConfig field made with ``config._flag``: ``None`` when
+    not given (the model YAML or TrainConfig decides); typed by the field's annotation (a list, such
+    as --lr-steps, is given as text and parsed by the config)."""
+    choices = field.metadata["choices"]
+    kind = click.Choice(choices) if choices else (field_type(field.name) or str)
+    return click.option("--" + field.name.replace("_", "-"), type=kind, default=None,
+                        metavar=field.metadata["metavar"], help=field.metadata["help"] + _run_default(field))
 
 
-def _choice(name, choices, help_):
-    return click.option(name, default=None, type=click.Choice(choices),
-                        help=help_ + _run_default(name.lstrip("-").replace("-", "_")))
+def config_flags(fn):
+    """Every config flag (config.flag_fields), in TrainConfig's order."""
+    for field in reversed(flag_fields()):
+        fn = _config_flag(field)(fn)
+    return fn
 
 
 @click.command(name="train")
 @dataset_option(required=False, help_extra=" Not needed with --resume.")
 @click.option("--model", "-m", default=None, metavar="NAME|FILE.yaml",
               help="Model config (configs/models/NAME.yaml) [default: ssd_512_vgg16_atrous].")
-@click.option("--ctx", default=None, metavar="DEVICES",
-              help="Devices: cpu, cpuN, gpuN or a comma list such as gpu0,gpu1; the batch is split "
-                   "across them [default: cpu].")
-@_optional("--batch-size", int, "Images per iteration over all devices.")
-@_optional("--epochs", int, "Epochs to train (with --resume: the new total).")
-@_optional("--lr", float, "Base learning rate.")
-@_choice("--lr-mode", LR_MODES,
-         "Schedule after the warm-up: step (times --lr-decay at --lr-steps or every "
-         "--lr-step-every epochs), or cosine or poly (annealed per iteration to 0 at the "
-         "run's last iteration, as GluonCV's LRScheduler).")
-@_optional("--lr-power", float, "Exponent of --lr-mode poly (GluonCV's default 2).")
-@_optional("--lr-steps", str, "Epochs (0-based, comma list such as 60,80) where lr is multiplied by --lr-decay.")
-@_optional("--lr-step-every", int, "Multiply lr by --lr-decay every N epochs (instead of --lr-steps).")
-@_optional("--lr-decay", float, "Factor applied at each --lr-steps epoch.")
-@_optional("--warmup-epochs", float, "Linear lr warm-up over this many epochs, per iteration.")
-@_optional("--wd", float, "Weight decay.")
-@_optional("--momentum", float, "SGD momentum.")
-@_choice("--optimizer", OPTIMIZERS, "SGD with --momentum, or Adam (GluonCV's CenterNet recipe).")
-@_optional("--clip-gradient", float, "Clip each gradient element to [-C, C].")
-@_optional("--clip-grad-norm", float, "Scale each step's gradient down to a global L2 norm of at most C "
-                                      "(detectron2's R-CNN clipping).")
-@_choice("--on-diverge", ON_DIVERGE,
-         "When the loss keeps exploding (steps far above their recent level are never applied): roll "
-         "back to the last committed epoch with the lr halved, stop, or warn and go on.")
-@_optional("--max-rollbacks", int, "Rollbacks before a diverging run stops.")
-@_choice("--augment", AUGMENTATIONS,
-         "SSD training augmentation: GluonCV's (colour, expand, crop, flip) or resize + flip only.")
+@config_flags
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="A switch of the model's family over its YAML's options: (repeatable), e.g. "
                    "YOLOv3's mixup=false or no_mixup_epochs=10; values are read as YAML.")
-@_optional("--num-workers", int, NUM_WORKERS_HELP)
-@_optional("--data-shape", int, "Input size in pixels (SSD: square side; Faster R-CNN: shorter side).")
-@_optional("--val-interval", int, "Validate every N epochs (and after the last).")
-@_optional("--log-every", int, "Also write the losses (mean over N iterations) and lr to TensorBoard every N "
-                              "iterations (0: per epoch only).")
-@_optional("--save-interval", int, "Also keep epoch_XXXX.params every N epochs, 0 for never.")
 @click.option("--out", default=None, metavar="DIR",
               help="Folder to write into: the new run folder [runs/<dataset>-<model>, numbered when "
                    "taken; never overwritten].")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue a run at its next epoch with its lr, optimizer state and best mAP.")
-@_optional("--seed", int, "Random seed; the same seed gives the same run, resumed or not.")
-@_optional("--patience", int, "Stop when N validations in a row did not improve the best mAP (0: never).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines (warnings and errors only).")
-@_optional("--train-split", str, "Split (role or spec) to train on.")
-@_optional("--val-split", str, "Split to validate on.")
-@_optional("--max-iters", int, "At most N iterations per epoch (short smoke runs).")
-@click.option("--kvstore", default=None, type=click.Choice(KVSTORES),
-              help="Gradient aggregation [device]; dist_* for multi-machine jobs on MXNet's parameter "
-                   "server (gluondet launch); horovod for processes started by horovodrun, one per "
-                   "device (--ctx gpu: each takes gpu<local rank>), --batch-size per process and --lr "
-                   "for the whole job's batch (README: Horovod).")
-@_optional("--watchdog-timeout", float, "Horovod: stop the job, naming the rank, when one stops answering "
-                                       "or is stuck this many seconds while the others wait [300].")
-@_choice("--metric", METRICS,
-         "Validation metric that picks best.params: VOC area mAP, VOC2007 11-point, or COCO; mask models: "
-         "COCO mask AP (coco_segm) or box AP (coco_bbox), both in metrics.csv.")
 @click.option("--pretrained-base", default=None, metavar="PATH",
               help="The backbone's ImageNet weights as a local .params file (instead of downloading).")
 @click.option("--no-pretrained-base", is_flag=True, help="Train the backbone from random weights.")

@@ -1,8 +1,11 @@
 """gluondet train's flags reach the engine: --find-lr runs the range test on the resolved config and
 writes no run folder; the divergence flags land in the config the engine gets."""
+import dataclasses
+
 from click.testing import CliRunner
 
 from gluondet.cli import main
+from gluondet.config import field_type, flag_fields
 
 
 def _invoke(args, monkeypatch, tmp_path, target):
@@ -75,3 +78,38 @@ def test_train_help_states_the_value_a_run_uses_when_a_flag_is_left_out():
         note = f"[{default:g}" if isinstance(default, float) else f"[{default}"
         assert note + ", or the model YAML's]" in text[start:end], flag
     assert "MISSING" not in text
+
+
+def _another_value(field):
+    """A valid value of a config flag other than its default, and how the config holds it."""
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    if field.metadata["choices"]:
+        value = next(c for c in field.metadata["choices"] if c != default)
+        return value, value
+    if field.name == "lr_steps":
+        return "3,1", [1, 3]
+    if field.name == "ctx":
+        return "cpu0,cpu1", "cpu0,cpu1"
+    if isinstance(default, str):
+        return default + "2", default + "2"
+    kind = field_type(field.name)
+    value = (default + 2 if default else 64) if kind is int else (default / 2 if default else 1.0)
+    return str(value), value
+
+
+def test_every_config_flag_is_an_option_of_its_fields_type_and_reaches_the_config(monkeypatch, tmp_path):
+    # the flags are made from TrainConfig's fields (help, type, choices): each one, given alone with
+    # a value other than its default, is the value the engine gets
+    params = {p.name: p for p in main.commands["train"].params}
+    for field in flag_fields():
+        option = params[field.name]
+        assert option.opts == ["--" + field.name.replace("_", "-")] and option.default is None
+        assert option.help.startswith(field.metadata["help"]), field.name
+        flag_value, held = _another_value(field)
+        config = _invoke(["--dataset", "shapes_voc", "--model", "tiny_ssd", option.opts[0], flag_value],
+                         monkeypatch, tmp_path, "train")["config"]
+        assert getattr(config, field.name) == held, field.name
+    # and the train options that are not config flags are the ones with rules of their own
+    others = set(params) - {f.name for f in flag_fields()}
+    assert others == {"dataset", "model", "model_options", "out", "resume", "quiet", "pretrained_base",
+                      "no_pretrained_base", "init_from", "amp", "find_lr", "skip_bad", "config_dir"}
