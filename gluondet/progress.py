@@ -63,6 +63,11 @@ def say(message, stream=None):
     stream.flush()
 
 
+def say_error(message):
+    """The one shape of an error line: ``gluondet: error: MESSAGE`` on stderr, flushed."""
+    say(f"gluondet: error: {message}")
+
+
 class Progress:
     """A tqdm bar on a terminal; one summary line (or nothing) elsewhere. See the module docstring."""
 

@@ -12,6 +12,7 @@ import click
 from .. import __version__
 from ..errors import GluondetError
 from ..progress import configure as configure_progress
+from ..progress import say_error
 from ..runtime import configure_threads
 
 
@@ -20,7 +21,7 @@ class GluondetGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GluondetError as e:
-            click.echo(f"gluondet: error: {e}", err=True)
+            say_error(e)
             sys.exit(2)
 
 

@@ -99,7 +99,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     _note_missing_glyphs(detector.classes, no_draw)
 
     from .. import viz
-    from ..progress import say
+    from ..progress import say, say_error
 
     outputs = _output_names(images, out_dir)
     records, failed, rows = [], [], []
@@ -107,7 +107,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     for result in detect_files(detector, images, thresh=thresh, max_boxes=max_boxes,
                                batch_size=batch_size, progress=not quiet):
         if result.error:
-            say(f"gluondet: error: {result.error}")  # above the progress bar
+            say_error(result.error)  # above the progress bar
             failed.append({"file": str(result.path), "error": result.error})
             continue
         dets = result.detections

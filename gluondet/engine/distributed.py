@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GluondetError
+from ..progress import say_error
 from ..runtime import handling_signals, usable_cpus
 
 LOOPBACK = "127.0.0.1"
@@ -111,7 +112,7 @@ def exit_on_failure():
         _exit_now(e.code if isinstance(e.code, int) else 1)
     except GluondetError as e:
         if not getattr(e, "quiet", False):  # quiet: rank 0 said it for every rank (horovod.said_once)
-            print(f"gluondet: error: {e}", file=sys.stderr)
+            say_error(e)
         _exit_now(2)
     except BaseException as e:  # noqa: B902 -- KeyboardInterrupt too: never fall into the barrier
         if not isinstance(e, KeyboardInterrupt):

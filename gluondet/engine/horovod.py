@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GluondetError
-from ..progress import say
+from ..progress import say, say_error
 from .trainer import Guarded, HookBase, StopSignals, TrainState
 
 # Set by the launchers that can start Horovod ranks: horovodrun (Gloo), Open MPI, MPICH/Intel MPI, PMIx.
@@ -265,7 +265,7 @@ def said_once(job, error, name):
     has (a rank that exits first gets the job killed, perhaps before the line), and the error is
     marked ``quiet`` for the CLI. Returns it, to raise."""
     if job.rank == 0:
-        print(f"gluondet: error: {error}", file=sys.stderr, flush=True)
+        say_error(error)
     job.barrier(name)
     error.quiet = True
     return error

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import GluondetError
+from ..progress import say_error
 from .trainer import HookBase
 
 DEFAULT_TIMEOUT = 300.0  # seconds (--watchdog-timeout)
@@ -160,7 +161,7 @@ def say_and_exit(line, status=2):
     """Print ``line`` as the CLI prints an error (nothing when empty) and end the process now: the
     main thread may be blocked in a collective that never returns."""
     if line:
-        print(f"gluondet: error: {line}", file=sys.stderr)
+        say_error(line)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
