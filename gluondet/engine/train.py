@@ -393,9 +393,8 @@ def training_parts(s, with_validation=True):
     workers = default_num_workers() if config.num_workers is None else config.num_workers
     data_shape = int(s.model_cfg["data_shape"])
     indices, sync_steps = _train_indices(s, config.batch_size)
-    s.family.run_epochs = config.epochs  # augmentation that changes over the run reads its length
-    train_data = s.family.train_loader(net, s.train_ds, data_shape, config.batch_size, workers,
-                                       indices, augment=config.augment, seed=config.seed)
+    train_data = s.family.train_loader(net, s.train_ds, data_shape, config.batch_size, workers, indices,
+                                       augment=config.augment, seed=config.seed, epochs=config.epochs)
     val_data = s.family.val_loader(net, s.val_ds, data_shape, config.batch_size, workers) \
         if s.chief and with_validation else None
     step = s.family.make_step(backward=s.precision.backward)

@@ -99,7 +99,6 @@ class Family:
     int8_float_operators = ()  # operators INT8 export keeps in float32 (besides Concat and Flatten)
     int8_float_layers = ()  # layers INT8 export keeps in float32: parts of their graph node names
     option_defaults = {}  # the family's own training switches (model YAML ``options:``)
-    run_epochs = None  # the run's epochs, set before its loaders are made (YOLOv3's mixup stops before the end)
     step_class = Step
 
     def __init__(self, options=None):
@@ -139,7 +138,8 @@ class Family:
         """Indices of the training images the family can learn from (None: all)."""
         return None
 
-    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
+    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0,
+                     epochs=None):
         raise NotImplementedError
 
     def hybridize_for_training(self, net):

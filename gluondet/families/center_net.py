@@ -224,7 +224,8 @@ class CenterNet(Family):
                 param.wd_mult = 0.0
         return params
 
-    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
+    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0,
+                     epochs=None):
         """Six stacked arrays per batch (``CenterNetTrainTransform``). ``augment``: ``ssd`` (the
         default) is GluonCV's CenterNet augmentation, ``flip`` a horizontal flip only."""
         from gluoncv.data.batchify import Stack, Tuple

@@ -186,7 +186,8 @@ class FasterRCNN(Family):
     train_transform, train_arrays = FasterRCNNTrainTransform, 5
     val_transform, val_arrays = FasterRCNNValTransform, 3
 
-    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
+    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0,
+                     epochs=None):
         """Lists of one image per item (GluonCV's train transform, RPN targets in the workers)."""
         from gluoncv.data.batchify import Append, Tuple
 

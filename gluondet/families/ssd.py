@@ -54,7 +54,8 @@ class SSD(Family):
     name = "ssd"
     step_class = SSDStep
 
-    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
+    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0,
+                     epochs=None):
         """``augment``: ``ssd`` (GluonCV's SSD augmentation) or ``flip`` (see SSDTrainTransform)."""
         from gluoncv.data.batchify import Stack, Tuple
 

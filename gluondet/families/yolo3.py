@@ -118,17 +118,19 @@ class YOLOv3(Family):
         return shape_choices(*self.options["random_shape_range"]) if self.options["random_shape"] \
             else [int(data_shape)]
 
-    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0):
+    def train_loader(self, net, dataset, data_shape, batch_size, num_workers, indices=None, augment="ssd", seed=0,
+                     epochs=None):
         """GluonCV's YOLOv3 targets after ``augment`` (``ssd``: GluonCV's YOLOv3 augmentation, the
         same colour, expand, crop and flip as SSD's; ``flip``: resize and flip), the batch's input
-        size and the mixup switch from the epoch and batch each key carries."""
+        size and the mixup switch from the epoch and batch each key carries; mixup stops
+        ``no_mixup_epochs`` before the run's ``epochs`` end."""
         from gluoncv.data.batchify import Pad, Stack, Tuple
 
         from ..data.loader import epoch_loader
         from ..data.yolo3_transforms import YOLO3TrainTransform
 
         options = self.options
-        mixup_epochs = None if self.run_epochs is None else self.run_epochs - options["no_mixup_epochs"]
+        mixup_epochs = None if epochs is None else epochs - options["no_mixup_epochs"]
         transform = YOLO3TrainTransform(net, self.train_sizes(data_shape), options["random_shape_every"], seed,
                                         mixup=options["mixup"], mixup_epochs=mixup_epochs, augment=augment)
         batchify = Tuple(*[Stack() for _ in range(6)], Pad(axis=0, pad_val=-1))  # train_yolo3.py's

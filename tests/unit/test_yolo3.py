@@ -70,10 +70,8 @@ def with_crowd(toy_voc):
     return Labelled(train_ds, labels)
 
 
-def _yolo(options=None, run_epochs=None):
-    family = family_of({"family": "yolo3", "options": options or {}})
-    family.run_epochs = run_epochs
-    return family
+def _yolo(options=None):
+    return family_of({"family": "yolo3", "options": options or {}})
 
 
 def _reference_batch(net, dataset, keys, sizes, mixing):
@@ -98,9 +96,9 @@ def _reference_batch(net, dataset, keys, sizes, mixing):
 @pytest.mark.parametrize("epoch, mixing", [(0, True), (3, False)])  # mixup off for the last 2 of 5 epochs
 def test_training_batches_are_gluoncv_s_mixup_augmentation_and_targets(epoch, mixing, with_crowd):
     family = _yolo({"mixup": True, "no_mixup_epochs": 2, "random_shape": True, "random_shape_range": [64, 128],
-                    "random_shape_every": 1}, run_epochs=5)
+                    "random_shape_every": 1})
     net = toy_yolo(["circle", "square", "triangle"])
-    loader = family.train_loader(net, with_crowd, SIZE, 4, 0, seed=5)
+    loader = family.train_loader(net, with_crowd, SIZE, 4, 0, seed=5, epochs=5)
     loader.set_epoch(epoch)
     batches = list(loader)
     sizes = [b[0].shape[2] for b in batches]
