@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")
+from flop_bound import THREAD_VARS, best_peak, bound_rows, count_line, flop_bound
 
 TUTORIAL_LOOP = r'''
 import json, sys, time
@@ -135,34 +135,6 @@ def keep_images_with_objects(root, split):
     split_file.write_text("".join(f"{i}\n" for i in ids))
 
 
-def flop_bound(*args):
-    """flop_bound.py's JSON answer, run in its own process (its thread setting, MXNet loaded there)."""
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "flop_bound.py"), *args],
-                         env=clean_env(), capture_output=True, text=True, check=False)
-    if out.returncode:
-        sys.exit(f"flop_bound.py {' '.join(args)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def bound_rows(legs, loads, peak, train_flop):
-    """(lines to print, whether every leg is within the bound): each configuration's best img/s,
-    its legs with their load averages, the GFLOP/s it implies and the bound; an ERROR row for a
-    configuration with a leg above the bound."""
-    bound = peak * 1e9 / train_flop
-    lines, within = [], True
-    for name, values in legs.items():
-        best = max(values)
-        every = ", ".join(f"{v:.3f} (load {load:.1f})" for v, load in zip(values, loads[name]))
-        lines.append(f"{name + ':':<42}{best:.3f} img/s = {best * train_flop / 1e9:.0f} GFLOP/s, "
-                     f"{best / bound:.0%} of the bound {bound:.3f} img/s  (legs {every})")
-        if max(values) > bound:
-            within = False
-            lines.append(f"ERROR {name}: {best:.3f} img/s is above the FLOP bound {bound:.3f} img/s "
-                         f"({train_flop / 1e9:.0f} GFLOP per image at {peak:.0f} GFLOP/s): the "
-                         f"clock or the image count is wrong, not a figure")
-    return lines, within
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=4)
@@ -188,10 +160,7 @@ def main():
         cpus = usable_cpus()
         print(f"ssd_512_vgg16_atrous, data shape {args.data_shape}, batch {args.batch_size}, "
               f"{args.iters} timed iterations, {cpus} usable CPUs")
-        print(f"FLOP per training image, from the graph ({flop['layers']} conv/dense layers, 2 FLOP per "
-              f"multiply-add): {flop['forward'] / 1e9:.1f} G forward + {flop['backward_input'] / 1e9:.1f} G "
-              f"input gradients + {flop['backward_weight'] / 1e9:.1f} G weight gradients = "
-              f"{flop['total'] / 1e9:.1f} GFLOP")
+        print(count_line(flop))
         names = {"default": "tutorial loop, default environment",
                  "tuned": f"tutorial loop, OMP_NUM_THREADS={cpus}", "gluondet": "gluondet train"}
         legs = {names[k]: [] for k in names}
@@ -205,10 +174,8 @@ def main():
                 peaks.append(flop_bound("peak"))  # before every leg: the load changes
                 legs[names[key]].append(run_leg())
                 loads[names[key]].append(os.getloadavg()[0])
-        peak = max(peaks, key=lambda p: p["gflops"])
-        every_peak = ", ".join(f"{p['gflops']:.0f}" for p in peaks)
-        print(f"convolution peak, float32, {peak['threads']} threads: {peak['gflops']:.0f} GFLOP/s "
-              f"({peak['best_of']}; best of {len(peaks)} measurements, one before each leg: {every_peak})")
+        peak, line = best_peak(peaks)
+        print(line)
         lines, within = bound_rows(legs, loads, peak["gflops"], flop["total"])
         print("\n".join(lines))
         default, tuned, ours = (max(legs[names[k]]) for k in ("default", "tuned", "gluondet"))

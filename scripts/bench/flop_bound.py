@@ -13,43 +13,59 @@ normalization, activations, pooling, the loss and the update are left out, so th
 bound on the work, and  bound = measured peak / count  an upper bound on training images/s: a
 figure above it was not measured right (a clock stopped before MXNet finished, images miscounted).
 
+The R-CNNs sample their RoIs against the ground truth inside the network, so their graph is traced
+with two ground-truth boxes as well (the samplers keep a fixed number of RoIs: the count does not
+depend on how many objects an image has).
+
 The peak is the best rate of large 3x3 convolutions (VGG16's widths at its resolutions), forward
 and forward + backward, each timed between ``mx.nd.waitall()`` calls, with the OpenMP pool gluondet
-uses (all usable CPUs), in float32.
+uses (all usable CPUs, whatever OMP_NUM_THREADS the caller has: the most this machine gives), in
+float32; ``--dtype bfloat16``: the same convolutions in bfloat16 (the bound for ``--amp`` runs,
+whose convolutions and dense layers run in bfloat16), refused on a CPU without native bfloat16.
 
     .venv/bin/python scripts/bench/flop_bound.py count [--model ssd_512_vgg16_atrous] [--data-shape 512]
-    .venv/bin/python scripts/bench/flop_bound.py peak
-Each prints one JSON line (the training benchmarks run it in a subprocess).
+    .venv/bin/python scripts/bench/flop_bound.py peak [--dtype float32]
+Each prints one JSON line. The training benchmarks (bench_train_throughput.py, train_limit.py,
+bench_engine.py) run it in a subprocess through ``flop_bound()`` and print their img/s with
+``bound_rows()``, both below.
 """
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 LAYER_OPS = ("Convolution", "Deconvolution", "FullyConnected")
 # operators whose output carries no gradient back to their inputs
 GRADIENT_STOPS = ("BlockGrad", "stop_gradient", "zeros_like", "ones_like", "_zeros", "_ones")
 # (batch, channels, side) of the timed 3x3 convolutions: VGG16's conv1, conv3 and conv4 widths
 PEAK_SHAPES = ((1, 64, 256), (2, 256, 64), (2, 512, 32))
+# what a family's training forward takes after the image, for one image: (name, shape)
+GROUND_TRUTH = {family: (("gt_box", (1, 2, 4)), ("gt_label", (1, 2, 1))) for family in ("faster_rcnn", "mask_rcnn")}
+# left out of flop_bound.py's environment, so that the peak runs with gluondet's own pool
+THREAD_VARS = ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")
 
 
-def training_flop(net, data_shape, params=None):
+def training_flop(net, data_shape, params=None, inputs=()):
     """FLOP per image of one training step of ``net`` at a ``data_shape`` x ``data_shape`` input,
     as {"forward", "backward_input", "backward_weight", "total", "layers"} (see the module
     docstring). ``params``: the parameters that train (default: every one whose grad_req is not
-    'null')."""
+    'null'); ``inputs``: (name, shape) of what the training forward takes after the image."""
     import mxnet as mx
 
     params = net.collect_params() if params is None else params
     trains = {name for name, p in params.items() if p.grad_req != "null"}
     with mx.autograd.train_mode():
-        outputs = net(mx.sym.var("data"))
-    sym = mx.sym.Group(list(outputs) if isinstance(outputs, (list, tuple)) else [outputs])
-    arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, data_shape, data_shape))
+        outputs = net(mx.sym.var("data"), *[mx.sym.var(name) for name, _ in inputs])
+    sym = mx.sym.Group(_symbols(outputs))
+    input_shapes = {"data": (1, 3, data_shape, data_shape), **dict(inputs)}
+    arg_shapes, _, aux_shapes = sym.infer_shape(**input_shapes)
     shapes = dict(zip(sym.list_arguments(), arg_shapes))
     shapes.update(zip(sym.list_auxiliary_states(), aux_shapes))
     internals = sym.get_internals()
-    _, out_shapes, _ = internals.infer_shape(data=(1, 3, data_shape, data_shape))
+    _, out_shapes, _ = internals.infer_shape(**input_shapes)
     shapes.update(zip(internals.list_outputs(), out_shapes))
 
     nodes = json.loads(sym.tojson())["nodes"]
@@ -70,6 +86,13 @@ def training_flop(net, data_shape, params=None):
         counts["layers"] += 1
     counts["total"] = counts["forward"] + counts["backward_input"] + counts["backward_weight"]
     return counts
+
+
+def _symbols(outputs):
+    """The symbols of a network's outputs, flattened (FPN anchors and YOLOv3 come as nested lists)."""
+    if isinstance(outputs, (list, tuple)):
+        return [sym for output in outputs for sym in _symbols(output)]
+    return [outputs]
 
 
 def _layer_macs(node, nodes, shapes):
@@ -108,13 +131,16 @@ def count_model(model, data_shape=None, classes=3):
     cfg = resolve_model_config(model)
     side = int(data_shape or cfg["data_shape"])
     net = build_model(cfg, [f"c{i}" for i in range(classes)], pretrained_base=False)
-    params = family_of(cfg).trainable_params(net)
-    return {"model": model, "data_shape": side, **training_flop(net, side, params)}
+    family = family_of(cfg)
+    params = family.trainable_params(net)
+    return {"model": model, "data_shape": side,
+            **training_flop(net, side, params, GROUND_TRUTH.get(family.name, ()))}
 
 
-def conv_peak(shapes=PEAK_SHAPES, reps=3):
-    """The best float32 GFLOP/s of 3x3 convolutions at ``shapes``, forward and forward + backward
-    (input and weight gradients), as {"gflops", "best_of", "rates": {label: GFLOP/s}}."""
+def conv_peak(shapes=PEAK_SHAPES, reps=3, dtype="float32"):
+    """The best GFLOP/s of 3x3 convolutions at ``shapes`` in ``dtype`` (float32 or bfloat16),
+    forward and forward + backward (input and weight gradients), as {"gflops", "best_of",
+    "rates": {label: GFLOP/s}}."""
     import mxnet as mx
     from mxnet import autograd
 
@@ -122,6 +148,10 @@ def conv_peak(shapes=PEAK_SHAPES, reps=3):
     for n, c, side in shapes:
         x = mx.nd.random.uniform(shape=(n, c, side, side))
         w = mx.nd.random.uniform(shape=(c, c, 3, 3)) * 0.01
+        if dtype == "bfloat16":  # cast before the clock: the network's casts are not convolution time
+            from mxnet.contrib.amp.amp import bfloat16
+
+            x, w = mx.nd.amp_cast(x, dtype=bfloat16), mx.nd.amp_cast(w, dtype=bfloat16)
         x.attach_grad()
         w.attach_grad()
         forward_flop = 2 * n * c * c * 9 * side * side
@@ -145,20 +175,78 @@ def conv_peak(shapes=PEAK_SHAPES, reps=3):
     return {"gflops": rates[best_label], "best_of": best_label, "rates": rates}
 
 
+# For the training benchmarks: the count and the peak in a process of their own, and the rows.
+def flop_bound(*args):
+    """flop_bound.py's JSON answer, run in its own process (its thread setting, MXNet loaded there)."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        sys.exit(f"flop_bound.py {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bound_rows(legs, loads, peak, train_flop):
+    """(lines to print, whether every leg is within the bound): each configuration's best img/s,
+    its legs with their load averages, the GFLOP/s it implies and the bound; an ERROR row for a
+    configuration with a leg above the bound."""
+    bound = peak * 1e9 / train_flop
+    lines, within = [], True
+    for name, values in legs.items():
+        best = max(values)
+        every = ", ".join(f"{v:.3f} (load {load:.1f})" for v, load in zip(values, loads[name]))
+        lines.append(f"{name + ':':<42}{best:.3f} img/s = {_giga(best * train_flop)} GFLOP/s, "
+                     f"{best / bound:.0%} of the bound {bound:.3f} img/s  (legs {every})")
+        if max(values) > bound:
+            within = False
+            lines.append(f"ERROR {name}: {best:.3f} img/s is above the FLOP bound {bound:.3f} img/s "
+                         f"({_giga(train_flop)} GFLOP per image at {peak:.0f} GFLOP/s): the "
+                         f"clock or the image count is wrong, not a figure")
+    return lines, within
+
+
+def _giga(flop):
+    """FLOP in G, whole from 10 G on (SSD512's figures), with two decimals below (the tiny models)."""
+    return f"{flop / 1e9:.0f}" if flop >= 10e9 else f"{flop / 1e9:.2f}"
+
+
+def count_line(flop):
+    """The line that shows ``flop_bound("count", ...)``'s answer."""
+    return (f"FLOP per training image, from the graph ({flop['layers']} conv/dense layers, 2 FLOP per "
+            f"multiply-add): {flop['forward'] / 1e9:.1f} G forward + {flop['backward_input'] / 1e9:.1f} G "
+            f"input gradients + {flop['backward_weight'] / 1e9:.1f} G weight gradients = "
+            f"{flop['total'] / 1e9:.1f} GFLOP")
+
+
+def best_peak(peaks, dtype="float32", before="each leg"):
+    """(the best of ``flop_bound("peak", ...)``'s answers, the line that shows them)."""
+    peak = max(peaks, key=lambda p: p["gflops"])
+    every_peak = ", ".join(f"{p['gflops']:.0f}" for p in peaks)
+    return peak, (f"convolution peak, {dtype}, {peak['threads']} threads: {peak['gflops']:.0f} GFLOP/s "
+                  f"({peak['best_of']}; best of {len(peaks)} measurements, one before {before}: {every_peak})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("count", "peak"))
     parser.add_argument("--model", default="ssd_512_vgg16_atrous")
     parser.add_argument("--data-shape", type=int, default=None, help="[the model YAML's]")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="peak: the convolutions' type")
     args = parser.parse_args()
 
+    from gluondet.precision import cpu_has_bf16
     from gluondet.runtime import configure_threads
 
     threads = configure_threads()  # before MXNet loads: the pool gluondet train runs with
     if args.what == "count":
         result = count_model(args.model, args.data_shape)
-    else:
+    elif args.dtype == "float32":
         result = {**conv_peak(), "threads": threads}
+    elif not cpu_has_bf16():  # --amp trains in float32 there; emulated bfloat16 convolutions are slow
+        sys.exit("flop_bound.py peak --dtype bfloat16: this CPU has no native bfloat16 (avx512_bf16/amx_bf16)")
+    else:
+        result = {**conv_peak(dtype="bfloat16"), "threads": threads, "dtype": "bfloat16"}
     print(json.dumps(result))
     return 0
 
