@@ -74,8 +74,15 @@ def configure_threads():
     The N processes a Horovod launcher starts on one machine share its CPUs: 1/N each, as
     ``gluondet launch`` gives its workers.
 
+    OpenMP's threads also wait passively (``OMP_WAIT_POLICY=PASSIVE``, unless the user chose): a
+    thread that spins at the end of a parallel region keeps its core from the member the region
+    waits for whenever anything else runs on the machine (another job, a loader, the OS), and the
+    network then runs 10-20x slower (scripts/bench/bench_omp_wait.py); sleeping costs a wake-up.
+
     Has an effect only before ``import mxnet``; the CLI calls it first thing.
     """
+    if "mxnet" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     chosen = os.environ.get("OMP_NUM_THREADS") or os.environ.get("MXNET_OMP_MAX_THREADS")
     if chosen:
         return int(chosen) if chosen.isdigit() else chosen

@@ -62,6 +62,20 @@ def test_configure_threads_keeps_user_choice():
     assert _omp_threads_seen_by_child(env) == "1"
 
 
+def _wait_policy_seen_by_child(env):
+    code = ("from gluondet.runtime import configure_threads; configure_threads(); "
+            "import os; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_configure_threads_makes_openmp_wait_passively_unless_the_user_chose():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert _wait_policy_seen_by_child(env) == "PASSIVE"
+    assert _wait_policy_seen_by_child(dict(env, OMP_NUM_THREADS="1")) == "PASSIVE"  # threads chosen, policy not
+    assert _wait_policy_seen_by_child(dict(env, OMP_WAIT_POLICY="ACTIVE")) == "ACTIVE"
+
+
 def test_configure_threads_leaves_cudnn_autotuning_on():
     # MXNET_CUDNN_AUTOTUNE_DEFAULT=0 slows every GPU convolution; gluondet must not set it
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_CUDNN_AUTOTUNE_DEFAULT")}
