@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cli_helpers import invoke_cli
+from cli_helpers import eval_json, invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -119,9 +119,7 @@ def test_every_zoo_base_trains_from_scratch_and_evaluates(model, micro_voc, tmp_
     assert result.exit_code == 0, result.stderr
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and "nan" not in rows[1].lower()
-    result = invoke_cli(["eval", run_dir, "--split", "val", "--json", tmp_path / "ap.json", "--num-workers", 0])
-    assert result.exit_code == 0, result.stderr
-    assert json.loads((tmp_path / "ap.json").read_text())["images"] == 3
+    assert eval_json(run_dir, tmp_path / "ap.json")["images"] == 3
 
 
 def test_a_data_shape_the_network_cannot_take_is_one_line(micro_voc, tmp_path):

@@ -15,7 +15,7 @@ import yaml
 
 from gluondet.config import resolve_model_config
 
-from cli_helpers import invoke_cli
+from cli_helpers import eval_json, eval_on_devices, invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -135,9 +135,7 @@ def test_trains_from_scratch_evaluates_and_inits_another_run(model_name, data_sh
     assert result.exit_code == 0, result.stderr
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and "nan" not in rows[1].lower()
-    result = _cli(["eval", run_dir, "--split", "val", "--json", tmp_path / "ap.json", "--num-workers", 0])
-    assert result.exit_code == 0, result.stderr
-    assert json.loads((tmp_path / "ap.json").read_text())["images"] == 3
+    assert eval_json(run_dir, tmp_path / "ap.json")["images"] == 3
 
     # --init-from the run: the backbone continues from its weights, classes reset to the new list
     from gluondet.models.pretrained import init_from
@@ -178,13 +176,7 @@ def test_family_trains_evaluates_and_detects_on_its_devices(family, ctx, batch_s
     assert train["batch_size"] == batch_size and train["ctx"] == ctx
     assert f"batch {batch_size}" in result.stdout + result.stderr
 
-    scores = {}
-    for devices in dict.fromkeys([ctx, "cpu"]):
-        out = tmp_path / f"ap-{devices}.json"
-        result = _cli(["eval", run_dir, "--which", "last", "--split", "val", "--ctx", devices,
-                       "--json", out, "--num-workers", 0])
-        assert result.exit_code == 0, result.stderr
-        scores[devices] = json.loads(out.read_text())
+    scores = eval_on_devices(run_dir, ctx, tmp_path)
     assert scores[ctx]["map"] == scores["cpu"]["map"] and scores[ctx]["per_class"] == scores["cpu"]["per_class"]
 
     found = {}

@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
+from browser import headless_chromium
 from cli_helpers import invoke_cli
 
 CLASSES = ["circle", "安全帽", "triangle"]
@@ -105,31 +106,9 @@ def test_page_is_self_contained_and_names_every_picture(report, run_dir, tmp_pat
     assert alone.read_text(encoding="utf-8") == page
 
 
-def _chromium():
-    for browser in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(browser):
-            return shutil.which(browser)
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = _chromium(), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("no chromium and chromedriver on PATH (scripts/test.sh installs Debian's "
-                    "chromium and chromium-driver with apt-get when it runs as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                # no network: every request that is not file: or data: goes to a closed port
-                "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-                "--host-resolver-rules=MAP * ~NOTFOUND"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chromium(loopback=False)
     yield driver
     driver.quit()
 

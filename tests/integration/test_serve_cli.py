@@ -11,7 +11,6 @@ import colorsys
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import headless_chromium
 from cli_helpers import invoke_cli
 from output_lines import OutputLines
 
@@ -331,30 +331,9 @@ def _multipart(files, boundary="XyZ"):
 
 
 # ----------------------------------------------------------------------------- the page
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = _chromium(), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("no chromium and chromedriver on PATH (scripts/test.sh installs Debian's "
-                    "chromium and chromium-driver with apt-get when it runs as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    # no network but loopback, which Chromium never sends through a proxy
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--proxy-server=127.0.0.1:9"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chromium(loopback=True)
     yield driver
     driver.quit()
 

@@ -11,16 +11,10 @@ import yaml
 
 from gluondet.config import resolve_model_config
 
-from cli_helpers import invoke_cli
+from cli_helpers import TINY_YAML, invoke_cli
 
 pytestmark = pytest.mark.slow
 
-TINY_YAML = """\
-family: ssd
-builder: tiny_ssd
-data_shape: 64
-train: {batch_size: 4, lr: 0.02, warmup_epochs: 0, augment: flip}
-"""
 
 
 def _cli(args, env=None):

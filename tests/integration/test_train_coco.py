@@ -5,16 +5,10 @@ import json
 
 import pytest
 
-from cli_helpers import invoke_cli
+from cli_helpers import TINY_YAML, invoke_cli
 
 pytestmark = pytest.mark.slow
 
-TINY_YAML = """\
-family: ssd
-builder: tiny_ssd
-data_shape: 64
-train: {batch_size: 4, lr: 0.02, warmup_epochs: 0, augment: flip}
-"""
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 

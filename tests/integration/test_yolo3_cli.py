@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cli_helpers import invoke_cli
+from cli_helpers import eval_on_devices, invoke_cli
 
 pytestmark = pytest.mark.slow
 
@@ -71,13 +71,7 @@ def test_trains_with_every_option_evaluates_and_detects_alike_on_its_devices(ctx
         values = [float(row[header.index(name)]) for row in rows]
         assert all(math.isfinite(v) and v >= 0 for v in values), (name, values)
 
-    scores = {}
-    for devices in dict.fromkeys([ctx, "cpu"]):
-        out = tmp_path / f"ap-{devices}.json"
-        result = invoke_cli(["eval", run_dir, "--which", "last", "--split", "val", "--ctx", devices,
-                             "--json", out, "--num-workers", 0])
-        assert result.exit_code == 0, result.stderr
-        scores[devices] = json.loads(out.read_text())
+    scores = eval_on_devices(run_dir, ctx, tmp_path)
     assert scores[ctx]["images"] == 3
     assert scores[ctx]["map"] == scores["cpu"]["map"] and scores[ctx]["per_class"] == scores["cpu"]["per_class"]
 

@@ -17,7 +17,8 @@ from gluondet.engine.watchdog import Position
 from gluondet.errors import GluondetError
 from gluondet.runtime import launcher_local_processes
 
-ITERS = 3
+from toy_training import ITERS, ToyLoader
+
 
 
 # ---- launcher, device, inputs ---------------------------------------------------------------------
@@ -146,18 +147,6 @@ class CountedToyStep:
             self.on_step(self.calls)
         return {"loss": self.loss_at.get(self.calls, float(loss.asscalar()))}
 
-
-class ToyLoader:
-    def set_epoch(self, epoch, start=0):
-        self.epoch, self.start = epoch, start
-
-    def __len__(self):
-        return ITERS
-
-    def __iter__(self):
-        rng = np.random.default_rng([7, self.epoch])
-        for _ in range(ITERS - self.start):
-            yield mx.nd.array(rng.normal(size=(4, 3))), mx.nd.array(rng.normal(size=(4, 1)))
 
 
 def toy_trainer(job, step, epochs=2, extra=(), guard=False):

@@ -19,7 +19,8 @@ from mxnet import gluon
 
 from gluondet.engine import hooks as H
 from gluondet.engine.trainer import HookBase, Trainer
-from gluondet.run_folder import RunFolder
+
+from toy_training import toy_run_folder
 
 ITERS, BATCH, EPOCHS = 2, 4, 2
 STEP_SECONDS, WORK_SECONDS = 0.25, 0.5
@@ -121,6 +122,11 @@ class SlowAroundEpochs(HookBase):
         CLOCK.advance(self.seconds)
 
 
+@pytest.fixture
+def run(tmp_path):
+    yield from toy_run_folder(tmp_path)
+
+
 def _train_and_read_metrics(run, extra_hooks=()):
     step = QueuedWorkStep()
     net = gluon.nn.Dense(1, in_units=3)
@@ -134,12 +140,6 @@ def _train_and_read_metrics(run, extra_hooks=()):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture
-def run(tmp_path):
-    folder = RunFolder.create(tmp_path / "run")
-    folder.write_info({"model": {"name": "toy", "family": "ssd"}}, ["a"])
-    yield folder
-    folder.unlock()
 
 
 def test_the_logged_time_of_an_epoch_includes_the_work_its_last_step_queued(run):

@@ -15,7 +15,8 @@ from gluondet.engine.trainer import Trainer, TrainingStopped
 from gluondet.errors import GluondetError
 from gluondet.run_folder import RunFolder, RunFolderBusy
 
-ITERS = 3
+from toy_training import ITERS, ToyLoader, toy_run_folder
+
 
 
 class ToyStep:
@@ -43,23 +44,10 @@ class ToyStep:
         return {"loss": self.loss_at.get(len(self.calls), float(loss.asscalar()))}
 
 
-class ToyLoader:
-    """Batches drawn from (seed, epoch): the same epoch gives the same batches, resumed or not."""
 
-    def __init__(self):
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch, start=0):
-        self.epoch, self.start = epoch, start
-
-    def __len__(self):
-        return ITERS
-
-    def __iter__(self):
-        rng = np.random.default_rng([7, self.epoch])
-        batches = [(rng.normal(size=(4, 3)), rng.normal(size=(4, 1))) for _ in range(ITERS)]
-        for x, y in batches[self.start:]:
-            yield mx.nd.array(x), mx.nd.array(y)
+@pytest.fixture
+def run(tmp_path):
+    yield from toy_run_folder(tmp_path)
 
 
 def toy_net():
@@ -116,14 +104,6 @@ def resume(run, epochs=4, maps=None, **kw):
 
     trainer.state = restore_state(S, trainer.optimizer)
     return trainer
-
-
-@pytest.fixture
-def run(tmp_path):
-    folder = RunFolder.create(tmp_path / "run")
-    folder.write_info({"model": {"name": "toy", "family": "ssd"}}, ["a"])
-    yield folder
-    folder.unlock()
 
 
 class Snapshot(H.HookBase):
