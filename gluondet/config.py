@@ -19,7 +19,10 @@ import yaml
 
 from .constants import AUGMENTATIONS, KVSTORES, LR_MODES, MAX_ROLLBACKS, METRICS, ON_DIVERGE, OPTIMIZERS
 from .errors import GluondetError
+from .fileio import atomic_write_text
 from .layouts import coco_file_spec, coco_roles, find_coco_splits
+from .ranges import check_ranges
+from .runtime import parse_ctx_spec
 
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_DIR_ENV = "GLUONDET_CONFIG_DIR"
@@ -81,7 +84,6 @@ def refuse_unknown_keys(data, known, where):
 
 def dump_yaml(data, path):
     """Write ``data`` as YAML atomically (temporary file, then rename)."""
-    from .fileio import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
@@ -546,7 +548,6 @@ def _scale_schedule(values, model_cfg, flags):
 def _batch_per_device(values, flags):
     """Without --batch-size, at least one image per device: the model YAML's batch (R-CNN: 1) is
     raised to the number of devices, as GluonCV's R-CNN scripts put one image on each."""
-    from .runtime import parse_ctx_spec
 
     devices = len(parse_ctx_spec(values["ctx"]))
     if flags.get("batch_size") is not None or values["batch_size"] >= devices:
@@ -558,7 +559,6 @@ def _batch_per_device(values, flags):
 
 def validate_train_config(config):
     """Refuse values that cannot train, with the flag to fix."""
-    from .ranges import check_ranges
 
     for name, value in dataclasses.asdict(config).items():
         if isinstance(value, float) and not math.isfinite(value):

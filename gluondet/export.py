@@ -31,13 +31,19 @@ import numpy as np
 
 from . import __version__
 from .constants import EXPORT_FORMATS
+from .data import load_dataset
+from .engine.validation import evaluate_run
 from .errors import GluondetError
-from .export_folder import EXPORT_META, EXPORT_ONNX, EXPORT_PREFIX, export_format, read_export_meta, write_export_meta
+from .export_folder import (EXPORT_META, EXPORT_ONNX, EXPORT_PREFIX, export_format, export_network, read_export_meta,
+                            write_export_meta)
 from .extras import install_line
+from .families import get_family
 from .image import list_images, read_image
+from .models import build_model
 from .predict import Detector
 from .progress import ljust, text_width
-from .run_folder import CLASSES_FILE, CONFIG_FILE
+from .run_folder import CLASSES_FILE, CONFIG_FILE, RunFolder
+from .runtime import make_contexts
 
 FORMATS = EXPORT_FORMATS
 # How far an export's mAP may be from its run's (absolute, 0-1 scale), by what the export computes
@@ -59,7 +65,6 @@ def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_im
     ``dtype`` bfloat16 writes the graph with MXNet's AMP casts (float32 weights, bf16 convolutions):
     an MXNet symbol export for CPUs with bf16 instructions, not combinable with ONNX or INT8.
     """
-    from .runtime import make_contexts
 
     if fmt not in FORMATS:
         raise GluondetError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
@@ -75,8 +80,6 @@ def export_run(run_dir, out_dir, fmt="mxnet", which="best", int8=False, calib_im
     if fmt == "onnx":
         require_onnx()  # before the network is even loaded
     if int8:  # before the network is even loaded: nothing said of work that cannot be done
-        from .families import get_family
-        from .run_folder import RunFolder
 
         get_family(RunFolder.open(run_dir).family).check_int8()
     detector = Detector.load(run_dir, which=which, ctx=make_contexts(ctx))
@@ -400,7 +403,6 @@ def calibration_images(detector, run_dir, count, source=None, config_dir=None):
 
 def _run_val_dataset(run_dir, source, config_dir, classes):
     """The run's validation split (or ``source``, a dataset name/path), with the run's classes."""
-    from .data import load_dataset
     from .run_folder import RunFolder
 
     cfg = RunFolder.open(run_dir).dataset_config(source, config_dir)
@@ -456,9 +458,6 @@ def evaluate_export(export_dir, dtype="float32", **kwargs):
     """``gluondet eval`` of an export folder: engine.validation.evaluate_run's result (same metric,
     analysis folder ``EXPORT_DIR/eval-<split>``) for the export's own network, the MXNet symbol,
     INT8 graph or ONNX model its export.json names, plus ``format``. ``kwargs`` are evaluate_run's."""
-    from .engine.validation import evaluate_run
-    from .models import build_model
-    from .export_folder import export_network
 
     export_dir = Path(export_dir)
     folder = export_dir.parent if export_dir.suffix == ".params" else export_dir

@@ -10,6 +10,7 @@ import numpy as np
 from .errors import GluondetError
 from .extras import install_line
 from .fileio import atomic_write_text
+from .precision import choose_dtype
 
 EXPORT_META = "export.json"
 EXPORT_PREFIX = "model"  # model-symbol.json, model-0000.params
@@ -65,7 +66,6 @@ def export_network(export_dir, meta, ctx):
         return OnnxNet(export_dir / files[0]), export_dir / files[0]
     dtype = meta.get("dtype", "float32")
     if dtype != "float32":  # its graph casts to dtype: refuse a device where that is slow
-        from .precision import choose_dtype
 
         try:
             choose_dtype(dtype, [c.device_type for c in ctx])

@@ -20,8 +20,13 @@ from typing import List, Optional
 import numpy as np
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .data.masks import encode_masks, paste_masks
 from .errors import GluondetError
 from .export_folder import EXPORT_META, export_network, read_export_meta
+from .families import get_family
+from .models.anchors import anchor_layers
+from .precision import FLOAT32, choose_dtype, inference_block
+from .run_folder import RunFolder
 
 
 # ----------------------------------------------------------------------------- results
@@ -45,8 +50,6 @@ class Detections:
             for box, c, s in zip(self.boxes, self.class_ids, self.scores)
         ]
         if self.masks is not None:
-            from .data.masks import encode_masks
-
             for record, rle in zip(records, encode_masks(self.masks)):
                 record["segmentation"] = rle
         return records
@@ -118,7 +121,6 @@ class Detector:
     @property
     def family(self):
         """The network's gluondet.families.Family."""
-        from .families import get_family
 
         if getattr(self, "_family", None) is None or self._family.name != self.info.family:
             self._family = get_family(self.info.family)
@@ -143,7 +145,6 @@ class Detector:
     @classmethod
     def from_run(cls, run_dir, which="best", ctx=None, max_boxes=None, hybridize=True):
         """Rebuild the network of a training run (``which``: best, last, or a .params path)."""
-        from .run_folder import RunFolder
 
         run = RunFolder.open(run_dir)
         net, params = run.load_network(which, ctx=ctx)
@@ -187,7 +188,6 @@ class Detector:
     def set_dtype(self, dtype):
         """Run the network in ``dtype``: float32, or bfloat16 on a CPU with bf16 instructions
         (float16 on a GPU), through MXNet's AMP graph conversion; anything slow is refused."""
-        from .precision import FLOAT32, choose_dtype, inference_block
 
         dtype, _ = choose_dtype(dtype, [c.device_type for c in self.ctx_list])
         if dtype == FLOAT32:
@@ -271,7 +271,6 @@ class Detector:
 
     def anchor_layers(self, width, height):
         """The network's anchors for a ``width`` x ``height`` image (``models.anchors.anchor_layers``)."""
-        from .models.anchors import anchor_layers
 
         return anchor_layers(self.net, self.family, self.input_size(width, height), (width, height), self.ctx,
                              self.info.source)
@@ -300,7 +299,6 @@ def _postprocess(raw, i, scale, shape, thresh, max_boxes):
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
     masks = None
     if len(raw) > 3:  # a mask model: per-box mask probabilities, pasted at the image's size
-        from .data.masks import paste_masks
 
         masks = paste_masks(raw[3][i][keep][order], boxes, (w, h))
     return Detections(boxes=boxes.astype(np.float32), class_ids=ids.astype(np.int64),

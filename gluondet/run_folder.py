@@ -9,13 +9,15 @@ file names are run_layout.py's, and the network is rebuilt by models/weights.py.
 import shutil
 from pathlib import Path
 
-from .config import dump_yaml, load_yaml
+from .config import dataset_config_from_dict, dump_yaml, load_yaml, resolve_dataset
+from .families import family_name
 from .fileio import atomic_write_text, safe_name
+from .models.weights import load_run_network
+from .run_claim import claim_numbered, claim_out, latest_run_path
 from .run_commit import EpochCommitter
 from .run_layout import (  # noqa: F401 (the names of the run folder's files, imported from here by its readers)
     _EPOCH_RE, BEST_JSON, CLASSES_FILE, CONFIG_FILE, CURVES_FILE, DIAGNOSIS_FILE, LAST_JSON, LOCK_FILE, METRICS_FILE,
     TENSORBOARD_DIR, WHICH_CHOICES, RunFolderBusy, RunFolderError, disk_error, read_json, write_json)
-from .run_claim import claim_numbered, claim_out, latest_run_path
 from .run_lock import FolderLock
 
 
@@ -126,8 +128,6 @@ class RunFolder:
 
     @property
     def family(self):
-        from .families import family_name
-
         return family_name(self.model_config)
 
     @property
@@ -138,7 +138,6 @@ class RunFolder:
     def dataset_config(self, dataset=None, config_dir=None):
         """The DatasetConfig to evaluate on: ``dataset`` (a name or path) if given, else the one the
         run trained on, as config.yaml recorded it (its root and splits, not today's config file)."""
-        from .config import dataset_config_from_dict, resolve_dataset
 
         if dataset:
             return resolve_dataset(dataset, config_dir)
@@ -189,7 +188,6 @@ class RunFolder:
     # ------------------------------------------------------------------ the network
     def load_network(self, which="best", ctx=None):
         """``(net, weights_path)``: the run's network rebuilt for its classes, with its weights."""
-        from .models.weights import load_run_network
 
         return load_run_network(self, which, ctx)
 

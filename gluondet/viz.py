@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import GluondetError
+from .fileio import atomic_path
+
 FONT_ENV = "GLUONDET_FONT"
 # Fonts with CJK glyphs where Linux, macOS and Windows usually keep them.
 CJK_FONT_CANDIDATES = (
@@ -435,15 +438,12 @@ def write_jpeg(image, path, quality=88):
     """An HxWx3 uint8 RGB array as a JPEG, written atomically."""
     from PIL import Image
 
-    from .fileio import atomic_path
-
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="JPEG", quality=quality)
 
 
 def parse_grid(text):
     """'4x4' -> (4, 4) columns x rows; a GluondetError for anything else."""
-    from .errors import GluondetError
 
     try:
         cols, rows = (int(v) for v in str(text).lower().split("x"))

@@ -99,7 +99,7 @@ def detect(inputs, run_dir, params_file, which, thresh, max_boxes, out_dir, json
     _note_missing_glyphs(detector.classes, no_draw)
 
     from .. import viz
-    from ..progress import say, say_error
+    from ..progress import say_error
 
     outputs = _output_names(images, out_dir)
     records, failed, rows = [], [], []

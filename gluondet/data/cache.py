@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from ..fileio import atomic_write_text
+
 CACHE_DIR_NAME = ".gluondet_cache"
 CACHE_VERSION = 2  # 2: entries a list in the order used (FileCache), 1: a map
 
@@ -138,7 +140,6 @@ class FileCache:
         """Write the entries used since loading, and those kept, atomically if anything changed; never raises."""
         if not self.misses and not self._dropped and (self._hits == len(self._old) or self.keep_unused is not None):
             return  # nothing added, and nothing to drop
-        from ..fileio import atomic_write_text
 
         latest = {}  # one entry per name: where it was first used, with its last value
         for key, signature, value in self._new:

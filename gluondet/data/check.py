@@ -19,6 +19,7 @@ from ..config import refuse_unknown_keys
 from .base import Entry, Problem, error, warning
 from .cache import paused_gc
 from .demo import ensure_dataset
+from .integrity import pixel_problems
 from .masks import mask_problems
 from .readers import READERS
 
@@ -77,7 +78,6 @@ def check_dataset(cfg, split=None, classes=None, full_decode=False, progress=Fal
 
 def add_pixel_problems(entries, root, full=False, progress=False):
     """Add an error to each entry whose image file is cut or corrupt (images whose header was read)."""
-    from .integrity import pixel_problems
 
     readable = [e for e in entries if e.image_path and e.header_size]
     found = pixel_problems([e.image_path for e in readable], root, full, progress)

@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import GluondetError
+from ..fileio import current_umask
 from .coco_convert import read_coco_collection, write_coco_collection
 from .collection import validate
 from .labelme import read_labelme_collection
@@ -100,7 +101,6 @@ def convert_dataset(source_format, src, dst, to, copy=False, voc_integer=False):
 
 def _publish(tmp, dst):
     """Rename the finished temporary folder to ``dst`` (honouring the umask mkdtemp ignores)."""
-    from ..fileio import current_umask
 
     os.chmod(tmp, 0o777 & ~current_umask())
     if dst.is_dir():

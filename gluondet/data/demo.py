@@ -6,6 +6,7 @@ stderr, so ``--dataset shapes_voc`` works for every command the first time.
 """
 from ..errors import GluondetError
 from ..progress import say
+from .synth import write_shapes_voc
 
 SYNTH_ARGS = {"train": "n_train", "val": "n_val", "n_train": "n_train", "n_val": "n_val",
               "seed": "seed", "size": "size"}
@@ -23,7 +24,6 @@ def ensure_dataset(cfg):
             raise GluondetError(f"{cfg.source or cfg.name}: unknown synth setting '{key}' "
                                 f"(known: train, val, seed, size)")
         kwargs[SYNTH_ARGS[key]] = int(value)
-    from .synth import write_shapes_voc
 
     say(f"gluondet: dataset {cfg.name} not found at {cfg.root}: generating it now (once)")
     try:

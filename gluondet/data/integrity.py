@@ -17,6 +17,11 @@ import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
+from ..image import refuse_truncated
+from ..progress import Progress
+from ..runtime import usable_cpus
+from .cache import FileCache, file_signature
+
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
 HEAD_BYTES = 8
@@ -37,8 +42,6 @@ def ends_whole(head, tail):
 def decode_problem(source):
     """None when Pillow decodes every pixel of ``source`` (a path or a file object), else why not."""
     from PIL import Image
-
-    from ..image import refuse_truncated
 
     refuse_truncated()
     try:
@@ -91,7 +94,6 @@ def pixel_problems(paths, root, full=False, progress=False):
     Answers are cached in ``root``'s dataset cache with each file's signature (an answer from a
     full decode also serves a quick check); checking one split keeps the other splits' answers.
     """
-    from .cache import FileCache, file_signature
 
     cache = FileCache(root, CACHE_KIND, keep_unused=os.path.exists)  # a check reads one split's images
     level = 1 if full else 0
@@ -118,9 +120,6 @@ def pixel_problems(paths, root, full=False, progress=False):
 
 
 def _run(paths, full, progress):
-    from ..progress import Progress
-    from ..runtime import usable_cpus
-
     if len(paths) < SERIAL_BELOW:
         return [file_problem(p, full) for p in paths]
     with ThreadPoolExecutor(max_workers=max(1, usable_cpus())) as pool:

@@ -12,6 +12,8 @@ import re
 import numpy as np
 
 from ..constants import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD
+from ..errors import GluondetError
+from ..runtime import synchronous_engine, usable_cpus
 from .base import FLAG_CROWD
 
 SSD_BOX_NORM = (0.1, 0.1, 0.2, 0.2)
@@ -27,7 +29,6 @@ def default_num_workers():
     ``configure_engine``); otherwise half the usable CPUs, at least 1, at most 4 (the other half
     runs the network).
     """
-    from ..runtime import synchronous_engine, usable_cpus
 
     if synchronous_engine():
         return 0
@@ -134,8 +135,7 @@ class ResizeFlip:
 
     def __call__(self, img, label):
         import mxnet as mx
-        from gluoncv.data.transforms import bbox as tbbox
-        from gluoncv.data.transforms import image as timage
+        from gluoncv.data.transforms import bbox as tbbox, image as timage
 
         h, w, _ = img.shape
         img = timage.imresize(img, self._width, self._height, interp=1)
@@ -199,8 +199,6 @@ def ssd_anchors(net, data_shape):
     """The network's anchors for a ``data_shape`` square input, as a (1, A, 4) CPU NDArray."""
     import mxnet as mx
     from mxnet import autograd
-
-    from ..errors import GluondetError
 
     try:
         with autograd.train_mode():

@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GluondetError
+from ..image import read_image
+from ..progress import Progress
+from ..viz import class_colors, draw_truth_and_predictions, mosaic, resize_for_tile, resize_masks, write_jpeg
+from .masks import decode_masks
 
 TILE = 320
 MOSAIC_PATTERN = "show_{:02d}.jpg"
@@ -19,7 +23,6 @@ def read_for_show(entry):
     """(HxWx3 uint8 RGB image, note) for a reader entry: decoded by gluondet.image as training
     decodes it (its EXIF orientation applied or not, as ``choose_orientation`` decided from the
     annotation's size), and a note saying which, when the file has an orientation at all."""
-    from ..image import read_image
 
     image = read_image(entry.image_path, apply_orientation=entry.apply_orientation)
     if entry.orientation in (None, 1):
@@ -38,7 +41,6 @@ def pick_entries(entries, count, seed=0):
 
 def entry_tile(entry, classes, tile=TILE, colors=None):
     """(tile image, caption) for one reader entry: its boxes, masks and class names drawn on it."""
-    from ..viz import draw_truth_and_predictions, resize_for_tile, resize_masks
 
     raw, note = read_for_show(entry)
     image, fit = resize_for_tile(raw, tile)
@@ -62,7 +64,6 @@ def entry_masks(entry, height, width):
     could not be drawn). Every kind the readers give (COCO polygons and RLE, VOC SegmentationObject
     PNGs) is rasterized by ``data.masks.decode_masks`` (pycocotools); an object without a mask, or
     whose mask does not decode to the image's size (see ``data check``), gets an empty one."""
-    from .masks import decode_masks
 
     specs = getattr(entry, "masks", None)
     if not specs:
@@ -87,8 +88,6 @@ def entry_masks(entry, height, width):
 def show_dataset(entries, out_dir, grid=(4, 4), pages=1, seed=0, classes=None, progress=False):
     """Write ``pages`` mosaics (show_01.jpg, ...) of randomly picked entries to ``out_dir``;
     returns their paths."""
-    from ..progress import Progress
-    from ..viz import class_colors, mosaic, write_jpeg
 
     # the config's classes first (their colours match training's), then any name it does not list:
     # this is where a typo or a stray class shows up, so it is drawn, not refused

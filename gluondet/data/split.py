@@ -20,7 +20,9 @@ import numpy as np
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
-from .voc import SPLIT_DIR
+from ..layouts import coco_file_spec
+from .coco import load_coco_api
+from .voc import SPLIT_DIR, index_voc_root
 
 SPLIT_NAMES = ("train", "val", "test", "trainval")
 COCO_SPLIT_NAMES = ("train", "val", "test")
@@ -87,7 +89,6 @@ def write_voc_splits(root, val=0.2, test=0.1, seed=0, force=False):
         raise GluondetError(f"{ann_dir}: no .xml annotation files to split")
     split_dir = root / SPLIT_DIR
     _refuse_existing([split_dir / f"{name}.txt" for name in SPLIT_NAMES], force)
-    from .voc import index_voc_root
 
     labels = {i: [o[0] for o in e.objects] for i, e in index_voc_root(root).items()}
     splits = make_splits(list(labels), val, test, seed, rarest_class_strata(labels))
@@ -110,8 +111,6 @@ def coco_split_paths(ann_path):
 
 def write_coco_splits(ann_path, val=0.2, test=0.1, seed=0, force=False):
     """Split one COCO instances file into instances_{train,val,test}.json beside it (see the module doc)."""
-    from ..layouts import coco_file_spec
-    from .coco import load_coco_api
 
     ann_path = Path(ann_path).resolve()
     targets = coco_split_paths(ann_path)

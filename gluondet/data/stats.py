@@ -9,7 +9,9 @@ from collections import Counter
 
 import numpy as np
 
+from ..fileio import atomic_path
 from ..progress import ljust, text_width
+from ..viz import use_font_in_matplotlib
 from .base import FLAG_CROWD, FLAG_DIFFICULT
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
@@ -126,9 +128,6 @@ def plot_stats(entries, path, title="", splits=None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_path
-    from ..viz import use_font_in_matplotlib
 
     use_font_in_matplotlib()
     compare = splits is not None and len(splits) > 1

@@ -29,6 +29,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from ..errors import GluondetError
+from ..progress import Progress
 
 SHAPES_CLASSES = ("circle", "square", "triangle")
 
@@ -295,8 +296,6 @@ def write_shapes_voc(out_dir, n_train=300, n_val=100, seed=0, size=256, progress
 
 
 def _write_into(root, n_train, n_val, seed, size, progress, masks=False, name="shapes"):
-    from ..progress import Progress
-
     (root / "JPEGImages").mkdir()
     (root / "Annotations").mkdir()
     (root / "ImageSets" / "Main").mkdir(parents=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import GluondetError
 from ..image import IMAGE_SUFFIXES, ImageHeader, ImageReadError, choose_orientation, read_header
+from ..progress import Progress
 from .base import FLAG_DIFFICULT, FLAG_NORMAL, DatasetIndex, Entry, error, warning
 from .cache import FileCache, file_signature
 from .masks import SEGMENTATION_CLASS_DIR, SEGMENTATION_OBJECT_DIR, attach_voc_masks
@@ -65,9 +66,10 @@ def parse_voc_xml(path):
 
 def _annotation_root(path, problems):
     """The <annotation> element of the file at ``path``, or None with the reason added to ``problems``."""
+    from xml.etree.ElementTree import ParseError
+
     import defusedxml
     import defusedxml.ElementTree as DET
-    from xml.etree.ElementTree import ParseError
 
     try:
         with open(path, "rb") as f:
@@ -309,8 +311,6 @@ def _problem(file, severity, code, detail):
 
 
 def _progress(items, desc):
-    from ..progress import Progress
-
     return Progress(items, desc=desc, unit="file", enabled=len(items) > 2000)  # only for real work
 
 

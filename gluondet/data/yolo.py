@@ -21,11 +21,13 @@ from pathlib import Path
 
 import yaml
 
+from ..config import load_yaml
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
 from ..image import IMAGE_SUFFIXES, ImageReadError, read_header, read_image
 from .collection import (PIXEL_DECIMALS, YOLO_DIGITS, Collection, Sample, Shape, clip_box, count_note, place_image,
-                      refuse)
+                         refuse)
+from .voc_convert import read_class_list
 
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 CLASS_FILES = ("classes.txt", "obj.names")
@@ -80,8 +82,6 @@ def _split_images(value, base, where):
 
 
 def _yaml_layout(src, yaml_path):
-    from ..config import load_yaml
-
     data = load_yaml(yaml_path)
     if "names" not in data:
         raise GluondetError(f"{yaml_path}: no 'names' (the class names)")
@@ -102,7 +102,6 @@ def _flat_layout(src):
     class_file = next((src / n for n in CLASS_FILES if (src / n).is_file()), None)
     if class_file is None:
         raise GluondetError(f"{src}: not a YOLO dataset (no {', '.join(YAML_NAMES + CLASS_FILES)})")
-    from .voc_convert import read_class_list
 
     images = _list_images(src / "images" if (src / "images").is_dir() else src)
     return read_class_list(class_file), {None: images}

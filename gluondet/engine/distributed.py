@@ -41,6 +41,7 @@ from pathlib import Path
 from ..errors import GluondetError
 from ..progress import say_error
 from ..runtime import handling_signals, usable_cpus
+from .watchdog import DEFAULT_TIMEOUT, Heartbeat, Position, WatchdogServer
 
 LOOPBACK = "127.0.0.1"
 # Passed on to remote processes by the ssh launcher (the local one passes the whole environment).
@@ -156,7 +157,6 @@ WATCHDOG_ENV = "GLUONDET_WATCHDOG"  # host:port:token:timeout of gluondet launch
 def join_watchdog(rank, env=os.environ):
     """In a dist worker of ``gluondet launch``: heartbeats to the launcher's watchdog (None when not
     started by it). Returns the watchdog.Position the training loop keeps up to date."""
-    from .watchdog import Heartbeat, Position
 
     if not env.get(WATCHDOG_ENV):
         return None
@@ -446,7 +446,6 @@ def launch(command, num_workers, num_servers=None, launcher="local", hostfile=No
     it heartbeats (``GLUONDET_WATCHDOG``), and a worker that stops answering for
     ``watchdog_timeout`` seconds stops the job with one line naming its rank.
     """
-    from .watchdog import DEFAULT_TIMEOUT, WatchdogServer
 
     if not command:
         raise GluondetError("gluondet launch: give the command to run after --, "

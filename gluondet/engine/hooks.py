@@ -8,8 +8,11 @@ import random
 
 import numpy as np
 
-from ..progress import say
+from ..eval.folder import eval_dir, write_eval_folder
+from ..eval.html_report import write_report
+from ..progress import Progress as Bar, say
 from ..run_folder import CURVES_FILE, METRICS_FILE, TENSORBOARD_DIR
+from .metrics_log import IterationLog, TensorBoard, validation_columns, write_metrics
 from .trainer import FORCED_STOP, HookBase
 
 
@@ -49,7 +52,6 @@ class Validation(HookBase):
         state = self.trainer.state
         if not self.due():
             return
-        from .metrics_log import validation_columns
 
         state.scores = self.validate(self.trainer.signals.guard)
         state.row.update(validation_columns(state.scores))  # val_map, ap/<class>, coco/<12 numbers>
@@ -156,7 +158,6 @@ class MetricsWriter(HookBase):
     def after_step(self):
         if not self.log_every:
             return
-        from .metrics_log import IterationLog
 
         state = self.trainer.state
         if self.iterations is None:
@@ -164,8 +165,6 @@ class MetricsWriter(HookBase):
         self.iterations(state.epoch, state.iteration - 1, state.lr, state.losses)
 
     def before_train(self):
-        from .metrics_log import TensorBoard, write_metrics
-
         self.board = TensorBoard(self.run.path / TENSORBOARD_DIR)
         if self.trainer.state.history:  # a resumed run: the views follow the committed history
             write_metrics(self.run.path / METRICS_FILE, self.trainer.state.history)
@@ -212,9 +211,6 @@ class EvalReport(HookBase):
             self.best = (self.pending, dict(state.scores, epoch=state.best_epoch))
 
     def after_train(self):
-        from ..eval.folder import eval_dir, write_eval_folder
-        from ..eval.html_report import write_report
-
         stop = self.trainer.state.stop_reason
         if stop == "diverged":  # no evaluation of a diverged run, but its page says what happened
             say(f"report: {write_report(self.run.path)}")
@@ -238,8 +234,6 @@ class Progress(HookBase):
         self.bar = None
 
     def before_epoch(self):
-        from ..progress import Progress as Bar
-
         t, state = self.trainer, self.trainer.state
         self.bar = Bar(total=t.iters_per_epoch, desc=f"epoch {state.epoch + 1}/{t.epochs}", unit="it",
                        enabled=self.enabled)

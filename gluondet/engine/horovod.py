@@ -41,7 +41,6 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -50,7 +49,10 @@ import numpy as np
 
 from ..errors import GluondetError
 from ..progress import say, say_error
+from ..runtime import parse_ctx_spec
+from .distributed import LOOPBACK, at_failure_exit, before_traceback, route_address
 from .trainer import Guarded, HookBase, StopSignals, TrainState
+from .watchdog import Heartbeat, Position, ReportPosition, WatchdogServer
 
 # Set by the launchers that can start Horovod ranks: horovodrun (Gloo), Open MPI, MPICH/Intel MPI, PMIx.
 RANK_ENV = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
@@ -95,7 +97,6 @@ def rank_device(ctx_spec, local_rank, num_gpus):
     One process per device: Horovod's trainer exchanges one device's gradients, so a list is refused.
     A machine whose processes each see one GPU (a scheduler's CUDA_VISIBLE_DEVICES) gives gpu0.
     """
-    from ..runtime import parse_ctx_spec
 
     devices = parse_ctx_spec(ctx_spec)
     if len(devices) > 1:
@@ -162,7 +163,6 @@ def watchdog_host(job, env=os.environ):
     """The address rank 0 listens on for the heartbeats: loopback when the job is on one machine,
     else the one on its route to horovodrun's rendezvous server (the network the job uses), else
     its host name's."""
-    from .distributed import LOOPBACK, route_address
 
     if job.local_size == job.num_workers:
         return LOOPBACK
@@ -175,8 +175,6 @@ def watchdog_host(job, env=os.environ):
 
 def start_watchdog(job, timeout):
     """Rank 0 serves the watchdog, every other rank sends it heartbeats; the address is broadcast."""
-    from .distributed import at_failure_exit, before_traceback
-    from .watchdog import Heartbeat, Position, WatchdogServer
 
     job.position = Position()
     address = None
@@ -413,7 +411,6 @@ class EpochDecision(HookBase):
 
 def hooks(job):
     """(first hooks, hooks after the divergence guard, last hooks) of a Horovod rank."""
-    from .watchdog import ReportPosition
 
     return [HorovodSync(job), ReportPosition(job.position)], [AfterRollback(job)], [EpochDecision(job)]
 

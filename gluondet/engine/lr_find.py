@@ -30,7 +30,11 @@ import numpy as np
 from ..errors import GluondetError
 from ..fileio import atomic_path
 from ..progress import Progress, say
-from .trainer import HookBase
+from ..runtime import configure_engine, configure_threads
+from .divergence import ClipGradNorm
+from .hooks import EpochSeed
+from .train import prepare_inputs, training_parts
+from .trainer import HookBase, Trainer
 
 PLOT_FILE = "lr_find.png"
 NUM_ITERS = 200
@@ -125,10 +129,6 @@ def _range_trainer(s, recorder, num_iters, start_lr, end_lr):
     """engine/train.py's ``build_trainer`` for set-up ``s``, with the range test's lr and hooks (the
     per-epoch seed, the recorder, --clip-grad-norm) instead of the run's schedule and rules, and no
     validation."""
-    from .divergence import ClipGradNorm
-    from .hooks import EpochSeed
-    from .train import training_parts
-    from .trainer import Trainer
 
     config = s.config
     net, train_data, _, step, optimizer, _ = training_parts(s, with_validation=False)
@@ -164,8 +164,6 @@ def find_lr(config, num_iters=NUM_ITERS, start_lr=START_LR, end_lr=END_LR, out=N
     Raises GluondetError for a resumed or distributed config, a bad range, or a loss that never
     fell (the plot is written first); TrainingStopped on Ctrl-C or SIGTERM.
     """
-    from ..runtime import configure_engine, configure_threads
-    from .train import prepare_inputs
 
     _check(config, num_iters, start_lr, end_lr)
     configure_threads()  # as train(): no effect when MXNet is already imported

@@ -10,12 +10,29 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import TrainConfig, resolve_dataset, resolve_model_config, resolve_train_config
+from ..constants import METRIC_LABELS
+from ..data import load_dataset
+from ..data.loader import default_num_workers
+from ..data.split import val_overlap_warning
 from ..errors import GluondetError
+from ..families import family_of
+from ..models import build_model
+from ..models.pretrained import init_from
+from ..models.weights import load_weights
 from ..progress import say
-from ..run_folder import RunFolder
-from . import hooks as H
+from ..run_folder import RunFolder, RunFolderError
+from ..runtime import configure_engine, configure_threads, make_contexts, parse_ctx_spec
+from . import hooks as H, horovod
+from .amp import Precision
+from .distributed import join_watchdog, require_launcher, shard_indices, sync_steps_per_epoch, worker_info
+from .divergence import ClipGradNorm, DivergenceGuard, RollbackToCommit
+from .horovod import (CollectiveSignals, CountingStep, announce, check_same_inputs, finish, hooks, make_trainer,
+                      rank_device, said_once, sum_factor)
+from .not_learning import NotLearning
 from .schedule import lr_curve, schedule_of
 from .trainer import LossDiverged, LossNotFinite, Trainer, TrainingStopped, TrainState  # noqa: F401 (API)
+from .validation import validate
+from .watchdog import ReportPosition
 
 
 def resume_config(run_dir, flags):
@@ -76,15 +93,11 @@ def _kvstore(config):
     peers forever); so is a Horovod job (engine/horovod.py: the kvstore is its HorovodJob), only in
     a process a Horovod launcher started."""
     if config.kvstore == "horovod":
-        from . import horovod
-
         job = horovod.start(config)
         return job, job.rank, job.num_workers, job.position
     if not config.kvstore.startswith("dist"):
         return config.kvstore, 0, 1, None
     import mxnet as mx
-
-    from .distributed import join_watchdog, require_launcher, worker_info
 
     require_launcher(config.kvstore)
     kv = mx.kv.create(config.kvstore)
@@ -96,8 +109,6 @@ def _devices(config, kvstore):
     """The --ctx of this process; a Horovod rank's one device from its local rank."""
     if getattr(kvstore, "type", None) != "horovod":
         return config.ctx
-    from ..runtime import parse_ctx_spec
-    from .horovod import announce, rank_device
 
     num_gpus = 0
     if any(kind == "gpu" for kind, _ in parse_ctx_spec(config.ctx)):
@@ -152,10 +163,6 @@ def _open_resumed(config, chief):
 def prepare_inputs(config):
     """Contexts, datasets and a resumed run folder (locked, repaired): ``prepare`` without creating
     a new run folder (the lr range test, engine/lr_find.py, writes none)."""
-    from ..data import load_dataset
-    from ..data.split import val_overlap_warning
-    from ..families import family_of
-    from ..runtime import make_contexts
 
     kvstore, rank, num_workers, position = _kvstore(config)
     ctx_list = make_contexts(_devices(config, kvstore))
@@ -175,8 +182,6 @@ def prepare_inputs(config):
             say(f"classes found in the labels ({len(classes)}): {', '.join(classes)}")
         val_ds = load_dataset(dataset_cfg, config.val_split, classes=classes, skip_bad=config.skip_bad, masks=masks)
         if getattr(kvstore, "type", None) == "horovod":
-            from .horovod import check_same_inputs
-
             # the settings, less the paths, which may differ between machines (the files are compared)
             paths = ("dataset", "out", "resume", "init_from", "config_dir", "pretrained_base")
             settings = {"train": {k: v for k, v in config.to_dict().items() if k not in paths},
@@ -205,9 +210,6 @@ def prepare(config):
 
 def build_network(s):
     """The network: resumed from last.params, initialized from --init-from, or built fresh."""
-    from ..models import build_model
-    from ..models.pretrained import init_from
-    from ..models.weights import load_weights
 
     config = s.config
     if config.resume:
@@ -237,7 +239,6 @@ def _train_indices(s, batch_size):
             "left out")
     if s.num_workers == 1:
         return indices, None
-    from .distributed import shard_indices, sync_steps_per_epoch
 
     base = indices if indices is not None else list(range(len(s.train_ds)))
     indices = [base[i] for i in shard_indices(len(base), s.rank, s.num_workers)]
@@ -250,8 +251,6 @@ def _train_indices(s, batch_size):
 def make_optimizer(net, family, config, kvstore, precision=None):
     from mxnet import gluon
 
-    from .amp import Precision
-
     options = {"learning_rate": config.lr, "wd": config.wd}
     if config.optimizer == "sgd":
         options["momentum"] = config.momentum
@@ -259,7 +258,6 @@ def make_optimizer(net, family, config, kvstore, precision=None):
         options["clip_gradient"] = config.clip_gradient
     precision = precision or Precision()
     if getattr(kvstore, "type", None) == "horovod":  # the update on each rank, after the allreduce
-        from .horovod import make_trainer
 
         optimizer = make_trainer(kvstore, family.trainable_params(net), config.optimizer, options)
         precision.attach(optimizer)
@@ -286,8 +284,6 @@ def restore_state(s, optimizer):
 
         import mxnet as mx
 
-        from ..run_folder import RunFolderError
-
         run = RunFolder(s.config.resume)
         states = run.optimizer_states()
         try:
@@ -308,7 +304,6 @@ def divergence_hooks(s, net, optimizer=None):
     A Horovod rank's guard judges the job's losses (HorovodSync), so every rank skips, rolls back
     (to rank 0's commit: horovod.AfterRollback) or stops alike.
     """
-    from .divergence import ClipGradNorm, DivergenceGuard, RollbackToCommit
 
     config = s.config
     local = s.updates_here  # a dist worker can neither skip a collective update nor roll back
@@ -320,8 +315,6 @@ def divergence_hooks(s, net, optimizer=None):
         # update divides by their number: the norm the update applies is N times smaller
         summed = 1
         if s.horovod is not None and optimizer is not None:
-            from .horovod import sum_factor
-
             summed = sum_factor(s.horovod, optimizer)
         # the parameters trainable_params left trainable (ClipGradNorm keeps those with a gradient)
         hooks.append(ClipGradNorm(net.collect_params().values(), config.clip_grad_norm,
@@ -333,21 +326,14 @@ def _distributed_hooks(s):
     """(first, after the divergence guard, last) hooks of a distributed rank: Horovod's
     (engine/horovod.py), and the watchdog's position report."""
     if s.horovod is not None:
-        from .horovod import hooks
-
         return hooks(s.horovod)
     if s.position is not None:
-        from .watchdog import ReportPosition
-
         return [ReportPosition(s.position)], [], []
     return [], [], []
 
 
 def make_hooks(s, net, step, val_data, extra=(), lr_schedule=None, optimizer=None):
     """The rules of this run, in order (see gluondet.engine.hooks)."""
-    from ..constants import METRIC_LABELS
-    from .not_learning import NotLearning
-    from .validation import validate
 
     config = s.config
     first, after_guard, last = _distributed_hooks(s)
@@ -383,7 +369,6 @@ def write_run_info(s):
 def training_parts(s, with_validation=True):
     """(net, train loader, val loader or None, step, optimizer, steps per epoch every worker can run
     or None) for set-up ``s``: what ``build_trainer`` and the lr range test both assemble."""
-    from ..data.loader import default_num_workers
     from .amp import Precision
 
     config = s.config
@@ -399,8 +384,6 @@ def training_parts(s, with_validation=True):
         if s.chief and with_validation else None
     step = s.family.make_step(backward=s.precision.backward)
     if s.horovod is not None:
-        from .horovod import CountingStep
-
         step = CountingStep(step)  # its loss's count weights the rank's gradient (HorovodSync)
     step.prepare(net, s.ctx_list)  # parameters and constants on every device
     optimizer = make_optimizer(net, s.family, config, s.kvstore, s.precision)
@@ -420,8 +403,6 @@ def build_trainer(s, extra_hooks=()):
                        optimizer=optimizer)
     signals = None
     if s.horovod is not None:
-        from .horovod import CollectiveSignals
-
         signals = CollectiveSignals()  # every rank stops after the same step
     # dist_sync's servers divide by what the workers send, Horovod's allreduce by the ranks itself
     update_scale = 1 if s.horovod is not None else s.num_workers
@@ -440,8 +421,6 @@ def finished_lines(run, metric, best, best_epoch, split):
 def _finish_distributed(s):
     """A distributed rank trained to the end: its watchdog part stops without a word."""
     if s.horovod is not None:
-        from .horovod import finish
-
         finish(s.horovod)
     elif s.position is not None:
         s.position.heartbeat.bye()
@@ -454,7 +433,6 @@ def train(config, extra_hooks=()):
     the divergence guard may repair, and
     TrainingStopped (after saving) on Ctrl-C or SIGTERM.
     """
-    from ..runtime import configure_engine, configure_threads
 
     configure_threads()  # no effect when MXNet is already imported (the CLI did it first)
     configure_engine(config.ctx, config.kvstore, config.num_workers)  # nor this one
@@ -482,7 +460,6 @@ def train(config, extra_hooks=()):
             raise
         except LossDiverged as e:
             if s.horovod is not None:  # every rank diverged at the same step: one line, not N
-                from .horovod import said_once
 
                 raise said_once(s.horovod, e, "gluondet.diverged") from None
             raise

@@ -1,7 +1,14 @@
 """Validation during training: switch to the predict graph, score with gluondet.eval, switch back."""
 from pathlib import Path
 
+from ..data import load_dataset
+from ..data.loader import default_num_workers
 from ..errors import GluondetError
+from ..eval.folder import eval_dir, write_eval_folder
+from ..families import get_family
+from ..precision import choose_dtype, inference_block
+from ..run_folder import RunFolder
+from ..runtime import make_contexts
 
 
 def validate(net, family, loader, ctx_list, metric_name, classes, progress=True, metric=None):
@@ -40,12 +47,6 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
     dataset check, never silently dropped). ``ctx`` is a --ctx spec: the weights are copied to every
     device and each batch is spread over them; the score equals one device's.
     """
-    from ..data import load_dataset
-    from ..data.loader import default_num_workers
-    from ..families import get_family
-    from ..precision import choose_dtype, inference_block
-    from ..run_folder import RunFolder
-    from ..runtime import make_contexts
 
     ctx_list = make_contexts(ctx)
     info = RunFolder.open(run)  # an export folder carries its run's config.yaml and classes.txt too
@@ -73,8 +74,6 @@ def evaluate_run(run, dataset=None, split="test", metric=None, ctx="cpu", which=
                    "split": split, "images": len(ds), "dtype": dtype})
     refuse_nothing_evaluated(result)  # before any folder is written
     if analysis is not None:
-        from ..eval.folder import eval_dir, write_eval_folder
-
         out_dir = eval_dir(info.path, split, weights="best" if network else Path(params).stem, dtype=dtype,
                            dataset=None if own_dataset else dataset_cfg.name)
         doc = write_eval_folder(out_dir, scorer, ds, result, family, info.data_shape, iou=iou, **analysis)

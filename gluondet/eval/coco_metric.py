@@ -22,6 +22,7 @@ import logging
 
 import numpy as np
 
+from ..data.cache import paused_gc
 from .voc_metric import flatten_batches, split_batch
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -85,8 +86,6 @@ class COCOMetric:
                 {"images": images, "categories": categories, "annotations": dt_anns})
 
     def _evaluate(self):
-        from ..data.cache import paused_gc
-
         with paused_gc():  # half a million small dicts without cycles: see paused_gc
             return self._evaluate_all()
 

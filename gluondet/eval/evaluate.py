@@ -16,6 +16,7 @@ import warnings
 import mxnet as mx
 from mxnet import autograd
 
+from ..progress import Progress
 from ..runtime import spread
 from .results import metric_result
 
@@ -24,7 +25,6 @@ def evaluate(net, loader, ctx_list, metric, progress=True):
     """Score ``net`` (in predict mode, hybridized or not as the caller set it) on ``loader`` with
     ``metric`` (reset first); returns ``metric_result(metric)``: {"map", "per_class", ...}.
     """
-    from ..progress import Progress
 
     ctx_list = list(ctx_list) if isinstance(ctx_list, (list, tuple)) else [ctx_list]
     metric.reset()

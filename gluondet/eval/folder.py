@@ -12,10 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.masks import decode_masks
 from ..errors import GluondetError
 from ..fileio import atomic_write_text, safe_name
 from ..progress import ljust, text_width
+from ..viz import class_colors, draw_truth_and_predictions, mosaic, resize_for_tile, resize_masks, write_jpeg
 from .analysis import analyze, matched, to_jsonable
+from .instance import InstanceMetric
+from .plots import save_confusion, save_errors, save_f1, save_pr
 
 ANALYSIS_FILE = "analysis.json"
 PICTURES = {"pr": "pr_curve.png", "f1": "f1_curve.png", "confusion": "confusion_matrix.png",
@@ -49,8 +53,6 @@ def write_eval_folder(out_dir, metric, dataset, result, family, data_shape=None,
     folder; returns the analysis document (also written as analysis.json). ``iou``: the matching
     IoU when ``metric`` is not a VOC metric (which brings its own). ``supercategories``: the
     dataset's own (``dataset.supercategories``) when None."""
-    from .instance import InstanceMetric
-    from .plots import save_confusion, save_errors, save_f1, save_pr
 
     masks = metric.segm if isinstance(metric, InstanceMetric) else None
     metric = metric.bbox if masks is not None else metric  # a mask model: its boxes are analysed
@@ -99,7 +101,6 @@ def image_panel(m, i, dataset, thresh, scale, tile, colors=None, masks=None):
     to) fitted to a tile, with its ground truth and its detections with score >= ``thresh`` drawn
     at their places; (panel, caption). ``masks``: (detections' RLEs, objects' RLEs) at the image's
     own size, indexed as ``m``'s detections and objects (``COCOSegmMetric.rles``), filled in."""
-    from ..viz import draw_truth_and_predictions, resize_for_tile
 
     raw = dataset[i][0].asnumpy()
     image, fit = resize_for_tile(raw, tile)
@@ -123,8 +124,6 @@ def image_panel(m, i, dataset, thresh, scale, tile, colors=None, masks=None):
 def _tile_masks(masks, gts, dets, image_shape, tile_shape):
     """(ground truth masks, detection masks) of objects ``gts`` and detections ``dets`` of one
     image, decoded from their RLEs (pycocotools) and fitted to the tile."""
-    from ..data.masks import decode_masks
-    from ..viz import resize_masks
 
     pred_rles, gt_rles = masks
     size = (tile_shape[1], tile_shape[0])
@@ -135,7 +134,6 @@ def _tile_masks(masks, gts, dets, image_shape, tile_shape):
 def write_worst_mosaics(out_dir, metric, dataset, analysis, family, data_shape, grid, pages, masks=None):
     """worst_01.jpg, ... ``pages`` mosaics of grid (cols, rows) images; returns their names.
     ``masks``: a ``COCOSegmMetric`` whose masks are drawn (see ``image_panel``)."""
-    from ..viz import class_colors, mosaic, write_jpeg
 
     m = matched(metric, analysis["iou"])
     if m.num_images != len(dataset):

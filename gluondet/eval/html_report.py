@@ -20,7 +20,9 @@ import yaml
 
 from ..errors import GluondetError
 from ..fileio import atomic_write_text
+from ..run_folder import RunFolder
 from ..run_layout import CONFIG_FILE, CURVES_FILE, DIAGNOSIS_FILE, METRICS_FILE
+from ..viz import font_path
 from .folder import ANALYSIS_FILE, PICTURES
 
 REPORT_FILE = "report.html"
@@ -55,7 +57,6 @@ section.alarm h2 { color: #b71c1c; margin-top: 0; }
 
 def write_report(run_dir):
     """Write ``RUN/report.html`` from the run folder; returns its path."""
-    from ..run_folder import RunFolder
 
     run = RunFolder.open(run_dir)
     path = run.path / REPORT_FILE
@@ -91,8 +92,6 @@ def label_font_css(text):
     fonts too; "" when the text is ASCII or the font cannot be subset."""
     from fontTools import subset
     from fontTools.ttLib import TTFont, TTLibError
-
-    from ..viz import font_path
 
     chars = sorted({ch for ch in text if ord(ch) > 127 and not ch.isspace()})
     path = font_path()

@@ -11,10 +11,14 @@ rasterized by pycocotools from the dataset's mask specs (in the loader's workers
 import numpy as np
 
 from ..constants import MASK_METRICS
+from ..data.coco import coco_paths, load_coco_api
+from ..data.masks import encode_masks, paste_masks
+from ..errors import GluondetError
+from ..fileio import atomic_write_text
+from ..progress import Progress
 from .coco_metric import COCOMetric
 from .results import metric_result
 from .voc_metric import flatten_batches
-
 
 
 class COCOSegmMetric(COCOMetric):
@@ -98,7 +102,6 @@ def instances_from_output(ids, scores, boxes, masks, scale, size, threshold=0.0)
     with a class (id >= 0) and a score above ``threshold``: boxes scaled by ``scale`` (original /
     input) and clipped to the image, masks pasted into their boxes.
     """
-    from ..data.masks import paste_masks
 
     ids, scores = ids[0].asnumpy().reshape(-1), scores[0].asnumpy().reshape(-1)
     keep = (ids >= 0) & (scores > threshold)
@@ -118,9 +121,6 @@ def evaluate_instances(net, loader, ctx_list, class_names, progress=True, image_
     that analyses its matched boxes and masks afterwards (eval/folder.py).
     """
     from mxnet import autograd
-
-    from ..data.masks import encode_masks
-    from ..progress import Progress
 
     metric = metric if metric is not None else InstanceMetric(class_names)
     metric.reset()
@@ -158,7 +158,6 @@ def validate_instances(net, loader, ctx_list, metric_name, class_names, progress
     ``metric_name`` (coco_segm or coco_bbox, which picks the best checkpoint) with ``row``, every
     number of both metrics for metrics.csv (``segm/AP``, ``bbox/AP50``, ..., ``segm_ap/<class>``),
     and ``box`` and ``mask``, each metric's full result. ``metric``: see ``evaluate_instances``."""
-    from ..errors import GluondetError
 
     if metric_name not in MASK_METRICS:
         raise GluondetError(f"--metric {metric_name}: a mask model is validated with "
@@ -182,8 +181,6 @@ def evaluate_run_instances(net, loader, ctx_list, metric_name, class_names, data
     image and category ids when it is a COCO dataset. ``metric``: see ``evaluate_instances``."""
     import json
 
-    from ..fileio import atomic_write_text
-
     metric_name = metric_name if metric_name in MASK_METRICS else "coco_segm"
     entries = [] if coco_results else None
     image_ids = [dataset.image_id(i) for i in range(len(dataset))]
@@ -203,7 +200,6 @@ def _category_ids(dataset_cfg, split, class_names):
     """The COCO category id of each class (by name) in a COCO dataset's file; class index + 1 else."""
     if dataset_cfg.format != "coco":
         return list(range(1, len(class_names) + 1))
-    from ..data.coco import coco_paths, load_coco_api
 
     ann_path, _ = coco_paths(dataset_cfg.root, dataset_cfg.split_spec(split))
     by_name = {str(c.get("name", "")).strip(): c["id"] for c in load_coco_api(ann_path).dataset["categories"]}

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from ..fileio import atomic_path
+from ..viz import class_colors, use_font_in_matplotlib
 
 DPI = 100
 MAX_LEGEND_CLASSES = 20  # more classes: the legend keeps the first ones, lines stay
@@ -22,8 +23,6 @@ def _pyplot():
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..viz import use_font_in_matplotlib
 
     use_font_in_matplotlib()
     return plt
@@ -46,7 +45,6 @@ def _fmt(value):
 # ----------------------------------------------------------------------------- PR
 def draw_pr(ax, pr):
     """Each class's PR envelope (area = its AP) and the mean of them all (area = mAP), thick."""
-    from ..viz import class_colors
 
     names = list(pr["classes"])
     colors = class_colors(len(names))

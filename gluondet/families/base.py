@@ -14,6 +14,7 @@ devices updates the weights as one step with the whole batch on one device does.
 from mxnet import autograd
 
 from ..errors import GluondetError
+from ..eval import make_metric
 
 DEFAULT_EVAL_BATCH = 8  # images per evaluation batch, split over the devices (fixed-input families)
 
@@ -163,7 +164,6 @@ class Family:
 
     def new_metric(self, metric_name, classes, iou=0.5):
         """The metric validation and eval fill."""
-        from ..eval import make_metric
 
         return make_metric(metric_name, classes, iou_thresh=iou)
 

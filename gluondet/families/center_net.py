@@ -38,6 +38,8 @@ holds.
 import numpy as np
 from mxnet import autograd
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..data.loader import ResizeFlip, drop_crowd, epoch_loader, ordered_loader, with_placeholder_row
 from ..errors import GluondetError
 from ..runtime import spread
 from .base import Family, Step, check_enough_images
@@ -78,8 +80,6 @@ class CenterNetTrainTransform:
     def __call__(self, img, label):
         import mxnet as mx
 
-        from ..data.loader import drop_crowd
-
         label = drop_crowd(np.asarray(label, dtype=np.float32).reshape(-1, 6))
         pixels, label = _stretch(img, label, *self._size)
         if self._augment == "flip":
@@ -92,8 +92,6 @@ class CenterNetTrainTransform:
     def _flip_only(self, pixels, label):
         """Flip half the images; targets from GluonCV's generator on the stride-4 boxes."""
         import mxnet as mx
-
-        from ..data.loader import ResizeFlip
 
         width, height = self._size
         img, bbox = ResizeFlip(width, height)(mx.nd.array(pixels, dtype=np.uint8), label)
@@ -113,9 +111,6 @@ class CenterNetValTransform:
 
     def __call__(self, img, label):
         import mxnet as mx
-
-        from ..constants import IMAGENET_MEAN, IMAGENET_STD
-        from ..data.loader import with_placeholder_row
 
         pixels, label = _stretch(img, with_placeholder_row(label), *self._size)
         x = (pixels.astype(np.float32) / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD,
@@ -230,8 +225,6 @@ class CenterNet(Family):
         default) is GluonCV's CenterNet augmentation, ``flip`` a horizontal flip only."""
         from gluoncv.data.batchify import Stack, Tuple
 
-        from ..data.loader import epoch_loader
-
         check_data_shape(net, data_shape)
         transform = CenterNetTrainTransform(data_shape, data_shape, len(net.classes), int(net.scale), augment)
         return epoch_loader(dataset, transform, Tuple(*[Stack() for _ in range(6)]), batch_size, num_workers,
@@ -240,8 +233,6 @@ class CenterNet(Family):
     def val_loader(self, net, dataset, data_shape, batch_size, num_workers):
         """(data, label) batches: stacked images, labels padded with -1 rows, in input pixels."""
         from gluoncv.data.batchify import Pad, Stack, Tuple
-
-        from ..data.loader import ordered_loader
 
         check_data_shape(net, data_shape)
         return ordered_loader(dataset, CenterNetValTransform(data_shape, data_shape), Tuple(Stack(), Pad(pad_val=-1)),

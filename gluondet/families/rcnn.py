@@ -9,9 +9,11 @@ stages and every BatchNorm stay frozen, as in GluonCV's scripts.
 from mxnet import autograd
 
 from ..data.loader import epoch_loader, images_with_objects, ordered_loader
+from ..eval.instance import InstanceMetric, evaluate_run_instances, validate_instances
 from .base import Family, Step, check_enough_images, round_robin
 from .rcnn_data import (FasterRCNNTrainTransform, FasterRCNNValTransform, MaskRCNNTrainTransform, MaskRCNNValTransform,
                         check_elongated_images, check_smallest_input, covering_anchor_grid)
+
 
 class FasterRCNNStep(Step):
     """Faster R-CNN: RPN objectness + box losses and R-CNN class + box losses, each normalized by its
@@ -258,18 +260,14 @@ class MaskRCNN(FasterRCNN):
 
     def new_metric(self, metric_name, classes, iou=0.5):
         """Boxes and masks together: the analysis reads its boxes, the mosaics its masks."""
-        from ..eval.instance import InstanceMetric
 
         return InstanceMetric(classes)
 
     def validate(self, net, loader, ctx_list, metric, metric_name, classes, progress=True):
-        from ..eval.instance import validate_instances
-
         return validate_instances(net, loader, ctx_list, metric_name, classes, progress=progress, metric=metric)
 
     def evaluate(self, net, loader, ctx_list, metric, metric_name, classes, dataset, dataset_cfg, split,
                  coco_results=None, progress=True):
-        from ..eval.instance import evaluate_run_instances
 
         return evaluate_run_instances(net, loader, ctx_list, metric_name, classes, dataset, dataset_cfg, split,
                                       coco_results, progress=progress, metric=metric)

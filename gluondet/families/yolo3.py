@@ -20,6 +20,8 @@ the trainer steps with the number of images.
 """
 from mxnet import autograd
 
+from ..data.loader import epoch_loader, ordered_loader
+from ..data.yolo3_transforms import YOLO3TrainTransform, YOLO3ValTransform, shape_choices, target_geometry
 from ..errors import GluondetError
 from ..runtime import spread
 from .base import Family, Step, check_enough_images
@@ -113,7 +115,6 @@ class YOLOv3(Family):
 
     def train_sizes(self, data_shape):
         """The input sides training draws from: the random-shape range, or ``data_shape`` alone."""
-        from ..data.yolo3_transforms import shape_choices
 
         return shape_choices(*self.options["random_shape_range"]) if self.options["random_shape"] \
             else [int(data_shape)]
@@ -125,9 +126,6 @@ class YOLOv3(Family):
         size and the mixup switch from the epoch and batch each key carries; mixup stops
         ``no_mixup_epochs`` before the run's ``epochs`` end."""
         from gluoncv.data.batchify import Pad, Stack, Tuple
-
-        from ..data.loader import epoch_loader
-        from ..data.yolo3_transforms import YOLO3TrainTransform
 
         options = self.options
         mixup_epochs = None if epochs is None else epochs - options["no_mixup_epochs"]
@@ -145,9 +143,6 @@ class YOLOv3(Family):
         """(data, label) batches: GluonCV's YOLOv3 validation transform, labels padded with -1 rows."""
         from gluoncv.data.batchify import Pad, Stack, Tuple
 
-        from ..data.loader import ordered_loader
-        from ..data.yolo3_transforms import YOLO3ValTransform
-
         return ordered_loader(dataset, YOLO3ValTransform(data_shape, data_shape), Tuple(Stack(), Pad(pad_val=-1)),
                               batch_size, num_workers)
 
@@ -161,8 +156,6 @@ class YOLOv3(Family):
         Shapes come from the network's symbol: nothing runs, whatever graph the network holds."""
         import mxnet as mx
         import numpy as np
-
-        from ..data.yolo3_transforms import target_geometry
 
         height, width = x.shape[2], x.shape[3]
         if height != width:

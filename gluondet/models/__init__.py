@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..errors import GluondetError
 from ..families import family_of
+from . import rcnn_fpn
 from .store import check_weight_file, model_store
+
 
 def _zoo(zoo_name, classes, pretrained_base=True, **kwargs):
     from gluoncv.model_zoo import get_model
@@ -19,8 +21,6 @@ def _zoo(zoo_name, classes, pretrained_base=True, **kwargs):
 
 
 def _rcnn_fpn(kind, base_network, classes, pretrained_base=True, **kwargs):
-    from . import rcnn_fpn
-
     builder = rcnn_fpn.mask_rcnn_fpn if kind == "mask" else rcnn_fpn.faster_rcnn_fpn
     return builder(base_network, classes, pretrained_base=pretrained_base, **kwargs)
 

@@ -7,6 +7,7 @@ from ..errors import GluondetError
 from ..families import family_of
 from ..progress import say
 from . import build_model, initialize_missing
+from .rcnn_fpn import use_zeroed_roi_pooling
 from .store import DETECTOR_ALTERNATIVES, check_weight_file, model_store
 
 
@@ -30,7 +31,6 @@ def init_from(spec, model_cfg, classes, source_classes=None):
     """
     import mxnet as mx
 
-
     path = Path(str(spec)).expanduser()
     if path.suffix == ".params" or path.exists():
         path = check_weight_file(path, flag="--init-from")
@@ -49,7 +49,6 @@ def init_from(spec, model_cfg, classes, source_classes=None):
         if str(spec) not in _models:
             raise GluondetError(f"--init-from {spec}: neither a .params file nor a GluonCV model-zoo name "
                                 f"(for example ssd_512_vgg16_atrous_voc)")
-        from .rcnn_fpn import use_zeroed_roi_pooling
 
         with model_store(what="pretrained detector", alternatives=DETECTOR_ALTERNATIVES):
             net = use_zeroed_roi_pooling(get_model(str(spec), pretrained=True))

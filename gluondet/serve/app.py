@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..image import ImageReadError, ImageTooLargeError, read_image_bytes
+from ..predict import image_record
 from ..progress import say
 from ..runtime import usable_cpus
 from .batcher import Batcher, Busy, Draining, ModelError
@@ -74,7 +75,6 @@ class Refused(Exception):
 
 def run_batch(detector, payloads, settings):
     """On the model's thread: records for [(name, image), ...], one forward per batch."""
-    from ..predict import image_record
 
     images = [image for _, image in payloads]
     # One forward of exactly these images, not padded to max_batch as detect_files pads: a lone

@@ -183,13 +183,13 @@ def test_training_graph_survives_a_validation(micro_voc, tiny_yaml):
 
 def test_resume_continues_with_lr_epoch_and_best_map(micro_voc, TINY, tmp_path, monkeypatch):
     import gluondet.engine.hooks as hooks
-    import gluondet.engine.validation as validation
+    import gluondet.engine.train as engine
 
     # Scripted validation matches nothing, so the end-of-training analysis has nothing to keep.
     monkeypatch.setattr(hooks.EvalReport, "after_epoch", lambda self: None)
     # Scripted mAPs: 0.5, 0.3, then 0.4 after the resume, which beats nothing if the best carried over.
     scripted = iter([0.5, 0.3, 0.4])
-    monkeypatch.setattr(validation, "validate",
+    monkeypatch.setattr(engine, "validate",
                         lambda *a, **k: {"map": next(scripted), "per_class": {}, "metric": "voc"})
     run_dir = tmp_path / "run"
     common = ["--lr", 0.02, "--lr-steps", 2, "--lr-decay", 0.1, "--max-iters", 2, "--batch-size", 4]

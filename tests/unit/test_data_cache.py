@@ -117,7 +117,7 @@ def writes(monkeypatch):
         done.append([e[0] for e in json.loads(text)["entries"]])
         return real(path, text)
 
-    monkeypatch.setattr(fileio, "atomic_write_text", counting)
+    monkeypatch.setattr(cache_mod, "atomic_write_text", counting)  # the cache's own name for it
     return done
 
 
