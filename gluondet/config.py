@@ -584,7 +584,6 @@ def validate_train_config(config):
     for ok, message in checks:
         if not ok:
             raise GluondetError(message)
-    from .runtime import parse_ctx_spec
 
     devices = len(parse_ctx_spec(config.ctx))
     if config.batch_size < devices:  # a device without an image would have no gradient to give

@@ -403,7 +403,6 @@ def calibration_images(detector, run_dir, count, source=None, config_dir=None):
 
 def _run_val_dataset(run_dir, source, config_dir, classes):
     """The run's validation split (or ``source``, a dataset name/path), with the run's classes."""
-    from .run_folder import RunFolder
 
     cfg = RunFolder.open(run_dir).dataset_config(source, config_dir)
     for split in ("val", "test", "train"):
@@ -551,7 +550,6 @@ def verify_export(run_dir, export_dir, split="val", dataset=None, which="best", 
     decide (verify_decision with the export's tolerance_of) and record it all in the export's
     export.json as ``verified``. Returns verify_decision's dict with ``record`` (what export.json
     got), ``format``, ``run_result`` and ``export_result``."""
-    from .engine.validation import evaluate_run
 
     export_dir = Path(export_dir)
     meta = read_export_meta(export_dir)
@@ -587,7 +585,6 @@ def _finite(value):
 def compare_on_images(run_dir, export_dir, which, split, dataset, config_dir, ctx, count):
     """Both models on up to ``count`` images of the split, on the first device of ``ctx``:
     ``box_difference`` of their detections, and each network's speed (network_speeds)."""
-    from .runtime import make_contexts
 
     ctx_list = make_contexts(ctx)[:1]
     run_detector = Detector.load(run_dir, which=which, ctx=ctx_list)
@@ -603,8 +600,6 @@ def compare_on_images(run_dir, export_dir, which, split, dataset, config_dir, ct
 
 def split_images(run_dir, split, dataset, config_dir, classes, count):
     """Up to ``count`` RGB images of the split, spread over it (not its first: often one scene)."""
-    from .data import load_dataset
-    from .run_folder import RunFolder
 
     cfg = RunFolder.open(run_dir).dataset_config(dataset, config_dir)
     data = load_dataset(cfg, split, classes=list(classes), skip_bad=True)

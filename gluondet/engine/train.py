@@ -369,7 +369,6 @@ def write_run_info(s):
 def training_parts(s, with_validation=True):
     """(net, train loader, val loader or None, step, optimizer, steps per epoch every worker can run
     or None) for set-up ``s``: what ``build_trainer`` and the lr range test both assemble."""
-    from .amp import Precision
 
     config = s.config
     # before the network exists: AMP changes how MXNet builds its graph, for the whole process

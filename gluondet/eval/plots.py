@@ -80,7 +80,6 @@ def save_pr(pr, path, title):
 def draw_f1(ax, f1):
     """F1 against the score threshold per class (thin) and over all classes (thick), and the best:
     the grid curves of ``analysis.f1_on_grid``, drawn as they are."""
-    from ..viz import class_colors
 
     names = list(f1["per_class"])
     colors = class_colors(len(names))

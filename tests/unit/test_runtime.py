@@ -45,44 +45,35 @@ def test_usable_cpus_respects_affinity():
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
 
 
-def _omp_threads_seen_by_child(env):
+def _seen_by_child(env, name="OMP_NUM_THREADS"):
+    """The variable ``name`` after configure_threads() in a fresh process started with ``env``."""
     code = ("from gluondet.runtime import configure_threads; configure_threads(); "
-            "import os; print(os.environ['OMP_NUM_THREADS'])")
+            f"import os; print(os.environ.get({name!r}, 'unset'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
 def test_configure_threads_sizes_pool_to_usable_cpus():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")}
-    assert _omp_threads_seen_by_child(env) == str(usable_cpus())
+    assert _seen_by_child(env) == str(usable_cpus())
 
 
 def test_configure_threads_keeps_user_choice():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    assert _omp_threads_seen_by_child(env) == "1"
-
-
-def _wait_policy_seen_by_child(env):
-    code = ("from gluondet.runtime import configure_threads; configure_threads(); "
-            "import os; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    assert _seen_by_child(env) == "1"
 
 
 def test_configure_threads_makes_openmp_wait_passively_unless_the_user_chose():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert _wait_policy_seen_by_child(env) == "PASSIVE"
-    assert _wait_policy_seen_by_child(dict(env, OMP_NUM_THREADS="1")) == "PASSIVE"  # threads chosen, policy not
-    assert _wait_policy_seen_by_child(dict(env, OMP_WAIT_POLICY="ACTIVE")) == "ACTIVE"
+    assert _seen_by_child(env, "OMP_WAIT_POLICY") == "PASSIVE"
+    assert _seen_by_child(dict(env, OMP_NUM_THREADS="1"), "OMP_WAIT_POLICY") == "PASSIVE"  # threads chosen, policy not
+    assert _seen_by_child(dict(env, OMP_WAIT_POLICY="ACTIVE"), "OMP_WAIT_POLICY") == "ACTIVE"
 
 
 def test_configure_threads_leaves_cudnn_autotuning_on():
     # MXNET_CUDNN_AUTOTUNE_DEFAULT=0 slows every GPU convolution; gluondet must not set it
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_CUDNN_AUTOTUNE_DEFAULT")}
-    code = ("from gluondet.runtime import configure_threads; configure_threads(); "
-            "import os; print(os.environ.get('MXNET_CUDNN_AUTOTUNE_DEFAULT', 'unset'))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "unset"
+    assert _seen_by_child(env, "MXNET_CUDNN_AUTOTUNE_DEFAULT") == "unset"
 
 
 ENGINE_PROBE = """
