@@ -29,9 +29,10 @@ def _cli(*args):
 
 # How far an export's analysis may be from its run's. The symbol export runs MXNet's own operators:
 # equal numbers. onnxruntime's scores differ from MXNet's by ~1e-7, so where two detections of an
-# image tie at its 100-box cut either may be kept: the mAP stays equal (checked exactly), while a
-# low-threshold point of a curve (over ~400 detections) may move by one or two detections.
-ANALYSIS_TOLERANCE = {"mxnet": (1e-5, 0), "onnx": (2e-3, 2)}
+# image tie at its 100-box cut either may be kept: the mAP and each class's AP stay equal (checked
+# exactly), while a low-threshold point of a curve may count one or two detections more or less: of
+# a class's ~100 detections there, a precision of 33/126 against 33/125 (0.262 and 0.264, seen).
+ANALYSIS_TOLERANCE = {"mxnet": (1e-5, 0), "onnx": (2e-2, 2)}
 
 
 def _assert_same_numbers(got, want, tolerance, where="analysis"):
