@@ -25,6 +25,7 @@ from .errors import GluondetError
 from .extras import install_line
 
 SYNC_ENGINE = "NaiveEngine"  # MXNet's synchronous engine (MXNET_ENGINE_TYPE)
+OMP_SPIN_COUNT = 3000  # rounds an idle OpenMP thread spins before it sleeps (configure_threads)
 ENGINE_NOTICE = "MXNet start using engine:"  # what MXNet logs when MXNET_ENGINE_TYPE is set
 
 
@@ -74,15 +75,19 @@ def configure_threads():
     The N processes a Horovod launcher starts on one machine share its CPUs: 1/N each, as
     ``gluondet launch`` gives its workers.
 
-    OpenMP's threads also wait passively (``OMP_WAIT_POLICY=PASSIVE``, unless the user chose): a
-    thread that spins at the end of a parallel region keeps its core from the member the region
-    waits for whenever anything else runs on the machine (another job, a loader, the OS), and the
-    network then runs 10-20x slower (scripts/bench/bench_omp_wait.py); sleeping costs a wake-up.
+    OpenMP's threads also spin for a shorter while before they sleep (``GOMP_SPINCOUNT``, unless
+    the user set it or ``OMP_WAIT_POLICY``): at the end of each parallel region (each operator) a
+    finished thread spins, by default for ~300,000 rounds, and whenever anything else runs on the
+    machine (another job, a test's second process) that spinning keeps its core from the member the
+    region waits for: mask_rcnn_tiny trained 10x slower beside one busy process. Sleeping at once
+    (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up per operator and halves it on an idle machine;
+    ``OMP_SPIN_COUNT`` rounds keep the idle speed and most of the gain (scripts/bench/bench_omp_wait.py,
+    README's speed table).
 
     Has an effect only before ``import mxnet``; the CLI calls it first thing.
     """
-    if "mxnet" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "mxnet" not in sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+        os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
     chosen = os.environ.get("OMP_NUM_THREADS") or os.environ.get("MXNET_OMP_MAX_THREADS")
     if chosen:
         return int(chosen) if chosen.isdigit() else chosen

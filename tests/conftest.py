@@ -8,7 +8,7 @@ import os
 # Any attempt to download pretrained weights fails at once instead of reaching outside.
 os.environ["MXNET_GLUON_REPO"] = "http://127.0.0.1:9/"
 # As the CLI does first thing, before anything imports MXNet: its OpenMP pool sized to the usable
-# CPUs, its threads waiting passively (gluondet/runtime.py), in this process and the ones it starts.
+# CPUs, its threads spinning only briefly (gluondet/runtime.py), in this process and the ones it starts.
 from gluondet.runtime import configure_threads  # noqa: E402 (after the environment above)
 
 configure_threads()

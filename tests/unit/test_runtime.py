@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from gluondet.errors import GluondetError
-from gluondet.runtime import _stderr_without, make_contexts, parse_ctx_spec, usable_cpus
+from gluondet.runtime import OMP_SPIN_COUNT, _stderr_without, make_contexts, parse_ctx_spec, usable_cpus
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -63,11 +63,14 @@ def test_configure_threads_keeps_user_choice():
     assert _seen_by_child(env) == "1"
 
 
-def test_configure_threads_makes_openmp_wait_passively_unless_the_user_chose():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert _seen_by_child(env, "OMP_WAIT_POLICY") == "PASSIVE"
-    assert _seen_by_child(dict(env, OMP_NUM_THREADS="1"), "OMP_WAIT_POLICY") == "PASSIVE"  # threads chosen, policy not
-    assert _seen_by_child(dict(env, OMP_WAIT_POLICY="ACTIVE"), "OMP_WAIT_POLICY") == "ACTIVE"
+def test_configure_threads_shortens_openmps_spinning_unless_the_user_chose():
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    spin = str(OMP_SPIN_COUNT)
+    assert _seen_by_child(env, "GOMP_SPINCOUNT") == spin
+    assert _seen_by_child(dict(env, OMP_NUM_THREADS="1"), "GOMP_SPINCOUNT") == spin  # threads chosen, spin not
+    assert _seen_by_child(dict(env, GOMP_SPINCOUNT="7"), "GOMP_SPINCOUNT") == "7"
+    # a wait policy the user chose is left to OpenMP: no spin count beside it
+    assert _seen_by_child(dict(env, OMP_WAIT_POLICY="ACTIVE"), "GOMP_SPINCOUNT") == "unset"
 
 
 def test_configure_threads_leaves_cudnn_autotuning_on():
