@@ -140,7 +140,8 @@ def main():
             best = {s: max(leg[task] for leg in legs[s]) for s in settings}
             base = settings[0]
             cells = ", ".join(f"{s} {best[s]:.1f} ({best[s] / best[base]:.2f}x)" for s in settings)
-            every = " / ".join(", ".join(f"{leg[task]:.1f} (load {leg['load']:.1f})" for leg in legs[s]) for s in settings)
+            every = " / ".join(", ".join(f"{leg[task]:.1f} (load {leg['load']:.1f})" for leg in legs[s])
+                               for s in settings)
             print(f"{busy} busy, {task:6s} img/s: {cells}  (legs {every})", flush=True)
 
 if __name__ == "__main__":

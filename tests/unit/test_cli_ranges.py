@@ -53,7 +53,8 @@ OWN = [("eval", "--iou", "0.99", "[0.05, 0.95]"), ("eval", "--iou", "nan", "fini
        ("detect", "--max-boxes", "0", "at least 1"), ("detect", "--thresh", "-0.1", "[0, 1]"),
        ("export", "--calib-images", "0", "at least 1"), ("serve", "--port", "70000", "[0, 65535]"),
        ("serve", "--max-batch", "0", "at least 1"), ("synth", "--size", "16", "at least 32"),
-       ("synth", "--train", "-1", "0 or more"), ("split", "--val", "1", "[0, 1)"), ("split", "--test", "-0.1", "[0, 1)"),
+       ("synth", "--train", "-1", "0 or more"), ("split", "--val", "1", "[0, 1)"),
+       ("split", "--test", "-0.1", "[0, 1)"),
        ("show", "--pages", "101", "[1, 100]"), ("launch", "-n", "0", "at least 1"),
        ("launch", "--timeout", "0.5", "at least 1")]
 
