@@ -12,7 +12,7 @@ from ..eval.folder import eval_dir, write_eval_folder
 from ..eval.html_report import write_report
 from ..progress import Progress as Bar, say
 from ..run_folder import CURVES_FILE, METRICS_FILE, TENSORBOARD_DIR
-from .metrics_log import IterationLog, TensorBoard, validation_columns, write_metrics
+from .metrics_log import IterationLog, TensorBoard, draw_curves, validation_columns, write_metrics
 from .trainer import FORCED_STOP, HookBase
 
 
@@ -170,8 +170,6 @@ class MetricsWriter(HookBase):
             write_metrics(self.run.path / METRICS_FILE, self.trainer.state.history)
 
     def after_epoch(self):
-        from .metrics_log import draw_curves, write_metrics
-
         history = self.trainer.state.history
         write_metrics(self.run.path / METRICS_FILE, history)
         row = history[-1]
