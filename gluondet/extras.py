@@ -7,12 +7,14 @@ the versions constraints.txt locked, so the line built from it works wherever gl
 """
 import importlib.metadata
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 
 def extra_requirements(extra, distribution="gluondet"):
     """The requirements (``name==version``) the installed gluondet declares for ``extra`` only, or
     None when gluondet's metadata is not installed (run from a source tree on PYTHONPATH)."""
+    # here, not at the top: runtime.py imports this module on every command's start, and only an
+    # error's hint needs packaging (28 ms; matplotlib's dependency, not gluondet's own)
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         declared = importlib.metadata.requires(distribution) or []
     except importlib.metadata.PackageNotFoundError:
