@@ -26,7 +26,7 @@ from . import hooks as H, horovod
 from .amp import Precision
 from .distributed import join_watchdog, require_launcher, shard_indices, sync_steps_per_epoch, worker_info
 from .divergence import ClipGradNorm, DivergenceGuard, RollbackToCommit
-from .horovod import (CollectiveSignals, CountingStep, announce, check_same_inputs, finish, hooks, make_trainer,
+from .horovod import (CollectiveSignals, CountingStep, announce, check_same_inputs, finish, make_trainer,
                       rank_device, said_once, sum_factor)
 from .not_learning import NotLearning
 from .schedule import lr_curve, schedule_of
@@ -326,7 +326,7 @@ def _distributed_hooks(s):
     """(first, after the divergence guard, last) hooks of a distributed rank: Horovod's
     (engine/horovod.py), and the watchdog's position report."""
     if s.horovod is not None:
-        return hooks(s.horovod)
+        return horovod.hooks(s.horovod)
     if s.position is not None:
         return [ReportPosition(s.position)], [], []
     return [], [], []
