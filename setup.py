@@ -36,7 +36,9 @@ setup(
     packages=find_packages(include=["gluondet", "gluondet.*"]) + ["gluondet.configs"],
     package_dir={"gluondet.configs": "configs"},
     package_data={"gluondet.configs": ["datasets/*.yaml", "models/*.yaml"], "gluondet.serve": ["page/*"]},
-    python_requires=">=3.8,<3.12",
+    # 3.9: the oldest Python the locked scipy 1.11 and matplotlib 3.8 install on (scripts/lock.sh
+    # resolves the locks from it); 3.11: the newest mxnet 1.9.1 runs on (with numpy < 1.24)
+    python_requires=">=3.9,<3.12",
     install_requires=pins["runtime"],
     # the test extra brings onnx, serve and horovod too, so the ONNX export, the server and Horovod
     # training are tested wherever the suite runs. Horovod has no wheels: scripts/install_horovod.sh

@@ -121,6 +121,25 @@ def assert_python_allowed(path, pattern):
                 ">": minor > int(bound), "==": minor == int(bound)}[op], (version, requires)
 
 
+def test_python_requires_starts_at_the_python_the_locks_are_resolved_for():
+    """pip on an older Python than the locks' would meet pins with no release for it (scipy 1.11.4
+    needs 3.9) and fail in its resolver, not with setup.py's one line."""
+    requires = re.search(r'python_requires="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)
+    lowest = re.search(r">=\s*(3\.\d+)", requires).group(1)
+    locked = re.search(r"^min_python=(3\.\d+)", (ROOT / "scripts" / "lock.sh").read_text(), re.M).group(1)
+    assert lowest == locked, (requires, locked)
+    # and it is the oldest Python every installed runtime pin itself admits (their own metadata)
+    from importlib.metadata import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    runtime = (ROOT / "constraints.txt").read_text(encoding="utf-8").split("# [runtime]")[1].split("# [")[0]
+    pins = [line.split("==")[0] for line in runtime.splitlines() if "==" in line and not line.startswith("#")]
+    admitted = [minor for minor in range(6, 12)
+                if all(f"3.{minor}.0" in SpecifierSet(metadata(name).get("Requires-Python") or "") for name in pins)]
+    assert f"3.{admitted[0]}" == lowest, (admitted, lowest)
+
+
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_image_layout_user_volumes_and_entrypoint(flavour):
     steps = instructions(DOCKERFILES[flavour])
