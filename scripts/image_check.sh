@@ -16,8 +16,9 @@
 # 4. a planted prefetch failure: the same build with PREFETCH_MODELS=vgg16_atrous and no network
 #    must fail naming the model (every layer before that step comes from the cache).
 # 5. the demo inside, offline (--network none): data synth, train the tiny SSD for a few
-#    iterations, eval, detect, with /data and /runs mounted from folders owned by uid 1000 (the
-#    image's user); every file written there must belong to it.
+#    iterations, eval, detect, export to ONNX and serve that export (one image posted), with /data
+#    and /runs mounted from folders owned by uid 1000 (the image's user); every file written there
+#    must belong to it.
 # 6. CUDA docker/Dockerfile: its lock resolves for its Python and glibc from wheels alone (pip
 #    install --dry-run, scripts/lockcheck.py wheels), and its two stages agree on gluoncv, MXNet and
 #    numpy (lockcheck.py agree). Its base image (nvidia/cuda) and the GPU are not checked here.
@@ -186,7 +187,8 @@ summary+=("failed prefetch names its model")
 # ----------------------------------------------------------------------------- 5. the demo inside
 mkdir -p "$work/data" "$work/runs"
 chown 1000:1000 "$work/data" "$work/runs" 2>/dev/null || chmod 0777 "$work/data" "$work/runs"
-run=("$engine" run --rm "${common[@]}" --network none -v "$work/data:/data" -v "$work/runs:/runs" "$image")
+run_options=("$engine" run --rm "${common[@]}" --network none -v "$work/data:/data" -v "$work/runs:/runs")
+run=("${run_options[@]}" "$image")
 demo() {  # demo NAME ARGS...: one gluondet command in the image, its output kept
     local name="$1"
     shift
@@ -196,6 +198,29 @@ demo() {  # demo NAME ARGS...: one gluondet command in the image, its output kep
         fail "gluondet $name in the image: $(last_line "$work/$name.log")"
     fi
 }
+# gluondet serve in the image (its loopback: --network none), one image posted once it is ready,
+# the answer written to the file named third; then SIGTERM, which it must end on with status 0
+# shellcheck disable=SC2016  # expanded by the bash inside the container, not here
+serve_script='
+gluondet serve "$1" --port 8080 &
+server=$!
+python - "$2" "$3" <<"PY"
+import json, pathlib, sys, time, urllib.request
+url = "http://127.0.0.1:8080"
+for _ in range(600):
+    try:
+        if json.load(urllib.request.urlopen(url + "/health"))["status"] == "ready":
+            break
+    except OSError:  # not listening yet, or 503 while the model loads
+        time.sleep(0.2)
+image = sorted(pathlib.Path(sys.argv[1]).iterdir())[0]
+request = urllib.request.Request(url + "/detect?name=" + image.name, data=image.read_bytes(),
+                                 headers={"Content-Type": "image/jpeg"})
+pathlib.Path(sys.argv[2]).write_bytes(urllib.request.urlopen(request, timeout=120).read())
+PY
+posted=$?
+kill -TERM "$server"
+wait "$server" && exit "$posted"'
 t0=$SECONDS
 demo version --version
 demo synth data synth /data/shapes_voc --train 48 --val 16 --seed 0 --size 128
@@ -204,7 +229,16 @@ demo train train --dataset /data/shapes_voc --model tiny_ssd --ctx cpu --epochs 
 demo eval eval /runs/demo --which last --split val --json /runs/demo/eval_val.json
 demo detect detect /data/shapes_voc/JPEGImages --run /runs/demo --which last --thresh 0.3 \
     --json /runs/demo/detections.json
-for file in runs/demo/last.params runs/demo/metrics.csv runs/demo/eval_val.json runs/demo/detections.json; do
+# the extras an image user runs: the run exported to ONNX (onnx, onnxruntime) and served (serve)
+demo export export /runs/demo --which last --format onnx --out /runs/demo-onnx
+say "in the image: gluondet serve /runs/demo-onnx, one image posted to /detect"
+if ! "${run_options[@]}" --entrypoint bash "$image" -c "$serve_script" serve /runs/demo-onnx \
+        /data/shapes_voc/JPEGImages /runs/served.json >"$work/serve.log" 2>&1; then
+    tail -n 20 "$work/serve.log" >&2
+    fail "gluondet serve in the image: $(last_line "$work/serve.log")"
+fi
+for file in runs/demo/last.params runs/demo/metrics.csv runs/demo/eval_val.json runs/demo/detections.json \
+        runs/demo-onnx/model.onnx runs/served.json; do
     [ -s "$work/$file" ] || fail "the demo did not write $file on the mounted volume"
 done
 not_owned="$(find "$work/runs" "$work/data" ! -uid 1000 -print | head -n 3)"
@@ -212,8 +246,10 @@ not_owned="$(find "$work/runs" "$work/data" ! -uid 1000 -print | head -n 3)"
 map="$("$py" -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["map"], 3))' "$work/runs/demo/eval_val.json")"
 images="$("$py" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(len(d.get("images", d)))' \
     "$work/runs/demo/detections.json")"
-say "demo done in $(( SECONDS - t0 ))s: $(head -n 1 "$work/version.log"), val mAP $map after 6 iterations (a smoke run), $images images detected"
-summary+=("demo ran inside offline (synth, 6-iteration train, eval: mAP $map, detect: $images images; files owned by uid 1000)")
+served="$("$py" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["images"][0]["file"], len(d["images"][0]["boxes"]))' \
+    "$work/runs/served.json")" || fail "serve's answer is not a detection document: $(head -c 300 "$work/runs/served.json")"
+say "demo done in $(( SECONDS - t0 ))s: $(head -n 1 "$work/version.log"), val mAP $map after 6 iterations (a smoke run), $images images detected; ONNX export served ${served% *}: ${served##* } boxes"
+summary+=("demo ran inside offline (synth, 6-iteration train, eval: mAP $map, detect: $images images, ONNX export served; files owned by uid 1000)")
 
 # ----------------------------------------------------------------------------- 6. the CUDA Dockerfile
 stage_lock() {  # stage_lock N: the lock file the N-th stage (1-based) of the CUDA Dockerfile copies

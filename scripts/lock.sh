@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Refresh the locks: locks/<install>.txt holds the whole transitive set of one supported install,
 # every package at one version: cpu or cu112 with any of the extras horovod, onnx, serve, tensorboard and test
-# (locks/cpu+test.txt is what scripts/setup_env.sh cpu,test and CI install; locks/cpu.txt the CPU
-# image; locks/cu112.txt the CUDA image). uv resolves them from setup.py, which reads its direct
+# (locks/cpu+test.txt is what scripts/setup_env.sh cpu,test and CI install; locks/cpu+onnx+serve.txt
+# the CPU image; locks/cu112+onnx+serve.txt the CUDA image). uv resolves them from setup.py, which reads its direct
 # pins from constraints.txt: versions are chosen there, and only there.
 #
 #   scripts/lock.sh                          after editing constraints.txt: keeps every locked

@@ -20,6 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {"cu112": ROOT / "docker" / "Dockerfile", "cpu": ROOT / "docker" / "Dockerfile.cpu"}
 HADOLINT = Path(sys.executable).parent / "hadolint"
+# the lock each image installs: its MXNet with the extras an image user runs (export --format onnx, serve)
+IMAGE_LOCK = {"cu112": "cu112+onnx+serve.txt", "cpu": "cpu+onnx+serve.txt"}
+HOROVOD_LOCK = "cu112+horovod+onnx+serve.txt"  # the CUDA image's with HOROVOD=nccl
 
 
 def pinned_names():
@@ -64,20 +67,21 @@ def test_constraints_parse_to_the_known_pins():
 def test_every_pip_install_takes_its_versions_from_the_lock(flavour):
     image_stage = pip_installs(DOCKERFILES[flavour], last_stage_only=True)
     wheel = ['pip install -r locks/without-mxnet.txt "${MXNET_WHEEL}"'] if flavour == "cu112" else []
-    # HOROVOD=nccl: the lines locks/cu112+horovod.txt adds, Horovod itself from the wheel its stage built
+    # HOROVOD=nccl: the lines HOROVOD_LOCK adds, Horovod itself from the wheel its stage built
     horovod = ["pip install --find-links horovod-wheels --only-binary horovod -r locks/horovod.txt"] \
         if flavour == "cu112" else []
-    assert image_stage == [f"pip install -c locks/{flavour}.txt pip", f"pip install -r locks/{flavour}.txt",
+    lock = IMAGE_LOCK[flavour]
+    assert image_stage == [f"pip install -c locks/{lock} pip", f"pip install -r locks/{lock}",
                            *wheel, *horovod, "pip install --no-deps .", "pip check"], image_stage
     # the Horovod stage: the lock with Horovod, less Horovod (built there), MXNET_WHEEL as above
-    build = ["pip install -c locks/cu112+horovod.txt pip",
+    build = [f"pip install -c locks/{HOROVOD_LOCK} pip",
              'pip install -r locks/build.txt ${MXNET_WHEEL:+"${MXNET_WHEEL}"}'] if flavour == "cu112" else []
     for command in pip_installs(DOCKERFILES[flavour]):
         if command == "pip check" or command in wheel + horovod + build:
             continue
         # the whole locked set, the locked pip itself, or gluondet adding no dependency of its own
-        assert (re.fullmatch(r"pip install -r locks/(cpu|cu112)\.txt", command)
-                or re.fullmatch(r"pip install -c locks/(cpu|cu112)\.txt pip", command)
+        assert (re.fullmatch(r"pip install -r locks/(cpu|cu112)(\+onnx\+serve)?\.txt", command)
+                or re.fullmatch(r"pip install -c locks/(cpu|cu112)(\+onnx\+serve)?\.txt pip", command)
                 or command == "pip install --no-deps ."), command
         lock = re.search(r"locks/\S+\.txt", command)
         assert lock is None or (ROOT / lock.group()).is_file(), command
@@ -91,7 +95,7 @@ def test_no_pinned_package_has_a_version_written_in_the_dockerfile(flavour):
         assert not re.search(rf"(?i)(?<![\w.-]){spelled}\s*(==|>=|<=|~=|!=|===|<|>)\s*\d", text), name
     other = "cpu" if flavour == "cu112" else "cu112"
     image_stage = text[text.rindex("\nFROM "):]  # an earlier stage may fetch weights with the CPU build
-    assert f"locks/{flavour}.txt" in image_stage and f"locks/{other}.txt" not in image_stage
+    assert f"locks/{IMAGE_LOCK[flavour]}" in image_stage and f"locks/{other}" not in image_stage
 
 
 def arg_default(path, name):
@@ -138,6 +142,19 @@ def test_python_requires_starts_at_the_python_the_locks_are_resolved_for():
     admitted = [minor for minor in range(6, 12)
                 if all(f"3.{minor}.0" in SpecifierSet(metadata(name).get("Requires-Python") or "") for name in pins)]
     assert f"3.{admitted[0]}" == lowest, (admitted, lowest)
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_image_serves_and_exports_onnx_on_the_port_serve_listens_on(flavour):
+    """An image user runs ``serve`` and ``export --format onnx`` with no install hint: the image's
+    lock holds the serve and onnx extras' packages, and it exposes serve's default port."""
+    from gluondet.cli.serve import serve
+
+    locked = {ln.split("==")[0].lower() for ln in (ROOT / "locks" / IMAGE_LOCK[flavour]).read_text().splitlines()
+              if "==" in ln and not ln.lstrip().startswith("#")}
+    assert {"starlette", "uvicorn", "python-multipart", "onnx", "onnxruntime"} <= locked
+    port = next(p.default for p in serve.params if p.name == "port")
+    assert [a for k, a in instructions(DOCKERFILES[flavour]) if k == "EXPOSE"] == [str(port)]
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
@@ -226,7 +243,7 @@ def test_mxnet_wheel_argument_replaces_mxnet_cu112_and_nothing_else(tmp_path):
     # the CUDA image's dependency step (the last stage's), run with a stand-in pip that records what it is asked
     run = [a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "MXNET_WHEEL" in a][-1]
     (tmp_path / "locks").mkdir()
-    shutil.copy(ROOT / "locks" / "cu112.txt", tmp_path / "locks")
+    shutil.copy(ROOT / "locks" / IMAGE_LOCK["cu112"], tmp_path / "locks")
     bin_dir, log = tmp_path / "bin", tmp_path / "pip.log"
     bin_dir.mkdir()
     (bin_dir / "pip").write_text(f"#!/bin/sh\necho \"$*\" >>{log}\n")
@@ -237,13 +254,13 @@ def test_mxnet_wheel_argument_replaces_mxnet_cu112_and_nothing_else(tmp_path):
         subprocess.run(["bash", "-o", "pipefail", "-c", run], env={**env, "MXNET_WHEEL": wheel},
                        cwd=tmp_path, check=True, timeout=60)
         calls = log.read_text().splitlines()
-        assert calls[0] == "install -c locks/cu112.txt pip"
+        assert calls[0] == f"install -c locks/{IMAGE_LOCK['cu112']} pip"
         if not wheel:
-            assert calls[1:] == ["install -r locks/cu112.txt"]
+            assert calls[1:] == [f"install -r locks/{IMAGE_LOCK['cu112']}"]
             continue
         assert calls[1:] == [f"install -r locks/without-mxnet.txt {wheel}"]
         kept = (tmp_path / "locks" / "without-mxnet.txt").read_text().splitlines()
-        full = (ROOT / "locks" / "cu112.txt").read_text().splitlines()
+        full = (ROOT / "locks" / IMAGE_LOCK["cu112"]).read_text().splitlines()
         assert [ln for ln in full if ln not in kept] == [ln for ln in full if ln.startswith("mxnet-cu112==")]
         assert len([ln for ln in full if ln.startswith("mxnet-cu112==")]) == 1
 
@@ -253,7 +270,7 @@ def test_horovod_argument_adds_horovod_and_its_dependencies_and_nothing_else(tmp
     run = next(a for k, a in instructions(DOCKERFILES["cu112"]) if k == "RUN" and "locks/horovod.txt" in a)
     assert arg_default(DOCKERFILES["cu112"], "HOROVOD") == "none"
     (tmp_path / "locks").mkdir()
-    for name in ("cu112.txt", "cu112+horovod.txt"):
+    for name in (IMAGE_LOCK["cu112"], HOROVOD_LOCK):
         shutil.copy(ROOT / "locks" / name, tmp_path / "locks")
     bin_dir, log = tmp_path / "bin", tmp_path / "pip.log"
     bin_dir.mkdir()
@@ -269,9 +286,9 @@ def test_horovod_argument_adds_horovod_and_its_dependencies_and_nothing_else(tmp
             continue
         assert calls == ["install --find-links horovod-wheels --only-binary horovod -r locks/horovod.txt"]
         added = {ln.split("==")[0] for ln in (tmp_path / "locks" / "horovod.txt").read_text().splitlines()}
-        full = {ln.split("==")[0] for ln in (ROOT / "locks" / "cu112+horovod.txt").read_text().splitlines()
+        full = {ln.split("==")[0] for ln in (ROOT / "locks" / HOROVOD_LOCK).read_text().splitlines()
                 if ln.strip() and not ln.lstrip().startswith("#")}
-        base = {ln.split("==")[0] for ln in (ROOT / "locks" / "cu112.txt").read_text().splitlines()
+        base = {ln.split("==")[0] for ln in (ROOT / "locks" / IMAGE_LOCK["cu112"]).read_text().splitlines()
                 if ln.strip() and not ln.lstrip().startswith("#")}
         assert added == full - base and "horovod" in added
 
