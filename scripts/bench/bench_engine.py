@@ -38,7 +38,7 @@ from pathlib import Path
 
 from bench_mask_rcnn import GLUONDET_DETECT as DETECT  # set up as `gluondet detect --ctx cpu`
 from bench_mask_rcnn import run_leg, train_images_per_sec
-from flop_bound import best_peak, bound_rows, count_line, flop_bound
+from flop_bound import best_peak, bound_rows, count_line, cpu_line, flop_bound
 
 ASYNC = {"MXNET_ENGINE_TYPE": "ThreadedEnginePerDevice"}
 
@@ -113,7 +113,7 @@ def main():
         root = write_shapes_voc(Path(work) / "shapes", n_train=max(64, args.iters * args.batch_size * 2),
                                 n_val=args.detect_images, seed=0, size=128, masks=True)
         images = [str(p) for p in sorted((root / "JPEGImages").glob("*.jpg"))[-args.detect_images:]]
-        print(f"{usable_cpus()} usable CPUs, {args.iters} timed iterations, {args.detect_images} detect images, "
+        print(f"{cpu_line()}, {usable_cpus()} usable CPUs, {args.iters} timed iterations, {args.detect_images} detect images, "
               f"{args.rounds} rounds; load {os.getloadavg()[0]:.1f}")
         for model in args.models.split(","):
             # trained at --data-shape, as train_leg passes it (Mask R-CNN: its own)

@@ -22,7 +22,6 @@ import json
 import os
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import mxnet as mx

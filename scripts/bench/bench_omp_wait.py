@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from bench_mask_rcnn import train_images_per_sec  # `gluondet train` in a process of its own, 2nd epoch timed
+from flop_bound import cpu_line
 
 from gluondet.runtime import OMP_SPIN_COUNT
 
@@ -123,7 +124,7 @@ def main():
     from gluondet.data.synth import write_shapes_voc
     from gluondet.runtime import usable_cpus
 
-    print(f"{args.model}, batch {args.batch_size}, {args.iters} timed steps per leg, {usable_cpus()} usable "
+    print(f"{cpu_line()}: {args.model}, batch {args.batch_size}, {args.iters} timed steps per leg, {usable_cpus()} usable "
           f"CPUs, {args.rounds} rounds; load average at the start {os.getloadavg()[0]:.1f}")
     settings = args.settings.split(",")
     work_dir = tempfile.TemporaryDirectory()

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flop_bound import THREAD_VARS, best_peak, bound_rows, count_line, flop_bound
+from flop_bound import THREAD_VARS, best_peak, bound_rows, count_line, cpu_line, flop_bound
 
 TUTORIAL_LOOP = r'''
 import json, sys, time
@@ -158,6 +158,7 @@ def main():
         (voc_root / "VOC0").symlink_to(root)
         classes = list(SHAPES_CLASSES)
         cpus = usable_cpus()
+        print(cpu_line())
         print(f"ssd_512_vgg16_atrous, data shape {args.data_shape}, batch {args.batch_size}, "
               f"{args.iters} timed iterations, {cpus} usable CPUs")
         print(count_line(flop))

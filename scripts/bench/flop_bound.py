@@ -175,6 +175,23 @@ def conv_peak(shapes=PEAK_SHAPES, reps=3, dtype="float32"):
     return {"gflops": rates[best_label], "best_of": best_label, "rates": rates}
 
 
+def cpu_line():
+    """The processor the figures were measured on: its model name and the vector extensions that
+    decide MXNet's kernels (an AMD EPYC and an Intel Xeon with the same flags can differ 2x in
+    bfloat16), for the first line of each benchmark's output."""
+    from gluondet.precision import CPUINFO, cpu_flags
+
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    model = next((line.partition(":")[2].strip() for line in text.splitlines()
+                  if line.partition(":")[0].strip() == "model name"), "unknown CPU")
+    isa = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if flag in cpu_flags(text)]
+    return f"{model} ({' '.join(isa) or 'no AVX2'})"
+
+
 # For the training benchmarks: the count and the peak in a process of their own, and the rows.
 def flop_bound(*args):
     """flop_bound.py's JSON answer, run in its own process (its thread setting, MXNet loaded there)."""

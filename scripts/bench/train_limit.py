@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flop_bound import best_peak, bound_rows, count_line, flop_bound
+from flop_bound import best_peak, bound_rows, count_line, cpu_line, flop_bound
 
 STEP_LEG = r'''
 import json, sys, time
@@ -100,6 +100,7 @@ def main():
 
     flop = flop_bound("count", "--model", args.model)
     side = flop["data_shape"]
+    print(cpu_line())
     print(f"{args.model} at {side}px: {count_line(flop)}")
     dtypes = args.dtypes.split(",")
     if "bfloat16" in dtypes and not cpu_has_bf16():
