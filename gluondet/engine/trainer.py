@@ -120,7 +120,7 @@ class TrainState:
     lr_scale: float = 1.0             # multiplies the schedule's lr (halved by each rollback)
     rollbacks: List[dict] = field(default_factory=list)  # every rollback of the run, in order
     guard: Dict[str, object] = field(default_factory=dict)  # the divergence guard's recent losses
-    update_batch_size: int = 1        # what the optimizer divides this step's gradients by
+    update_batch_size: float = 1      # what the optimizer divides this step's gradients by (clipping raises it)
     epoch_done: bool = False          # the epoch's training finished (validation may follow)
     row: Dict[str, object] = field(default_factory=dict)
     scores: Optional[dict] = None     # this epoch's validation result, if it validated
@@ -278,13 +278,14 @@ class Trainer:
     def update(self, batch_size):
         """Apply the step's gradients. With a ``before_update`` hook (gradient clipping), the
         gradients are first summed over the devices, so the hook sees the gradient of the whole
-        batch; ``state.update_batch_size`` is what the optimizer divides them by."""
+        batch; ``state.update_batch_size`` is what the optimizer divides them by (a hook raises
+        it to scale the step down)."""
         if not any(hook.before_update is not None for hook in self.hooks):
             self.optimizer.step(batch_size)
             return
         self.state.update_batch_size = batch_size
         self.optimizer.allreduce_grads()
         self.call("before_update")
-        self.optimizer.update(batch_size)
+        self.optimizer.update(self.state.update_batch_size)
 
 
