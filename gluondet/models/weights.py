@@ -1,5 +1,6 @@
 """A trained network back from its weights: a run's network rebuilt for its classes, and weight files
 that do not fit it diagnosed (damaged, another class count, another network) in one line."""
+import tempfile
 from pathlib import Path
 
 from ..families import get_family
@@ -34,6 +35,31 @@ def load_weights(net, params, ignore_extra=False, ctx=None, run=None):
         raise _weights_problem(net, Path(params), e, run) from None
     if ctx is not None:
         net.collect_params().reset_ctx(ctx)
+
+
+def load_keeping_own_anchors(net, params, ignore_extra=False):
+    """Load ``params`` into ``net`` (on the CPU) where the file's anchors have another shape than the
+    network's: those the network keeps. Anchors are constants made from the input size a network is
+    built for (the grid GluonCV cuts them from grows with it: ``families.rcnn_data``), not learned,
+    so weights trained at another size load into a network built for this one. Anything else that
+    does not fit raises as ``load_parameters`` does."""
+    import mxnet as mx
+    from mxnet.gluon.parameter import Constant
+
+    saved = mx.nd.load(str(params))
+    own = net._collect_params_with_prefix()
+    other_grid = {name for name, param in own.items() if isinstance(param, Constant) and name in saved
+                  and tuple(saved[name].shape) != tuple(param.shape)}
+    if not other_grid:
+        net.load_parameters(str(params), ctx=mx.cpu(), ignore_extra=ignore_extra)
+        return
+    missing = [name for name in own if name not in saved]
+    if missing:
+        raise AssertionError(f"Parameter '{missing[0]}' is missing in file '{params}'")
+    with tempfile.TemporaryDirectory(prefix="gluondet-weights-") as folder:
+        adjusted = Path(folder) / "weights.params"
+        mx.nd.save(str(adjusted), {name: array for name, array in saved.items() if name not in other_grid})
+        net.load_parameters(str(adjusted), ctx=mx.cpu(), allow_missing=True, ignore_extra=ignore_extra)
 
 
 def _weights_problem(net, params, error, run):

@@ -160,6 +160,101 @@ def test_init_from_the_coco_mask_detector_offline_is_one_clear_error(tmp_path, m
         init_from("mask_rcnn_fpn_resnet50_v1b_coco", resolve_model_config("mask_rcnn_fpn_resnet50_v1b"), ["a"])
 
 
+def _anchors(net):
+    from mxnet.gluon.parameter import Constant
+
+    return {n: p.data().shape for n, p in net._collect_params_with_prefix().items()
+            if isinstance(p, Constant) and "anchor" in n}
+
+
+def test_init_from_a_run_of_another_size_keeps_its_weights_and_the_new_sizes_anchors(tmp_path):
+    """A mask run at 128 px (GluonCV's anchor grid) into the same model at 1000 px, whose grid
+    grows: every learned weight comes over, the anchors are the 1000 px network's own, and the
+    network predicts."""
+    from gluondet.config import resolve_model_config
+    from gluondet.models import build_model
+    from gluondet.models.pretrained import init_from
+
+    small = resolve_model_config("mask_rcnn_tiny")
+    source = build_model(small, ["circle", "square"], pretrained_base=False)
+    with mx.autograd.predict_mode():
+        source(mx.nd.zeros((1, 3, 128, 128)))  # finish deferred initialization
+    source.save_parameters(str(tmp_path / "best.params"))
+    large = {**small, "data_shape": 1000}  # its longer side reaches 1667 px: past the 1536 px GluonCV's grid covers
+    fresh = build_model(large, ["circle", "square"], pretrained_base=False)
+    assert _anchors(fresh) != _anchors(source)  # the grid grew: the file's anchors cannot load as they are
+    net = init_from(str(tmp_path / "best.params"), large, ["circle", "square"])
+    assert net.short == 1000 and _anchors(net) == _anchors(fresh)
+    for name, param in source._collect_params_with_prefix().items():
+        if name not in _anchors(source):
+            np.testing.assert_array_equal(net._collect_params_with_prefix()[name].data().asnumpy(),
+                                          param.data().asnumpy(), err_msg=name)
+    with mx.autograd.predict_mode():
+        ids = net(mx.nd.zeros((1, 3, 1000, 1000)))[0]
+    assert ids.shape[0] == 1
+
+
+def _zoo_stand_in(monkeypatch, seed=0):
+    """gluoncv.model_zoo.get_model as the zoo's, its pretrained detectors' weights random (no download
+    here); returns the detectors it made. Every other call (gluondet's builders) is GluonCV's own."""
+    import gluoncv.model_zoo
+
+    made, original = [], gluoncv.model_zoo.get_model
+
+    def get_model(name, **kwargs):
+        if kwargs.get("pretrained") is not True:
+            return original(name, **kwargs)
+        net = original(name, pretrained=False, pretrained_base=False)
+        mx.random.seed(seed)
+        net.initialize(mx.init.Normal(0.05))
+        with mx.autograd.predict_mode():
+            net(mx.nd.zeros((1, 3, 96, 96)))
+        made.append(net)
+        return net
+
+    monkeypatch.setattr(gluoncv.model_zoo, "get_model", get_model)
+    return made
+
+
+def test_init_from_a_zoo_detector_builds_the_runs_model_at_its_size_with_the_zoos_weights(monkeypatch):
+    """``--init-from mask_rcnn_fpn_resnet50_v1b_coco`` (README's) with ``--data-shape 600``: the network is
+    the model's, built for 600 px (the zoo's for 800), with every weight of the zoo's, the classes the
+    two share kept: what eval, detect and --resume rebuild from the run's config."""
+    from gluondet.config import resolve_model_config
+    from gluondet.models.pretrained import init_from
+
+    made = _zoo_stand_in(monkeypatch)
+    cfg = {**resolve_model_config("mask_rcnn_fpn_resnet50_v1b"), "data_shape": 600}
+    net = init_from("mask_rcnn_fpn_resnet50_v1b_coco", cfg, ["person", "helmet"])
+    zoo = made[0]
+    assert zoo.short == 800 and net.short == 600 and net.classes == ["person", "helmet"]
+    zoo_params = zoo._collect_params_with_prefix()
+    compared = 0
+    for name, param in net._collect_params_with_prefix().items():
+        if name in _anchors(net) or any(k in name for k in ("class_predictor", "box_predictor", "mask.mask")):
+            continue
+        np.testing.assert_array_equal(param.data().asnumpy(), zoo_params[name].data().asnumpy(), err_msg=name)
+        compared += 1
+    assert compared > 250
+    person = zoo.classes.index("person") + 1  # row 0: background
+    np.testing.assert_array_equal(net.class_predictor.weight.data().asnumpy()[1],
+                                  zoo.class_predictor.weight.data().asnumpy()[person])
+
+
+def test_a_zoo_detector_of_another_architecture_than_the_model_is_one_line(monkeypatch):
+    """GluonCV's VOC Faster R-CNN has 15 anchors per position, its custom one (the model) 9: training
+    the zoo's network would leave a run that eval and --resume (which build the model) cannot load."""
+    from gluondet.config import resolve_model_config
+    from gluondet.errors import GluondetError
+    from gluondet.models.pretrained import init_from
+
+    _zoo_stand_in(monkeypatch)
+    with pytest.raises(GluondetError, match=r"^--init-from faster_rcnn_resnet50_v1b_voc \(GluonCV's detector\): does "
+                                            r"not fit model 'faster_rcnn_resnet50_v1b' \(.*\(15, ") as error:
+        init_from("faster_rcnn_resnet50_v1b_voc", resolve_model_config("faster_rcnn_resnet50_v1b"), ["a"])
+    assert "\n" not in str(error.value) and "gluondet-init-from-" not in str(error.value)
+
+
 def test_fpn_faster_rcnn_trains_a_step_on_its_flattened_rpn_targets():
     from gluondet.config import resolve_model_config
     from gluondet.families.rcnn_data import FasterRCNNTrainTransform
