@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_throughput import clean_env, keep_images_with_objects  # noqa: E402
+from flop_bound import report_bound  # noqa: E402 (the FLOP bound on the training legs)
 
 REFERENCE_LOOP = r'''
 import json, sys, time, warnings
@@ -162,7 +163,8 @@ def main():
         print(f"train_center_net.py-style loop: {reference:.3f} img/s  (legs {every['reference']})")
         print(f"gluondet train:                 {ours:.3f} img/s  (legs {every['gluondet']})")
         print(f"ratio gluondet / reference:     {ours / reference:.2f}x  (load average after: {os.getloadavg()[0]:.1f})")
+    return 0 if report_bound(args.model, legs, data_shape=args.data_shape) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flop_bound import report_bound  # the FLOP bound on the training legs, measured in the same run
+
 REFERENCE_TRAIN = r'''
 import json, sys, time
 import numpy as np
@@ -217,7 +219,8 @@ def main():
         for name, legs in (("training", train), ("detection", detect)):
             ref, ours = max(legs["reference"]), max(legs["gluondet"])
             print(f"{name}: GluonCV reference {ref:.2f} img/s, gluondet {ours:.2f} img/s, ratio {ours / ref:.2f}x")
+    return 0 if report_bound("mask_rcnn_tiny", {f"{k} training": v for k, v in train.items()}) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

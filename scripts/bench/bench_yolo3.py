@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flop_bound import report_bound  # the FLOP bound on the training legs, measured in the same run
+
 REFERENCE = r'''
 import json, sys, time, warnings
 import numpy as np
@@ -181,7 +183,9 @@ def main():
           f"{best['reference']:.2f} img/s (legs {', '.join(f'{v:.2f}' for v in legs['reference'])}), "
           f"gluondet train {best['gluondet']:.2f} img/s (legs {', '.join(f'{v:.2f}' for v in legs['gluondet'])}): "
           f"{best['gluondet'] / best['reference']:.2f}x; load average {load[0]:.1f}")
+    # the bound at the smallest side a leg trains at (random shapes: a smaller image costs less)
+    return 0 if report_bound(args.model, legs, data_shape=args.sizes[0]) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -211,7 +211,8 @@ def bound_rows(legs, loads, peak, train_flop):
     lines, within = [], True
     for name, values in legs.items():
         best = max(values)
-        every = ", ".join(f"{v:.3f} (load {load:.1f})" for v, load in zip(values, loads[name]))
+        every = ", ".join(f"{v:.3f} (load {load:.1f})" for v, load in zip(values, loads[name])) if loads \
+            else ", ".join(f"{v:.3f}" for v in values)
         lines.append(f"{name + ':':<42}{best:.3f} img/s = {_giga(best * train_flop)} GFLOP/s, "
                      f"{best / bound:.0%} of the bound {bound:.3f} img/s  (legs {every})")
         if max(values) > bound:
@@ -220,6 +221,17 @@ def bound_rows(legs, loads, peak, train_flop):
                          f"({_giga(train_flop)} GFLOP per image at {peak:.0f} GFLOP/s): the "
                          f"clock or the image count is wrong, not a figure")
     return lines, within
+
+
+def report_bound(model, legs, data_shape=None):
+    """For a benchmark that times training legs of ``model`` (``{name: [img/s, ...]}``): its FLOP count
+    and a float32 convolution peak measured now, in the same run, printed with each leg's share of
+    the bound. Returns False (the caller exits 1) when a leg is above it."""
+    flop = flop_bound("count", "--model", model, *(["--data-shape", str(data_shape)] if data_shape else []))
+    peak, peak_line = best_peak([flop_bound("peak")], before="the bound, after the legs")
+    rows, within = bound_rows(legs, None, peak["gflops"], flop["total"])
+    print("\n".join([f"{model} at {flop['data_shape']} px: {count_line(flop)}", peak_line, *rows]))
+    return within
 
 
 def _giga(flop):
