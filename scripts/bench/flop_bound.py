@@ -228,9 +228,11 @@ def report_bound(model, legs, data_shape=None):
     and a float32 convolution peak measured now, in the same run, printed with each leg's share of
     the bound. Returns False (the caller exits 1) when a leg is above it."""
     flop = flop_bound("count", "--model", model, *(["--data-shape", str(data_shape)] if data_shape else []))
-    peak, peak_line = best_peak([flop_bound("peak")], before="the bound, after the legs")
+    peak = flop_bound("peak")
     rows, within = bound_rows(legs, None, peak["gflops"], flop["total"])
-    print("\n".join([f"{model} at {flop['data_shape']} px: {count_line(flop)}", peak_line, *rows]))
+    print("\n".join([cpu_line(), f"{model} at {flop['data_shape']} px: {count_line(flop)}",
+                      f"convolution peak, float32, {peak['threads']} threads: {peak['gflops']:.0f} GFLOP/s "
+                      f"({peak['best_of']}; measured after the legs)", *rows]))
     return within
 
 
