@@ -90,9 +90,10 @@ def main():
         print(f"  {leg:>13}: best {best[leg]:7.1f} img/s (legs {legs_text})")
     print(f"  2 Horovod processes / 1: {best['horovod x2'] / best['horovod x1']:.2f}x; "
           f"2 dist_sync workers / 2 Horovod processes: {best['dist_sync x2'] / best['horovod x2']:.2f}x")
-    print("  (the processes of a leg share this machine's cores: on an idle machine with as many cores as\n"
-          "   processes or fewer, 2 cannot be faster than 1, and the ratio is the cost of the exchange; where\n"
-          "   other work loads the cores, 2 processes also take a larger share of them than 1)")
+    print("  (the processes of a leg share this machine's cores, each with its share of the OpenMP threads:\n"
+          "   2 processes of 1 thread outrun 1 of 2 threads where the network's operators are too small to\n"
+          "   keep 2 threads busy, as the tiny SSD's; where other work loads the cores, 2 processes also take\n"
+          "   a larger share of them than 1. Not a measure of scaling across machines)")
     # every leg's images/s is the whole job's, on this machine's cores: one bound for all
     return 0 if report_bound("tiny_ssd", results, data_shape=128) else 1
 
