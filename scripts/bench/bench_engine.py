@@ -113,8 +113,8 @@ def main():
         root = write_shapes_voc(Path(work) / "shapes", n_train=max(64, args.iters * args.batch_size * 2),
                                 n_val=args.detect_images, seed=0, size=128, masks=True)
         images = [str(p) for p in sorted((root / "JPEGImages").glob("*.jpg"))[-args.detect_images:]]
-        print(f"{cpu_line()}, {usable_cpus()} usable CPUs, {args.iters} timed iterations, {args.detect_images} detect images, "
-              f"{args.rounds} rounds; load {os.getloadavg()[0]:.1f}")
+        print(f"{cpu_line()}, {usable_cpus()} usable CPUs, {args.iters} timed iterations, "
+              f"{args.detect_images} detect images, {args.rounds} rounds; load {os.getloadavg()[0]:.1f}")
         for model in args.models.split(","):
             # trained at --data-shape, as train_leg passes it (Mask R-CNN: its own)
             shape = [] if model.startswith("mask") else ["--data-shape", str(args.data_shape)]

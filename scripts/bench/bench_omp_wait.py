@@ -124,26 +124,31 @@ def main():
     from gluondet.data.synth import write_shapes_voc
     from gluondet.runtime import usable_cpus
 
-    print(f"{cpu_line()}: {args.model}, batch {args.batch_size}, {args.iters} timed steps per leg, {usable_cpus()} usable "
-          f"CPUs, {args.rounds} rounds; load average at the start {os.getloadavg()[0]:.1f}")
+    print(f"{cpu_line()}: {args.model}, batch {args.batch_size}, {args.iters} timed steps per leg, "
+          f"{usable_cpus()} usable CPUs, {args.rounds} rounds; load average at the start {os.getloadavg()[0]:.1f}")
     settings = args.settings.split(",")
-    work_dir = tempfile.TemporaryDirectory()
-    work = Path(work_dir.name)
-    root = write_shapes_voc(work / "shapes", n_train=max(64, 2 * args.iters * args.batch_size), n_val=4, seed=0,
-                            size=128, masks=True)
-    for busy in (int(b) for b in args.busy.split(",")):
-        legs = {s: [] for s in settings}
-        for _ in range(args.rounds):
-            for setting in settings:
-                got = with_busy(busy, lambda: run_leg(setting, args, root, work))
-                legs[setting].append(dict(got, load=os.getloadavg()[0]))
-        for task in ("train", "detect"):
-            best = {s: max(leg[task] for leg in legs[s]) for s in settings}
-            base = settings[0]
-            cells = ", ".join(f"{s} {best[s]:.1f} ({best[s] / best[base]:.2f}x)" for s in settings)
-            every = " / ".join(", ".join(f"{leg[task]:.1f} (load {leg['load']:.1f})" for leg in legs[s])
-                               for s in settings)
-            print(f"{busy} busy, {task:6s} img/s: {cells}  (legs {every})", flush=True)
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        root = write_shapes_voc(work / "shapes", n_train=max(64, 2 * args.iters * args.batch_size), n_val=4, seed=0,
+                                size=128, masks=True)
+        for busy in (int(b) for b in args.busy.split(",")):
+            legs = {s: [] for s in settings}
+            for _ in range(args.rounds):
+                for setting in settings:
+                    got = with_busy(busy, lambda: run_leg(setting, args, root, work))
+                    legs[setting].append(dict(got, load=os.getloadavg()[0]))
+            report(busy, settings, legs)
+
+
+def report(busy, settings, legs):
+    """Each task's best img/s per setting, its ratio to the first setting, and every leg."""
+    for task in ("train", "detect"):
+        best = {s: max(leg[task] for leg in legs[s]) for s in settings}
+        cells = ", ".join(f"{s} {best[s]:.1f} ({best[s] / best[settings[0]]:.2f}x)" for s in settings)
+        every = " / ".join(", ".join(f"{leg[task]:.1f} (load {leg['load']:.1f})" for leg in legs[s])
+                           for s in settings)
+        print(f"{busy} busy, {task:6s} img/s: {cells}  (legs {every})", flush=True)
+
 
 if __name__ == "__main__":
     main()

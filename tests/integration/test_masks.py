@@ -1,7 +1,7 @@
 """Mask R-CNN end to end where a user first tries it: ``gluondet data synth --masks`` at the generator's
 defaults (300 train + 100 val images of 256 px) and ``gluondet train --model mask_rcnn_tiny`` with the
-recipe as shipped, on 4 of its 6 epochs. The small model learns them (losses fall, mask AP on the held-out val images above
-a measured floor), eval's box and mask AP are pycocotools' own, detect finds the masks of the val
+recipe as shipped, on 4 of its 6 epochs. The small model learns them (losses fall, mask AP on the
+held-out val images above a measured floor), eval's box and mask AP are pycocotools' own, detect finds the masks of the val
 images and writes them, export gives the run's outputs, and --init-from carries a mask run's shared
 classes into another run (or says which file to place).
 
